@@ -1,0 +1,65 @@
+# ashao — one entry point for setup, running, tests and checks.
+# `make up` and `make test` work on a fresh machine: they create the virtualenv and install first.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.installed
+PROTOS := $(wildcard proto/ashao/v1/*.proto)
+BUF    := node_modules/.bin/buf
+PYTEST_ARGS ?=
+
+.PHONY: all setup up test lint typecheck proto proto-check bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+## setup: create the virtualenv and install ashao with its development tools.
+setup: $(STAMP)
+
+## proto: regenerate the committed Python from proto/ (the only way generated code changes).
+proto: $(STAMP)
+	rm -rf gen/ashao
+	mkdir -p gen
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m grpc_tools.protoc -Iproto \
+	  --python_out=gen --mypy_out=quiet:gen --grpc_python_out=gen --mypy_grpc_out=quiet:gen $(PROTOS)
+
+$(BUF): package.json
+	npm install --no-audit --no-fund --silent
+	touch $(BUF)
+
+## proto-check: buf lint, regenerate, and fail if the committed generated code differs.
+proto-check: $(STAMP) $(BUF)
+	$(BUF) lint
+	$(MAKE) --no-print-directory proto
+	git diff --exit-code --stat -- gen/ || { echo "gen/ is stale: run 'make proto' and commit"; exit 1; }
+	test -z "$$(git status --porcelain -- gen/)" || { echo "gen/ has untracked generated files: commit them"; git status --porcelain -- gen/; exit 1; }
+
+## up: start core + facade + one local (synthetic) worker on the embedded SQLite default.
+up: $(STAMP)
+	$(BIN)/ashao up
+
+## test: set up, then run the whole test suite (exit code 5, no test selected, counts as failure).
+test: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+## lint / typecheck: ruff and mypy strict on hand-written code.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy core facade worker_agent ashao_cli
+
+## bench: the benchmarks under bench/, on loopback; prints a table with the command that made it.
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) node_modules .ashao .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,121 @@
+"""A network of real ashao processes on this machine: the core, the facade, and workers.
+
+Used by ``ashao up``, by the end-to-end tests and by the benchmarks, so that all three run the
+processes exactly as an operator would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (for tests and benchmarks)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(addr: str, *, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
+    """Whether ``addr`` accepts TCP connections within ``timeout`` (False early if ``proc`` exits)."""
+    host, _, port = addr.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+class LocalNetwork:
+    """Child processes of one network; ``stop()`` ends them in order (workers, facade, core)."""
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        http_addr: str,
+        grpc_addr: str,
+        extra_env: dict[str, str] | None = None,
+        quiet: bool = False,
+    ) -> None:
+        self.data_dir = data_dir
+        self.http_addr = http_addr
+        self.grpc_addr = grpc_addr
+        self.env = dict(
+            os.environ,
+            ASHAO_GRPC_ADDR=grpc_addr,
+            ASHAO_HTTP_ADDR=http_addr,
+            ASHAO_DATA_DIR=str(data_dir),
+            PYTHONUNBUFFERED="1",
+            **(extra_env or {}),
+        )
+        self._out = subprocess.DEVNULL if quiet else None
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def _spawn(self, name: str, args: Sequence[str]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([sys.executable, *args], env=self.env, stdout=self._out, stderr=self._out)
+        self.children.append((name, proc))
+        return proc
+
+    def start_core(self, *, timeout: float = 30) -> subprocess.Popen[bytes]:
+        """Start the core and wait until it listens."""
+        proc = self._spawn("core", ["-m", "core"])
+        if not wait_for_port(self.grpc_addr, timeout=timeout, proc=proc):
+            raise RuntimeError("the core did not start")
+        return proc
+
+    def start_facade(self, *, timeout: float = 30) -> subprocess.Popen[bytes]:
+        """Start the HTTP facade and wait until it listens."""
+        proc = self._spawn("facade", ["-m", "facade"])
+        if not wait_for_port(self.http_addr, timeout=timeout, proc=proc):
+            raise RuntimeError("the facade did not start")
+        return proc
+
+    def start_worker(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """Start a worker agent with ``args`` (backend flags etc.)."""
+        return self._spawn(
+            f"worker {name}",
+            [
+                "-m",
+                "worker_agent",
+                "--core",
+                self.grpc_addr,
+                "--name",
+                name,
+                "--data-dir",
+                str(self.data_dir),
+                *args,
+            ],
+        )
+
+    def failed(self) -> str | None:
+        """The name of a child that has exited, if any."""
+        for name, child in self.children:
+            if child.poll() is not None:
+                return name
+        return None
+
+    def stop(self, *, timeout: float = 20) -> None:
+        """SIGTERM every child, newest first, waiting for each; SIGKILL what does not stop."""
+        for _name, child in reversed(self.children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+                try:
+                    child.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+        self.children.clear()

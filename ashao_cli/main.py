@@ -1,0 +1,113 @@
+"""The ``ashao`` command: ``up``, ``core``, ``facade``, ``worker``.
+
+Each subcommand runs one process of the system; ``up`` starts them all as child processes (the
+core, the HTTP facade and local workers), exactly as they would run on separate machines, and
+stops them in order on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from ashao_cli.devnet import LocalNetwork
+
+USAGE = """ashao <command> [options]
+
+commands:
+  up        core + HTTP facade + local synthetic workers, on the embedded SQLite store
+  core      the gRPC core alone
+  facade    the HTTP/SSE facade alone (talks to a core)
+  worker    a worker agent (runs jobs on a model backend)
+  credits   operator: grant credits to a user (ashao credits grant --user U --amount N)
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to a subcommand; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command == "up":
+        return up(rest)
+    if command == "core":
+        from core.main import main as core_main
+
+        return core_main(rest)
+    if command == "facade":
+        from facade.main import main as facade_main
+
+        return facade_main(rest)
+    if command == "worker":
+        from worker_agent.main import main as worker_main
+
+        return worker_main(rest)
+    if command == "credits":
+        from ashao_cli.operator import credits
+
+        return credits(rest)
+    print(f"ashao: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+def up(argv: list[str]) -> int:
+    """Run core, facade and ``--local-workers`` synthetic workers until SIGINT/SIGTERM."""
+    p = argparse.ArgumentParser(prog="ashao up", description="Start the whole network on this machine.")
+    p.add_argument("--http-addr", default=os.environ.get("ASHAO_HTTP_ADDR", "127.0.0.1:8080"))
+    p.add_argument("--grpc-addr", default=os.environ.get("ASHAO_GRPC_ADDR", "127.0.0.1:50051"))
+    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("ASHAO_DATA_DIR", ".ashao")))
+    p.add_argument("--local-workers", type=int, default=1, help="synthetic development workers to start")
+    p.add_argument("--worker-slots", type=int, default=8)
+    p.add_argument("--tokens-per-sec", type=float, default=20.0, help="pace of the synthetic workers")
+    args = p.parse_args(argv)
+    if args.local_workers < 0:
+        p.error("--local-workers must be >= 0")
+
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    net = LocalNetwork(data_dir=args.data_dir, http_addr=args.http_addr, grpc_addr=args.grpc_addr)
+    try:
+        try:
+            net.start_core()
+            for i in range(args.local_workers):
+                net.start_worker(
+                    f"local-{i + 1}",
+                    "--backend",
+                    "synthetic",
+                    "--slots",
+                    str(args.worker_slots),
+                    "--tokens-per-sec",
+                    str(args.tokens_per_sec),
+                )
+            net.start_facade()
+        except RuntimeError as exc:
+            print(f"ashao up: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"ashao up: HTTP on http://{args.http_addr}  gRPC on {args.grpc_addr}  "
+            f"{args.local_workers} local synthetic worker(s)  data in {args.data_dir}\n"
+            f"  try: curl -s -X POST http://{args.http_addr}/api/chat/send "
+            '-H \'Content-Type: application/json\' -d \'{"tier":"free","content":"hello"}\'',
+            flush=True,
+        )
+        while not stopping:
+            if (name := net.failed()) is not None:
+                print(f"ashao up: {name} exited; stopping", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        net.stop()
+        print("ashao up: stopped", flush=True)

@@ -1,0 +1,49 @@
+"""``python -m bench [name ...]``: run the benchmarks on loopback and print their figures."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from collections.abc import Callable
+
+from bench import dispatch_latency, idle_streams, ledger_cost, short_jobs, streaming
+
+BENCHES: dict[str, tuple[str, Callable[[], dict[str, float]]]] = {
+    "dispatch": ("send accepted -> assignment on a worker stream, 100 jobs/s", dispatch_latency.run),
+    "short": ("short jobs: send -> 16 tokens over SSE -> done -> persisted", short_jobs.run),
+    "streaming": (
+        "500 concurrent jobs x 50 tokens/s through worker agent -> core -> facade -> SSE",
+        streaming.run,
+    ),
+    "idle": ("5,000 idle SSE streams on one facade process", idle_streams.run),
+    "ledger": ("sends/s on a priced tier (ledger) vs the free tier, alternating rounds", ledger_cost.run),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected benchmarks (all by default)."""
+    p = argparse.ArgumentParser(prog="python -m bench")
+    p.add_argument("names", nargs="*", choices=[*BENCHES, []], help="benchmarks to run (default: all)")
+    args = p.parse_args(argv)
+    names = args.names or list(BENCHES)
+    print(f"# command: python -m bench {' '.join(args.names)}".rstrip())
+    print(
+        f"# machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')}"
+    )
+    for name in names:
+        title, fn = BENCHES[name]
+        t0 = time.perf_counter()
+        figures = fn()
+        print(f"\n## {name}: {title}  ({time.perf_counter() - t0:.1f} s)")
+        width = max(len(k) for k in figures)
+        for k, v in figures.items():
+            print(f"  {k:<{width}}  {v:,.2f}")
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""A lean HTTP/1.1 client for load generation: keep-alive JSON calls and SSE streams.
+
+The load generator shares the two cores with the system under test, so it must cost as little as
+possible per request and per event; a general-purpose client would be the bottleneck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import orjson
+
+
+class HttpError(Exception):
+    """A non-2xx answer."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(f"HTTP {status}: {body[:200]!r}")
+        self.status = status
+        self.body = body
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes]]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    headers: dict[bytes, bytes] = {}
+    for line in lines[1:]:
+        if line:
+            k, _, v = line.partition(b":")
+            headers[k.strip().lower()] = v.strip()
+    return status, headers
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: dict[bytes, bytes]) -> bytes:
+    if headers.get(b"transfer-encoding") == b"chunked":
+        parts = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
+            if size == 0:
+                await reader.readuntil(b"\r\n")
+                return b"".join(parts)
+            parts.append(await reader.readexactly(size + 2))
+            parts[-1] = parts[-1][:-2]
+    n = int(headers.get(b"content-length", b"0"))
+    return await reader.readexactly(n)
+
+
+class Connection:
+    """One keep-alive connection for request/response calls."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def _ensure(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._reader is None or self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        return self._reader, self._writer
+
+    async def post_json(self, path: str, payload: object) -> object:
+        """POST ``payload`` as JSON; the decoded JSON answer (HttpError if not 2xx)."""
+        body = orjson.dumps(payload)
+        reader, writer = await self._ensure()
+        writer.write(
+            b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (path.encode(), self.host.encode(), len(body), body)
+        )
+        status, headers = await _read_head(reader)
+        data = await _read_body(reader, headers)
+        if status >= 300:
+            raise HttpError(status, data)
+        return orjson.loads(data)
+
+    async def close(self) -> None:
+        """Close the socket."""
+        if self._writer is not None:
+            self._writer.close()
+            self._reader = self._writer = None
+
+
+async def sse_events(host: str, port: int, path: str, *, last_event_id: str = "") -> AsyncIterator[bytes]:
+    """The ``data:`` payloads of an SSE stream, as they arrive (one connection per stream)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        extra = f"Last-Event-ID: {last_event_id}\r\n".encode() if last_event_id else b""
+        writer.write(
+            b"GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n%s\r\n"
+            % (path.encode(), host.encode(), extra)
+        )
+        status, headers = await _read_head(reader)
+        if status != 200:
+            raise HttpError(status, await _read_body(reader, headers))
+        chunked = headers.get(b"transfer-encoding") == b"chunked"
+        buf = b""
+        while True:
+            if chunked:
+                size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
+                if size == 0:
+                    return
+                buf += (await reader.readexactly(size + 2))[:-2]
+            else:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                buf += data
+            while (i := buf.find(b"\n\n")) >= 0:
+                frame, buf = buf[:i], buf[i + 2 :]
+                for line in frame.split(b"\n"):
+                    if line.startswith(b"data: "):
+                        yield line[6:]
+    finally:
+        writer.close()

@@ -1,0 +1,92 @@
+"""Settings of the core process (environment prefix ``ASHAO_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CoreSettings(BaseSettings):
+    """Everything the core reads from its environment; built once in ``main()`` and passed down."""
+
+    model_config = SettingsConfigDict(env_prefix="ASHAO_", extra="ignore")
+
+    grpc_addr: str = Field("127.0.0.1:50051", description="Address the gRPC server listens on.")
+    """Address the gRPC server listens on (``host:port``; port 0 picks a free one)."""
+    data_dir: Path = Field(Path(".ashao"), description="Directory of the SQLite store and keys.")
+    """Directory holding the SQLite store (``ashao.db``) and the service's keys."""
+    db_synchronous: str = "FULL"
+    """SQLite ``synchronous`` pragma: FULL makes every acknowledged group commit survive power loss."""
+    commit_max_batch: int = 512
+    """Most write operations one group commit carries."""
+    heartbeat_interval_ms: int = 2000
+    """How often stream workers heartbeat; three missed intervals lose a worker its jobs."""
+    flush_interval_ms: int = 10
+    """How long workers and the fan-out may hold tokens before sending a batch."""
+    lease_timeout_s: float = 30.0
+    """A pull worker that neither publishes nor heartbeats for this long loses its job."""
+    max_attempts: int = 3
+    """How many workers may try one job before it fails for good."""
+    queue_timeout_s: float = 600.0
+    """A job still queued after this long expires."""
+    max_content_chars: int = 32_000
+    """Longest user message accepted."""
+    max_history_messages: int = 200
+    """Most messages of a conversation carried to the worker (the latest ones)."""
+    finished_tokens_kept: int = 1_000_000
+    """Tokens of finished jobs kept in memory for late subscribers (older jobs are read from the store)."""
+    signin_domain: str = "127.0.0.1:8080"
+    """The domain wallets sign in to (the host users see in their browser); checked in every message."""
+    signin_uri: str = "http://127.0.0.1:8080"
+    """The URI written into sign-in messages."""
+    signin_chain_id: str = "mainnet"
+    """The Solana cluster named in sign-in messages."""
+    session_ttl_s: float = 7 * 24 * 3600.0
+    """How long a session lasts."""
+    snapshot_interval_s: float = 60.0
+    """How often a treasury snapshot is taken (and staking rewards paid)."""
+    image_timeout_s: float = 120.0
+    """How long a GenerateImage call waits for a worker's picture before refunding."""
+    relay_persona: str = "xion"
+    """The ``role`` of successful relay responses."""
+    relay_endpoint: str = "http://127.0.0.1:8080"
+    """The relay's public URL, as listed in the signed registry."""
+    relay_require_auth: bool = False
+    """Refuse anonymous relay callers (401 AuthChallenge)."""
+    relay_billing_gate: bool = False
+    """Require a signed payment commitment per relay message (402 PaymentChallenge)."""
+    relay_rate_per_principal: float = 1.0
+    """Relay requests per second each principal may sustain."""
+    relay_burst_per_principal: float = 5.0
+    """Relay requests a principal may make at once."""
+    relay_rate_per_ip: float = 2.0
+    """Relay requests per second each IP may sustain."""
+    relay_burst_per_ip: float = 10.0
+    """Relay requests an IP may make at once."""
+    relay_daily_quota: int = 0
+    """Relay requests per principal per UTC day (0 = no quota)."""
+    relay_floor_required: bool = True
+    """Refuse (503 NoFloorEnvelope) while the open-weights floor (the network's workers) is unhealthy."""
+    relay_floor_tier: str = "free"
+    """The network tier the floor sends relay work on."""
+    relay_providers: str = "[]"
+    """Hosted providers, in cascade order, as JSON: ``[{"name", "base_url", "model", "api_key_env",
+    "first_chunk_timeout_s", "total_timeout_s"}]``; the floor comes after them."""
+    relay_breaker_threshold: int = 3
+    """Consecutive failures that open a provider's breaker."""
+    relay_breaker_cooldown_s: float = 30.0
+    """How long an open breaker waits before its probe."""
+    relay_max_message_chars: int = 32_000
+    """Longest relay message accepted."""
+    moderation_policy: Path | None = None
+    """JSON policy file for moderation (categories and rules); the built-in policy if unset."""
+    moderation_classifier_url: str = ""
+    """Base URL of an OpenAI-compatible ``/v1/moderations`` classifier (optional)."""
+    moderation_classifier_key_env: str = "ASHAO_MODERATION_API_KEY"
+    """Environment variable holding the classifier's key."""
+    moderation_classifier_failure: str = "refuse"
+    """What an unreachable classifier means: "refuse" or "allow" (policy only)."""
+    subscribe_max_tokens_per_message: int = 4096
+    """Most tokens one Subscribe/StreamJob message carries; longer backlogs are split."""

@@ -1,0 +1,85 @@
+"""Image generation: validation, the job's wait for its picture, content-addressed storage."""
+
+from __future__ import annotations
+
+import asyncio
+
+from core.auth import Accounts, Principal
+from core.coordinator import Coordinator
+from core.errors import InvalidArgumentError, NotFoundError, UnavailableError
+from core.jobs import ImageOutcome, ImageParams, StoredImage, is_id
+from core.store import Store
+
+STYLES = (
+    "Photographic",
+    "Cinematic",
+    "Anime",
+    "Digital Art",
+    "Fantasy",
+    "Line Art",
+    "Pixel Art",
+    "Watercolor",
+)
+"""The styles a caller may ask for."""
+
+ASPECTS = {"Square": (1024, 1024), "Landscape": (1344, 768), "Portrait": (768, 1344)}
+"""The aspects a caller may ask for, with the pixel size each maps to."""
+
+MAX_PROMPT_CHARS = 1000
+
+
+class ImageService:
+    """Generate and fetch images."""
+
+    def __init__(
+        self, *, coordinator: Coordinator, store: Store, accounts: Accounts, timeout_s: float
+    ) -> None:
+        self._c = coordinator
+        self._store = store
+        self._accounts = accounts
+        self._timeout = timeout_s
+
+    async def generate(
+        self, principal: Principal, *, prompt: str, style: str, aspect: str, nsfw: bool
+    ) -> StoredImage:
+        """Validate, charge, dispatch, wait for the picture (refunded if none comes in time)."""
+        prompt = prompt.strip()
+        if not prompt:
+            raise InvalidArgumentError("prompt: must not be empty", field="prompt")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise InvalidArgumentError(f"prompt: longer than {MAX_PROMPT_CHARS} characters", field="prompt")
+        if style not in STYLES:
+            raise InvalidArgumentError(f"style: must be one of {', '.join(STYLES)}", field="style")
+        if aspect not in ASPECTS:
+            raise InvalidArgumentError(f"aspect: must be one of {', '.join(ASPECTS)}", field="aspect")
+        self._accounts.require_user(principal)
+        width, height = ASPECTS[aspect]
+        job_id, result = await self._c.submit_image(
+            principal, ImageParams(prompt, style, aspect, width, height, nsfw)
+        )
+        try:
+            outcome: ImageOutcome = await asyncio.wait_for(asyncio.shield(result), self._timeout)
+        except TimeoutError:
+            self._c.cancel(job_id, "no image worker delivered in time")
+            raise UnavailableError("no image worker delivered in time; the credits were refunded") from None
+        if outcome.error:
+            raise UnavailableError(f"image generation failed: {outcome.error}; the credits were refunded")
+        assert outcome.image is not None
+        return outcome.image
+
+    async def get(self, image_id: str) -> tuple[StoredImage, bytes]:
+        """An image and its bytes (images are public by their unguessable id, as their URL is)."""
+        row = None
+        if is_id(image_id, "img"):
+            row = await self._store.fetchone(
+                "SELECT id, prompt, style, aspect, sha256, mime_type FROM images WHERE id = ?", (image_id,)
+            )
+        if row is None:
+            raise NotFoundError(f"imageId: no image {image_id!r}", field="imageId")
+        image = StoredImage(*row)
+        path = self._c.image_store.path(image.sha256, image.mime_type)
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except OSError as exc:
+            raise NotFoundError(f"imageId: the file of {image_id!r} is missing", field="imageId") from exc
+        return image, data

@@ -1,0 +1,72 @@
+"""The service's Ed25519 key: created on first start, kept owner-only in the data directory.
+
+Everything signed is an explicit byte string: the exact JSON body a client receives, or the
+canonical JSON of a document (sorted keys, no insignificant whitespace, UTF-8), never a
+re-serialised protobuf message.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+from nacl.signing import SigningKey, VerifyKey
+
+from core.auth import b58encode
+
+
+def canonical_json(value: Any) -> bytes:
+    """The canonical bytes of a JSON document: sorted keys, compact, UTF-8."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+class Signer:
+    """Signs bytes with the service key."""
+
+    def __init__(self, key: SigningKey) -> None:
+        self._key = key
+        self.public_key = bytes(key.verify_key)
+        self.key_id = hashlib.sha256(self.public_key).hexdigest()[:16]
+
+    @classmethod
+    def load_or_create(cls, data_dir: Path) -> Signer:
+        """The key in ``<data_dir>/ed25519.key`` (32-byte seed), created with mode 0600 if absent."""
+        path = data_dir / "ed25519.key"
+        if path.exists():
+            return cls(SigningKey(path.read_bytes()))
+        data_dir.mkdir(parents=True, exist_ok=True)
+        key = SigningKey.generate()
+        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, bytes(key))
+        finally:
+            os.close(fd)
+        os.replace(path.with_suffix(".tmp"), path)
+        return cls(key)
+
+    @property
+    def public_key_b64(self) -> str:
+        """The public key, base64."""
+        return base64.b64encode(self.public_key).decode()
+
+    @property
+    def public_key_b58(self) -> str:
+        """The public key, base58 (as wallets write keys)."""
+        return b58encode(self.public_key)
+
+    def sign(self, data: bytes) -> str:
+        """The detached signature of ``data``, base64."""
+        return base64.b64encode(self._key.sign(data).signature).decode()
+
+
+def verify(public_key_b64: str, data: bytes, signature_b64: str) -> bool:
+    """Whether ``signature_b64`` signs ``data`` under ``public_key_b64`` (for tests and clients)."""
+    try:
+        VerifyKey(base64.b64decode(public_key_b64)).verify(data, base64.b64decode(signature_b64))
+    except Exception:
+        return False
+    return True

@@ -1,0 +1,166 @@
+"""The chat path through a real core: send, push to a stream worker, tokens, done, persistence."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+
+from ashao.v1 import chat_pb2, common_pb2
+from tests.core.conftest import Core, collect, connect_worker
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def test_send_push_stream_done_and_persisted(core: Core) -> None:
+    worker = await connect_worker(core)
+    user = await core.sign_in(credits=10)
+    job_id, conv = await core.send("Explain routing.", tier="pro", metadata=user)
+    a = await worker.assignment()
+    assert a.job_id == job_id and a.tier == "pro" and a.model == "ashao-pro" and a.attempt == 1
+    assert [(m.role, m.content) for m in a.messages] == [("user", "Explain routing.")]
+    follower = asyncio.create_task(collect(core, job_id, metadata=user))
+    await worker.tokens(job_id, ["Hel", "lo"], offset=0)
+    await worker.tokens(job_id, [" world"], offset=2)
+    await worker.complete(job_id)
+    events = await follower
+    assert events == [(1, "token", "Hel"), (2, "token", "lo"), (3, "token", " world"), (4, "done", 3)]
+    conv_r = await core.chat.GetConversation(
+        chat_pb2.GetConversationRequest(conversation_id=conv), metadata=user
+    )
+    assert [(m.role, m.content) for m in conv_r.messages] == [
+        ("user", "Explain routing."),
+        ("assistant", "Hello world"),
+    ]
+    job = (await core.chat.GetJob(chat_pb2.GetJobRequest(job_id=job_id), metadata=user)).job
+    assert job.state == common_pb2.JOB_STATE_DONE and job.tokens == 3 and job.worker_id == worker.worker_id
+    # another caller cannot see it
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await core.chat.GetJob(chat_pb2.GetJobRequest(job_id=job_id))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_history_is_carried_to_the_worker(core: Core) -> None:
+    worker = await connect_worker(core)
+    job1, conv = await core.send("first")
+    await worker.assignment()
+    await worker.tokens(job1, ["reply one"])
+    await worker.complete(job1)
+    await collect(core, job1)
+    job2, conv2 = await core.send("second", conversation_id=conv)
+    assert conv2 == conv
+    a = await worker.assignment()
+    assert a.job_id == job2
+    assert [(m.role, m.content) for m in a.messages] == [
+        ("user", "first"),
+        ("assistant", "reply one"),
+        ("user", "second"),
+    ]
+
+
+async def test_late_subscriber_and_resume_after_seq(core: Core) -> None:
+    worker = await connect_worker(core)
+    job_id, _ = await core.send()
+    await worker.assignment()
+    await worker.tokens(job_id, ["a", "b", "c", "d"])
+    await worker.complete(job_id)
+    full = await collect(core, job_id)
+    assert full == [
+        (1, "token", "a"),
+        (2, "token", "b"),
+        (3, "token", "c"),
+        (4, "token", "d"),
+        (5, "done", 4),
+    ]
+    assert await collect(core, job_id, after_seq=2) == full[2:]
+
+
+async def test_resent_tokens_are_not_counted_twice(core: Core) -> None:
+    worker = await connect_worker(core)
+    job_id, _ = await core.send()
+    await worker.assignment()
+    await worker.tokens(job_id, ["a", "b"], offset=0)
+    await worker.tokens(job_id, ["a", "b", "c"], offset=0)  # a retry overlapping the first run
+    await worker.complete(job_id)
+    assert [e[2] for e in await collect(core, job_id)] == ["a", "b", "c", 3]
+
+
+@pytest.mark.parametrize(
+    ("tier", "content", "conv", "field"),
+    [
+        ("platinum", "hi", "", "tier"),
+        ("image", "hi", "", "tier"),
+        ("free", "", "", "content"),
+        ("free", "   ", "", "content"),
+        ("free", "x" * 40_000, "", "content"),
+        ("free", "hi", "not-an-id", "conversationId"),
+        ("free", "hi", "conv_doesnotexist000", "conversationId"),
+    ],
+)
+async def test_bad_input_names_the_field_and_persists_nothing(
+    core: Core, tier: str, content: str, conv: str, field: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await core.send(content, tier=tier, conversation_id=conv)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (info.value.details() or "").startswith(field + ":")
+    rows = await core.app.store.fetchall("SELECT COUNT(*) FROM jobs UNION ALL SELECT COUNT(*) FROM messages")
+    assert rows == [(0,), (0,)]
+    assert core.app.coordinator.scheduler.depth == 0
+
+
+async def test_error_details_carry_reason_and_field(core: Core) -> None:
+    from google.rpc import error_details_pb2, status_pb2
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await core.send("hi", tier="nope")
+    trailers = dict(info.value.trailing_metadata() or ())
+    status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+    detail = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(detail)
+    assert (
+        detail.reason == "INVALID_ARGUMENT"
+        and detail.domain == "ashao"
+        and detail.metadata["field"] == "tier"
+    )
+
+
+async def test_unknown_job_is_not_found(core: Core) -> None:
+    for job_id in ("job_doesnotexist1234", "garbage"):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await collect(core, job_id)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await core.chat.GetJob(chat_pb2.GetJobRequest(job_id=job_id))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_priority_tier_dispatched_first(core: Core) -> None:
+    free_job, _ = await core.send("f", tier="free")
+    ultra_job, _ = await core.send("u", tier="ultra", metadata=await core.sign_in(credits=10))
+    worker = await connect_worker(core, slots=1)
+    assert (await worker.assignment()).job_id == ultra_job
+    await worker.complete(ultra_job)
+    assert (await worker.assignment()).job_id == free_job
+
+
+async def test_stats_are_live(core: Core) -> None:
+    from ashao.v1 import network_pb2
+
+    s = await core.network.GetStats(network_pb2.GetStatsRequest())
+    assert (s.active_workers, s.queue_depth, s.jobs_completed) == (0, 0, 0)
+    await core.send()
+    await core.send()
+    s = await core.network.GetStats(network_pb2.GetStatsRequest())
+    assert s.queue_depth == 2 and s.active_workers == 0
+    worker = await connect_worker(core, slots=1)
+    a = await worker.assignment()
+    await worker.tokens(a.job_id, ["x"] * 10)
+    await worker.complete(a.job_id)
+    await collect(core, a.job_id)
+    s = await core.network.GetStats(network_pb2.GetStatsRequest())
+    assert (s.active_workers, s.queue_depth, s.jobs_completed) == (1, 0, 1)
+    # the 10 tokens fall in a whole second as soon as that second is over
+    assert core.app.coordinator.meter.rate(now=time.monotonic() + 1) == pytest.approx(10 / 5)
