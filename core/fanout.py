@@ -27,6 +27,8 @@ class Accepted:
 
     sub_id: int
     state: JobState
+    tokens: int
+    """Tokens in the job's log when the watch started."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +97,7 @@ class Multiplexer:
 
         self._subs[sub_id] = _Sub(cursor, listener)
         log.listen(listener)
-        self._control.append(Accepted(sub_id, state))
+        self._control.append(Accepted(sub_id, state, len(log.tokens)))
         listener()  # send the backlog, if any
 
     def unwatch(self, sub_id: int) -> None:

@@ -11,6 +11,7 @@ for ``cooldown_s``; then one probe request decides whether it closes again.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,6 +25,8 @@ from core.auth import Principal
 from core.config import CoreSettings
 from core.coordinator import Coordinator
 from core.fanout import Follower
+
+log = logging.getLogger("ashao.core.providers")
 
 
 class ProviderError(Exception):
@@ -202,6 +205,13 @@ class Cascade:
         self.served: dict[str, int] = {p.name: 0 for p in providers}
         self.failed: dict[str, int] = {p.name: 0 for p in providers}
 
+    async def aclose(self) -> None:
+        """Release the providers' connections."""
+        for p in self.providers:
+            aclose: Callable[[], Awaitable[None]] | None = getattr(p, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
     def floor(self) -> Provider | None:
         """The open-weights floor, if configured."""
         return next((p for p in self.providers if p.is_floor), None)
@@ -242,7 +252,7 @@ class Cascade:
                 breaker.failure()
                 self.failed[p.name] += 1
                 errors.append(str(exc) or f"{p.name}: empty answer")
-                await _close(it)
+                await close_stream(it)
                 continue
             return p, first, self._watch(p, it), usage
         raise ProviderError("; ".join(errors) or "no provider configured")
@@ -260,13 +270,14 @@ class Cascade:
         self.served[p.name] += 1
 
 
-async def _close(it: AsyncIterator[str]) -> None:
+async def close_stream(it: AsyncIterator[str]) -> None:
+    """Close a provider's stream early (stops its upstream request or job); errors closing are moot."""
     aclose: Callable[[], Awaitable[None]] | None = getattr(it, "aclose", None)
     if aclose is not None:
         try:
             await aclose()
         except Exception:
-            pass
+            log.debug("closing a provider stream failed", exc_info=True)
 
 
 class NetworkProvider:
@@ -304,15 +315,16 @@ class NetworkProvider:
         follower = Follower(job_log, 0, max_tokens_per_message=4096)
         deadline = time.monotonic() + self._total
         first = True
+        ended = False
         try:
             while True:
                 timeout = self._first if first else max(0.1, deadline - time.monotonic())
                 try:
                     events = await asyncio.wait_for(follower.next(), timeout)
                 except TimeoutError as exc:
-                    self._c.cancel(job_id, "relay deadline passed")
                     raise ProviderError(f"network: no tokens within {timeout:.0f} s") from exc
                 if events is None:
+                    ended = True
                     return
                 for token in events.tokens:
                     first = False
@@ -320,12 +332,15 @@ class NetworkProvider:
                     yield token
                 t = events.terminal
                 if t is not None:
+                    ended = True
                     if t.kind != "done":
                         raise ProviderError(f"network: {t.message}")
                     usage.input_tokens = sum(len(m["content"]) for m in messages) // 4 + 1
                     return
         finally:
             follower.close()
+            if not ended:  # the caller left (or timed out): do not keep a worker generating for nobody
+                self._c.cancel(job_id, "the relay caller left")
 
 
 RELAY = Principal("service", ip="relay")

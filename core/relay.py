@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ from core.errors import (
 from core.ledger import TREASURY, Ledger, Move, user_account
 from core.moderation import Moderator
 from core.pricing import PriceBoard
-from core.providers import Cascade, Provider, ProviderError, Usage
+from core.providers import Cascade, Provider, ProviderError, Usage, close_stream
 from core.ratelimit import RateLimiter
 from core.safety import SafetyLedger
 from core.signing import Signer, canonical_json
@@ -65,6 +65,55 @@ class Admission:
     message: str
     max_tokens: int
     charged: list[Move]
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """What a relay caller asks: the message, the token budget, and an optional payment commitment."""
+
+    message: str
+    max_tokens: int = MIN_MAX_TOKENS
+    payment: dict[str, Any] | None = None
+
+
+_PAYMENT_FIELDS = {"address": str, "nonce": str, "price": int, "signature": str}
+
+
+def _invalid(field: str, problem: str) -> InvalidArgumentError:
+    """The 422 envelope naming ``field``."""
+    return InvalidArgumentError(
+        f"{field}: {problem}",
+        field=field,
+        envelope={"error": "invalid_request", "field": field, "detail": f"{field}: {problem}"},
+    )
+
+
+def parse_prompt(body: bytes) -> Prompt:
+    """A caller's JSON body ``{message, max_tokens?, payment?}`` as a Prompt; the 422 envelope otherwise.
+
+    Only the shape is checked here; the limits are checked in ``Relay.admit`` for every caller alike.
+    """
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _invalid("body", f"not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise _invalid("body", "must be a JSON object")
+    message = doc.get("message")
+    if not isinstance(message, str):
+        raise _invalid("message", "required, a string")
+    max_tokens = doc.get("max_tokens", MIN_MAX_TOKENS)
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        raise _invalid("max_tokens", "must be an integer")
+    payment = doc.get("payment")
+    if payment is not None:
+        if not isinstance(payment, dict):
+            raise _invalid("payment", "must be an object {address, nonce, price, signature}")
+        for name, kind in _PAYMENT_FIELDS.items():
+            value = payment.get(name)
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise _invalid(f"payment.{name}", f"required, {'an integer' if kind is int else 'a string'}")
+    return Prompt(message, max_tokens, payment)
 
 
 def commitment_bytes(nonce: str, price: int, message: str) -> bytes:
@@ -122,10 +171,11 @@ class Relay:
 
     # -- admission ----------------------------------------------------------------------------
 
-    async def admit(
-        self, principal: Principal, ip: str, message: str, max_tokens: int, payment: dict[str, Any] | None
-    ) -> Admission:
-        """Every check before the cascade, in the documented order."""
+    async def admit(self, principal: Principal, ip: str, prompt: Prompt | bytes) -> Admission:
+        """Every check before the cascade, in the documented order.
+
+        ``prompt`` is a parsed Prompt, or the caller's raw JSON body, parsed after auth and rate limit.
+        """
         if self.require_auth and principal.kind != "user":
             raise UnauthenticatedError(
                 "a bearer token is required",
@@ -141,13 +191,16 @@ class Relay:
             retry = round(err.retry_after_s, 3)
             err.envelope = {"error": "rate_limited", "detail": err.message, "retry_after_s": retry}
             raise
-        if not isinstance(message, str) or not message.strip():
-            raise self._invalid("message", "must be a non-empty string")
+        if isinstance(prompt, bytes):
+            prompt = parse_prompt(prompt)
+        message, max_tokens = prompt.message, prompt.max_tokens or MIN_MAX_TOKENS
+        if not message.strip():
+            raise _invalid("message", "must be a non-empty string")
         if len(message) > self._max_chars:
-            raise self._invalid("message", f"longer than {self._max_chars} characters")
+            raise _invalid("message", f"longer than {self._max_chars} characters")
         if max_tokens < MIN_MAX_TOKENS or max_tokens > MAX_MAX_TOKENS:
-            raise self._invalid("max_tokens", f"must be between {MIN_MAX_TOKENS} and {MAX_MAX_TOKENS}")
-        charged = await self._billing_gate(message, payment) if self.billing_gate else []
+            raise _invalid("max_tokens", f"must be between {MIN_MAX_TOKENS} and {MAX_MAX_TOKENS}")
+        charged = await self._billing_gate(message, prompt.payment) if self.billing_gate else []
         height = self.safety.next_height()
         verdict = await self.moderator.judge(message, "ingress")
         await self.safety.record(
@@ -184,14 +237,6 @@ class Relay:
                 },
             )
         return Admission(height, message, max_tokens, charged)
-
-    @staticmethod
-    def _invalid(field: str, problem: str) -> InvalidArgumentError:
-        return InvalidArgumentError(
-            f"{field}: {problem}",
-            field=field,
-            envelope={"error": "invalid_request", "field": field, "detail": f"{field}: {problem}"},
-        )
 
     def payment_challenge(self, message: str) -> PaymentRequiredError:
         """A fresh 402 with the posted price and a single-use nonce."""
@@ -310,11 +355,52 @@ class Relay:
             "correlation_id": correlation,
         }
 
-    async def chat(
-        self, principal: Principal, ip: str, message: str, max_tokens: int, payment: dict[str, Any] | None
-    ) -> Signed:
+    async def stream(self, adm: Admission) -> AsyncGenerator[tuple[str, str | Signed], None]:
+        """A streaming answer as (kind, value): ("admitted", model id), then ("chunk", text)…, then one
+        ("done", signed verdict) or ("error", signed envelope).
+
+        Raises before its first item when no provider can serve, so the refusal is a real status.
+        The verdict documents are signed over their canonical JSON, which a client re-derives from the
+        parsed event. Closing the iterator early stops the provider (and refunds a payment).
+        """
+        provider, first, rest, usage = await self.open(adm)
+        finished = False
+        try:
+            yield "admitted", provider.model_id
+            parts = [first]
+            yield "chunk", first
+            try:
+                async for piece in rest:
+                    parts.append(piece)
+                    yield "chunk", piece
+            except ProviderError as exc:
+                finished = True
+                await self._refund(adm.charged)
+                yield (
+                    "error",
+                    self.sign_canonical(
+                        {
+                            "error": "provider_error",
+                            "detail": f"the provider failed mid-answer: {exc}",
+                            "verdict": "fallback",
+                            "partial": True,
+                        }
+                    ),
+                )
+                return
+            allowed, envelope = await self.verdict(adm, provider, "".join(parts), usage)
+            finished = True
+            if not allowed:
+                await self._refund(adm.charged)
+            yield "done", self.sign_canonical({"verdict": "response" if allowed else "refusal", **envelope})
+        finally:
+            await close_stream(rest)
+            if not finished:
+                await self._refund(adm.charged)
+
+    async def chat(self, principal: Principal, ip: str, prompt: Prompt | bytes) -> Signed:
         """Synchronous chat: the signed envelope, or a refusal raised with its envelope."""
-        adm = await self.admit(principal, ip, message, max_tokens, payment)
+        adm = await self.admit(principal, ip, prompt)
         provider, first, rest, usage = await self.open(adm)
         parts = [first]
         try:
@@ -326,8 +412,11 @@ class Relay:
                 "the provider failed mid-answer",
                 envelope={"error": "provider_error", "detail": str(exc), "providers": []},
             ) from exc
+        finally:
+            await close_stream(rest)
         allowed, envelope = await self.verdict(adm, provider, "".join(parts), usage)
         if not allowed:
+            await self._refund(adm.charged)
             raise RefusedError(envelope["reason"], envelope=envelope)
         return self.sign(envelope)
 

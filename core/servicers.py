@@ -35,8 +35,7 @@ from core.errors import AshaoError, InvalidArgumentError
 from core.fanout import Accepted, Follower, Item, Multiplexer, Rejected
 from core.images import ImageService
 from core.jobs import Job, JobState, StoredImage
-from core.providers import ProviderError
-from core.relay import Relay, RelayDocuments, Signed
+from core.relay import Prompt, Relay, RelayDocuments, Signed
 from core.streams import Events
 from core.treasury import Position, Snapshot, Treasury
 
@@ -130,7 +129,8 @@ def encode_items(items: list[Item]) -> chat_pb2.SubscribeResponse:
         if isinstance(item, Accepted):
             out.append(
                 chat_pb2.SubscriptionEvent(
-                    sub_id=item.sub_id, accepted=chat_pb2.WatchAccepted(state=_STATE[item.state])
+                    sub_id=item.sub_id,
+                    accepted=chat_pb2.WatchAccepted(state=_STATE[item.state], tokens=item.tokens),
                 )
             )
         elif isinstance(item, Rejected):
@@ -203,6 +203,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def Subscribe(self, request_iterator: Any, context: Ctx) -> None:  # type: ignore[override]
         """Many jobs over one stream."""
         mux = Multiplexer(self._c.open_log, max_tokens_per_message=self._limit)
+        await context.send_initial_metadata(())  # tells the relay at once that its stream is up
 
         async def read_requests() -> None:
             try:
@@ -671,11 +672,15 @@ def _signed(s: Signed) -> relay_pb2.SignedDocument:
     return relay_pb2.SignedDocument(body=s.body, signature=s.signature, key_id=s.key_id)
 
 
-def _payment(prompt: relay_pb2.RelayPrompt) -> dict[str, Any] | None:
-    if not prompt.HasField("payment"):
-        return None
-    p = prompt.payment
-    return {"address": p.address, "nonce": p.nonce, "price": p.price, "signature": p.signature}
+def _prompt(request: relay_pb2.ChatRequest | relay_pb2.ChatStreamRequest) -> Prompt | bytes:
+    if request.json_body:
+        return request.json_body
+    p = request.prompt
+    payment = None
+    if p.HasField("payment"):
+        c = p.payment
+        payment = {"address": c.address, "nonce": c.nonce, "price": c.price, "signature": c.signature}
+    return Prompt(p.message, p.max_tokens, payment)
 
 
 class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
@@ -699,40 +704,30 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
     async def Chat(self, request: relay_pb2.ChatRequest, context: Ctx) -> relay_pb2.ChatResponse:
         """Synchronous chat."""
         principal, ip = self._caller(context)
-        p = request.prompt
-        signed = await self._relay.chat(principal, ip, p.message, p.max_tokens, _payment(p))
+        signed = await self._relay.chat(principal, ip, _prompt(request))
         return relay_pb2.ChatResponse(envelope=_signed(signed))
 
     async def ChatStream(self, request: relay_pb2.ChatStreamRequest, context: Ctx):  # type: ignore[no-untyped-def]
         """Streaming chat: admitted, chunks, then done or error."""
         principal, ip = self._caller(context)
-        p = request.prompt
-        relay = self._relay
-        adm = await relay.admit(principal, ip, p.message, p.max_tokens, _payment(p))
-        provider, first, rest, usage = await relay.open(adm)
-        yield relay_pb2.ChatStreamResponse(
-            seq=1, admitted=relay_pb2.RelayAdmitted(model_id=provider.model_id)
-        )
-        seq = 2
-        parts = [first]
-        yield relay_pb2.ChatStreamResponse(seq=seq, chunk=first)
-        try:
-            async for piece in rest:
+        adm = await self._relay.admit(principal, ip, _prompt(request))
+        seq = 0
+        async with contextlib.aclosing(self._relay.stream(adm)) as events:
+            async for kind, value in events:
                 seq += 1
-                parts.append(piece)
-                yield relay_pb2.ChatStreamResponse(seq=seq, chunk=piece)
-        except ProviderError as exc:
-            envelope = {
-                "error": "provider_error",
-                "detail": f"the provider failed mid-answer: {exc}",
-                "verdict": "fallback",
-                "partial": True,
-            }
-            yield relay_pb2.ChatStreamResponse(seq=seq + 1, error=_signed(relay.sign(envelope)))
-            return
-        allowed, envelope = await relay.verdict(adm, provider, "".join(parts), usage)
-        envelope = {"verdict": "response" if allowed else "refusal", **envelope}
-        yield relay_pb2.ChatStreamResponse(seq=seq + 1, done=_signed(relay.sign(envelope)))
+                if isinstance(value, Signed):
+                    doc = _signed(value)
+                    yield (
+                        relay_pb2.ChatStreamResponse(seq=seq, done=doc)
+                        if kind == "done"
+                        else relay_pb2.ChatStreamResponse(seq=seq, error=doc)
+                    )
+                elif kind == "admitted":
+                    yield relay_pb2.ChatStreamResponse(
+                        seq=seq, admitted=relay_pb2.RelayAdmitted(model_id=value)
+                    )
+                else:
+                    yield relay_pb2.ChatStreamResponse(seq=seq, chunk=value)
 
     async def GetDocument(
         self, request: relay_pb2.GetDocumentRequest, context: Ctx

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ashao.v1 import common_pb2 as ashao_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61shao/v1/chat.proto\x12\x08\x61shao.v1\x1a\x15\x61shao/v1/common.proto\"L\n\x12SendMessageRequest\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\">\n\x13SendMessageResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\"5\n\x10StreamJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\"\xa8\x01\n\x11StreamJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12%\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x14.ashao.v1.TokenChunkH\x00\x12!\n\x04\x64one\x18\x04 \x01(\x0b\x32\x11.ashao.v1.JobDoneH\x00\x12#\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x12.ashao.v1.JobErrorH\x00\x42\x07\n\x05\x65vent\"a\n\x05Watch\x12\x0e\n\x06sub_id\x18\x01 \x01(\x04\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x11\n\tafter_seq\x18\x03 \x01(\x04\x12\x12\n\ncredential\x18\x04 \x01(\t\x12\x11\n\tclient_ip\x18\x05 \x01(\t\"\x19\n\x07Unwatch\x12\x0e\n\x06sub_id\x18\x01 \x01(\x04\"d\n\x10SubscribeRequest\x12 \n\x05watch\x18\x01 \x01(\x0b\x32\x0f.ashao.v1.WatchH\x00\x12$\n\x07unwatch\x18\x02 \x01(\x0b\x32\x11.ashao.v1.UnwatchH\x00\x42\x08\n\x06\x61\x63tion\"2\n\rWatchAccepted\x12!\n\x05state\x18\x01 \x01(\x0e\x32\x12.ashao.v1.JobState\".\n\rWatchRejected\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x81\x02\n\x11SubscriptionEvent\x12\x0e\n\x06sub_id\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12+\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x0b\x32\x17.ashao.v1.WatchAcceptedH\x00\x12+\n\x08rejected\x18\x04 \x01(\x0b\x32\x17.ashao.v1.WatchRejectedH\x00\x12%\n\x05\x63hunk\x18\x05 \x01(\x0b\x32\x14.ashao.v1.TokenChunkH\x00\x12!\n\x04\x64one\x18\x06 \x01(\x0b\x32\x11.ashao.v1.JobDoneH\x00\x12#\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x12.ashao.v1.JobErrorH\x00\x42\x06\n\x04kind\"@\n\x11SubscribeResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.ashao.v1.SubscriptionEvent\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\",\n\x0eGetJobResponse\x12\x1a\n\x03job\x18\x01 \x01(\x0b\x32\r.ashao.v1.Job\"1\n\x16GetConversationRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\"[\n\x17GetConversationResponse\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\'\n\x08messages\x18\x02 \x03(\x0b\x32\x15.ashao.v1.ChatMessage2\x80\x03\n\x0b\x43hatService\x12J\n\x0bSendMessage\x12\x1c.ashao.v1.SendMessageRequest\x1a\x1d.ashao.v1.SendMessageResponse\x12\x46\n\tStreamJob\x12\x1a.ashao.v1.StreamJobRequest\x1a\x1b.ashao.v1.StreamJobResponse0\x01\x12H\n\tSubscribe\x12\x1a.ashao.v1.SubscribeRequest\x1a\x1b.ashao.v1.SubscribeResponse(\x01\x30\x01\x12;\n\x06GetJob\x12\x17.ashao.v1.GetJobRequest\x1a\x18.ashao.v1.GetJobResponse\x12V\n\x0fGetConversation\x12 .ashao.v1.GetConversationRequest\x1a!.ashao.v1.GetConversationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61shao/v1/chat.proto\x12\x08\x61shao.v1\x1a\x15\x61shao/v1/common.proto\"L\n\x12SendMessageRequest\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\">\n\x13SendMessageResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\"5\n\x10StreamJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\"\xa8\x01\n\x11StreamJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12%\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x14.ashao.v1.TokenChunkH\x00\x12!\n\x04\x64one\x18\x04 \x01(\x0b\x32\x11.ashao.v1.JobDoneH\x00\x12#\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x12.ashao.v1.JobErrorH\x00\x42\x07\n\x05\x65vent\"a\n\x05Watch\x12\x0e\n\x06sub_id\x18\x01 \x01(\x04\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x11\n\tafter_seq\x18\x03 \x01(\x04\x12\x12\n\ncredential\x18\x04 \x01(\t\x12\x11\n\tclient_ip\x18\x05 \x01(\t\"\x19\n\x07Unwatch\x12\x0e\n\x06sub_id\x18\x01 \x01(\x04\"d\n\x10SubscribeRequest\x12 \n\x05watch\x18\x01 \x01(\x0b\x32\x0f.ashao.v1.WatchH\x00\x12$\n\x07unwatch\x18\x02 \x01(\x0b\x32\x11.ashao.v1.UnwatchH\x00\x42\x08\n\x06\x61\x63tion\"B\n\rWatchAccepted\x12!\n\x05state\x18\x01 \x01(\x0e\x32\x12.ashao.v1.JobState\x12\x0e\n\x06tokens\x18\x02 \x01(\x04\".\n\rWatchRejected\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x81\x02\n\x11SubscriptionEvent\x12\x0e\n\x06sub_id\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12+\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x0b\x32\x17.ashao.v1.WatchAcceptedH\x00\x12+\n\x08rejected\x18\x04 \x01(\x0b\x32\x17.ashao.v1.WatchRejectedH\x00\x12%\n\x05\x63hunk\x18\x05 \x01(\x0b\x32\x14.ashao.v1.TokenChunkH\x00\x12!\n\x04\x64one\x18\x06 \x01(\x0b\x32\x11.ashao.v1.JobDoneH\x00\x12#\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x12.ashao.v1.JobErrorH\x00\x42\x06\n\x04kind\"@\n\x11SubscribeResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.ashao.v1.SubscriptionEvent\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\",\n\x0eGetJobResponse\x12\x1a\n\x03job\x18\x01 \x01(\x0b\x32\r.ashao.v1.Job\"1\n\x16GetConversationRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\"[\n\x17GetConversationResponse\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\'\n\x08messages\x18\x02 \x03(\x0b\x32\x15.ashao.v1.ChatMessage2\x80\x03\n\x0b\x43hatService\x12J\n\x0bSendMessage\x12\x1c.ashao.v1.SendMessageRequest\x1a\x1d.ashao.v1.SendMessageResponse\x12\x46\n\tStreamJob\x12\x1a.ashao.v1.StreamJobRequest\x1a\x1b.ashao.v1.StreamJobResponse0\x01\x12H\n\tSubscribe\x12\x1a.ashao.v1.SubscribeRequest\x1a\x1b.ashao.v1.SubscribeResponse(\x01\x30\x01\x12;\n\x06GetJob\x12\x17.ashao.v1.GetJobRequest\x1a\x18.ashao.v1.GetJobResponse\x12V\n\x0fGetConversation\x12 .ashao.v1.GetConversationRequest\x1a!.ashao.v1.GetConversationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,21 +47,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBSCRIBEREQUEST']._serialized_start=550
   _globals['_SUBSCRIBEREQUEST']._serialized_end=650
   _globals['_WATCHACCEPTED']._serialized_start=652
-  _globals['_WATCHACCEPTED']._serialized_end=702
-  _globals['_WATCHREJECTED']._serialized_start=704
-  _globals['_WATCHREJECTED']._serialized_end=750
-  _globals['_SUBSCRIPTIONEVENT']._serialized_start=753
-  _globals['_SUBSCRIPTIONEVENT']._serialized_end=1010
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=1012
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1076
-  _globals['_GETJOBREQUEST']._serialized_start=1078
-  _globals['_GETJOBREQUEST']._serialized_end=1109
-  _globals['_GETJOBRESPONSE']._serialized_start=1111
-  _globals['_GETJOBRESPONSE']._serialized_end=1155
-  _globals['_GETCONVERSATIONREQUEST']._serialized_start=1157
-  _globals['_GETCONVERSATIONREQUEST']._serialized_end=1206
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=1208
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=1299
-  _globals['_CHATSERVICE']._serialized_start=1302
-  _globals['_CHATSERVICE']._serialized_end=1686
+  _globals['_WATCHACCEPTED']._serialized_end=718
+  _globals['_WATCHREJECTED']._serialized_start=720
+  _globals['_WATCHREJECTED']._serialized_end=766
+  _globals['_SUBSCRIPTIONEVENT']._serialized_start=769
+  _globals['_SUBSCRIPTIONEVENT']._serialized_end=1026
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=1028
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1092
+  _globals['_GETJOBREQUEST']._serialized_start=1094
+  _globals['_GETJOBREQUEST']._serialized_end=1125
+  _globals['_GETJOBRESPONSE']._serialized_start=1127
+  _globals['_GETJOBRESPONSE']._serialized_end=1171
+  _globals['_GETCONVERSATIONREQUEST']._serialized_start=1173
+  _globals['_GETCONVERSATIONREQUEST']._serialized_end=1222
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=1224
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=1315
+  _globals['_CHATSERVICE']._serialized_start=1318
+  _globals['_CHATSERVICE']._serialized_end=1702
 # @@protoc_insertion_point(module_scope)

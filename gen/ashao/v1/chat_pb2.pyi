@@ -248,16 +248,22 @@ class WatchAccepted(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STATE_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
     state: _common_pb2.JobState.ValueType
     """The job's state when the watch started."""
+    tokens: _builtins.int
+    """Tokens the job had produced when the watch started. Fewer than a resuming watcher has already
+    seen means the job is being produced again from the start (the core restarted mid-answer).
+    """
     def __init__(
         self,
         *,
         state: _common_pb2.JobState.ValueType = ...,
+        tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["state", b"state", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -62,7 +62,7 @@ class RelayPrompt(_message.Message):
     message: _builtins.str
     """The user's message."""
     max_tokens: _builtins.int
-    """Most tokens to produce; at least 1024."""
+    """Most tokens to produce; at least 1024 (0 means 1024)."""
     @_builtins.property
     def payment(self) -> Global___PaymentCommitment:
         """Set when retrying after a PaymentChallenge."""
@@ -119,6 +119,12 @@ class ChatRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PROMPT_FIELD_NUMBER: _builtins.int
+    JSON_BODY_FIELD_NUMBER: _builtins.int
+    json_body: _builtins.bytes
+    """The caller's JSON body exactly as received, `{message, max_tokens, payment?}`, when a relay such
+    as the HTTP facade forwards it untouched; when set, the core parses and validates it (so every
+    malformed body gets the same signed 422 envelope) and `prompt` is ignored.
+    """
     @_builtins.property
     def prompt(self) -> Global___RelayPrompt:
         """The prompt."""
@@ -127,10 +133,11 @@ class ChatRequest(_message.Message):
         self,
         *,
         prompt: Global___RelayPrompt | None = ...,
+        json_body: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["prompt", b"prompt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["prompt", b"prompt"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json_body", b"json_body", "prompt", b"prompt"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -143,6 +150,9 @@ class ChatStreamRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PROMPT_FIELD_NUMBER: _builtins.int
+    JSON_BODY_FIELD_NUMBER: _builtins.int
+    json_body: _builtins.bytes
+    """As ChatRequest.json_body."""
     @_builtins.property
     def prompt(self) -> Global___RelayPrompt:
         """The prompt."""
@@ -151,10 +161,11 @@ class ChatStreamRequest(_message.Message):
         self,
         *,
         prompt: Global___RelayPrompt | None = ...,
+        json_body: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["prompt", b"prompt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["prompt", b"prompt"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json_body", b"json_body", "prompt", b"prompt"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -227,11 +238,13 @@ class ChatStreamResponse(_message.Message):
 
     @_builtins.property
     def done(self) -> Global___SignedDocument:
-        """The final verdict: the canonical response envelope, a refusal or a fallback."""
+        """The final verdict: the response envelope, a refusal or a fallback. Its body is canonical JSON
+        (keys sorted, no insignificant whitespace, UTF-8), so a client can re-derive the signed bytes.
+        """
 
     @_builtins.property
     def error(self) -> Global___SignedDocument:
-        """The stream failed after it began."""
+        """The stream failed after it began (canonical JSON like `done`)."""
 
     def __init__(
         self,

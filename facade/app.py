@@ -1,0 +1,95 @@
+"""The composition root of the facade: settings → core client → routers → app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import orjson
+from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+
+from facade.client import CoreClient
+from facade.config import FacadeSettings
+from facade.http import JSON
+from facade.network import account, chat, treasury, workers
+from facade.network import errors as network_errors
+from facade.relay import errors as relay_errors
+from facade.relay import routes as relay
+
+log = logging.getLogger("ashao.facade")
+
+DESCRIPTION = """\
+Two surfaces over one gRPC core.
+
+**Network API** (`/api/…`): chat send and its Server-Sent Events stream, the worker pull path,
+network stats, sign-in, credits, treasury, staking and images. Errors are `{"error": string}` with
+the HTTP status; auth is the session cookie set by `/api/auth/verify` (or `Authorization: Bearer`
+with an API key).
+
+**Relay API** (`/chat`, `/chat/stream`, `/health`, `/self`, `/pricing`, `/sustainability`, `/vitals`,
+`/sensorium`, `/registry`, `/ledger/safety/…`): every failure is a structured envelope, and every
+body the core produces is signed (`X-Ashao-Signature`, `X-Ashao-Key-Id`; key in `/registry`).
+"""
+
+
+def _is_network(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def create_app(settings: FacadeSettings) -> FastAPI:
+    """The ASGI app; its lifespan opens (and closes) the connection to the core."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        core = CoreClient(settings)
+        core.start()
+        app.state.core = core
+        try:
+            yield
+        finally:
+            await core.close()
+
+    app = FastAPI(title="ashao", description=DESCRIPTION, version="1", lifespan=lifespan, redoc_url=None)
+    app.include_router(chat.router)
+    app.include_router(workers.router)
+    app.include_router(account.router)
+    app.include_router(treasury.router)
+    app.include_router(relay.router)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        detail = str(exc.detail)
+        if _is_network(request):
+            return JSON({"error": detail.lower() if detail else "error"}, status_code=exc.status_code)
+        kind = "not_found" if exc.status_code == 404 else "invalid_request"
+        return Response(
+            orjson.dumps({"error": kind, "detail": detail}),
+            status_code=exc.status_code,
+            media_type="application/json",
+            headers=getattr(exc, "headers", None),
+        )
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        if _is_network(request):
+            return network_errors.unexpected(exc)
+        return relay_errors.unexpected(exc)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, server_error)
+
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Accept"],
+            expose_headers=[relay_errors.SIGNATURE_HEADER, relay_errors.KEY_ID_HEADER, "Retry-After"],
+            max_age=600,
+        )
+    return app

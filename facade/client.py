@@ -1,0 +1,72 @@
+"""The facade's connection to the core: one channel, its stubs, and the multiplexed subscription."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import grpc
+from fastapi import Depends, Request
+
+from ashao.v1 import (
+    account_pb2_grpc,
+    chat_pb2_grpc,
+    image_pb2_grpc,
+    network_pb2_grpc,
+    relay_pb2_grpc,
+    treasury_pb2_grpc,
+    worker_pb2_grpc,
+)
+from facade.config import FacadeSettings
+from facade.mux import Mux
+
+# The core refuses pings more often than every 10 s; reconnect quickly after a core restart.
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+    ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+]
+
+
+class CoreClient:
+    """Stubs for every core service, on one channel, plus the Subscribe multiplexer."""
+
+    def __init__(self, settings: FacadeSettings) -> None:
+        self.settings = settings
+        self.channel = grpc.aio.insecure_channel(settings.grpc_addr, options=CHANNEL_OPTIONS)
+        self.chat = chat_pb2_grpc.ChatServiceStub(self.channel)
+        self.workers = worker_pb2_grpc.WorkerServiceStub(self.channel)
+        self.network = network_pb2_grpc.NetworkServiceStub(self.channel)
+        self.accounts = account_pb2_grpc.AccountServiceStub(self.channel)
+        self.treasury = treasury_pb2_grpc.TreasuryServiceStub(self.channel)
+        self.images = image_pb2_grpc.ImageServiceStub(self.channel)
+        self.relay = relay_pb2_grpc.RelayServiceStub(self.channel)
+        self.mux = Mux(
+            self.chat,
+            max_buffer_bytes=settings.sse_max_buffer_bytes,
+            keepalive_s=settings.sse_keepalive_s,
+        )
+        self.timeout = settings.call_timeout_s
+
+    def start(self) -> None:
+        """Open the subscription stream."""
+        self.mux.start()
+
+    async def close(self) -> None:
+        """End the subscriptions, then the channel."""
+        await self.mux.shutdown()
+        await self.channel.close(grace=1.0)
+
+
+def get_core(request: Request) -> CoreClient:
+    """The CoreClient the lifespan opened."""
+    core: CoreClient = request.app.state.core
+    return core
+
+
+Core = Annotated[CoreClient, Depends(get_core)]
+"""Route parameter alias: the connection to the core."""

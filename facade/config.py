@@ -1,0 +1,38 @@
+"""Settings of the HTTP facade (environment prefix ``ASHAO_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class FacadeSettings(BaseSettings):
+    """Everything the facade reads from its environment; built once in ``main()`` and passed down."""
+
+    model_config = SettingsConfigDict(env_prefix="ASHAO_", extra="ignore")
+
+    http_addr: str = Field("127.0.0.1:8080", description="Address the HTTP server listens on.")
+    """Address the HTTP server listens on (``host:port``, ``[::1]:port`` for IPv6)."""
+    grpc_addr: str = Field("127.0.0.1:50051", description="Address of the core.")
+    """Address of the core's gRPC server."""
+    call_timeout_s: float = 15.0
+    """Deadline of every unary call to the core."""
+    image_timeout_s: float = 150.0
+    """Deadline of an image generation call (the core waits for a worker's picture)."""
+    relay_timeout_s: float = 300.0
+    """Deadline of a relay chat (synchronous, or the whole stream)."""
+    cors_origins: str = ""
+    """Comma-separated origins allowed to call the API from a browser (CORS); empty allows none."""
+    trust_forwarded: bool = False
+    """Take the client IP from ``X-Forwarded-For`` and the scheme from ``X-Forwarded-Proto`` (behind a
+    trusted proxy only)."""
+    session_cookie: str = "ashao_session"
+    """Name of the HttpOnly session cookie set after wallet sign-in."""
+    sse_keepalive_s: float = 15.0
+    """An SSE stream with nothing to say for this long gets a ``: keep-alive`` comment."""
+    sse_max_buffer_bytes: int = 1 << 20
+    """A client this far behind (bytes not yet written to it) is cut off with an error event."""
+    sse_send_timeout_s: float = 30.0
+    """A client that does not read for this long is disconnected."""
+    graceful_shutdown_s: float = 3.0
+    """How long a stopping facade lets requests finish."""

@@ -1,0 +1,350 @@
+"""One multiplexed ``Subscribe`` stream to the core carries the events of every SSE client here.
+
+A gRPC message costs the same whatever it carries, so one stream for all the jobs this process's
+browsers follow — not one server-streaming call per browser — is what keeps the token path cheap.
+Each SSE client is a ``Subscription``: the reader of the stream turns the core's events into SSE
+frames once (bytes, built with orjson) and appends them to that subscription's buffer; the client's
+response writes everything buffered in one write when it wakes, so tokens coalesce under load.
+
+Buffers are bounded: a client that falls ``max_buffer_bytes`` behind is cut off with an error event
+(it may resume with ``Last-Event-ID``), so a slow reader never grows memory or slows anyone else.
+If the stream to the core breaks (the core restarts), the live subscriptions are watched again on
+the next stream from the last event each delivered, so their clients continue seamlessly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import orjson
+
+from ashao.v1 import chat_pb2, chat_pb2_grpc, common_pb2
+
+log = logging.getLogger("ashao.facade.mux")
+
+TOKEN_FRAME = b'id: %d\ndata: {"type":"token","value":%b}\n\n'
+DONE_FRAME = b'id: %d\ndata: {"type":"done","tokens":%d}\n\n'
+ERROR_FRAME = b'id: %d\ndata: {"type":"error","message":%b}\n\n'
+KEEPALIVE_FRAME = b": keep-alive\n\n"
+
+
+def error_frame(seq: int, message: str) -> bytes:
+    """The SSE error event of the network API."""
+    return ERROR_FRAME % (seq, orjson.dumps(message))
+
+
+_TERMINAL_STATES = frozenset(
+    {
+        common_pb2.JOB_STATE_DONE,
+        common_pb2.JOB_STATE_FAILED,
+        common_pb2.JOB_STATE_CANCELLED,
+        common_pb2.JOB_STATE_EXPIRED,
+    }
+)
+
+
+def _terminal(state: int) -> bool:
+    return state in _TERMINAL_STATES
+
+
+class WatchRefused(Exception):
+    """The core refused a watch (or could not be asked); ``code`` is the gRPC status code name."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Subscription:
+    """One SSE client's view of one job: a buffer of SSE frames not yet written to it."""
+
+    __slots__ = (
+        "after_seq",
+        "client_ip",
+        "credential",
+        "ended",
+        "frames",
+        "job_id",
+        "last_push",
+        "last_seq",
+        "ready",
+        "size",
+        "sub_id",
+        "waiter",
+    )
+
+    def __init__(self, sub_id: int, job_id: str, after_seq: int, credential: str, client_ip: str) -> None:
+        self.sub_id = sub_id
+        self.job_id = job_id
+        self.after_seq = after_seq
+        self.credential = credential
+        self.client_ip = client_ip
+        self.frames: list[bytes] = []
+        self.size = 0
+        self.last_seq = after_seq
+        """The id of the last event buffered; a re-watch resumes after it."""
+        self.ended = False
+        """No frame will be added any more."""
+        self.last_push = time.monotonic()
+        self.waiter: asyncio.Future[None] | None = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Resolves when the core accepted the watch; fails with WatchRefused."""
+
+    def push(self, frame: bytes) -> None:
+        """Buffer ``frame`` and wake the writer."""
+        self.frames.append(frame)
+        self.size += len(frame)
+        self.last_push = time.monotonic()
+        self._wake()
+
+    def end(self, frame: bytes = b"") -> None:
+        """Buffer a last frame (if any); the stream ends once it is written."""
+        if self.ended:
+            return
+        if frame:
+            self.frames.append(frame)
+            self.size += len(frame)
+        self.ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def next(self) -> bytes | None:
+        """Everything buffered, in one piece, waiting for some if there is none; None once ended."""
+        while not self.frames:
+            if self.ended:
+                return None
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        frames = self.frames
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        self.frames = []
+        self.size = 0
+        return data
+
+
+class Mux:
+    """The Subscribe stream and its subscriptions. ``start()`` it, ``shutdown()`` it."""
+
+    def __init__(
+        self,
+        stub: chat_pb2_grpc.ChatServiceAsyncStub,
+        *,
+        max_buffer_bytes: int,
+        keepalive_s: float,
+        reconnect_grace_s: float = 30.0,
+    ) -> None:
+        self._stub = stub
+        self._max_buffer = max_buffer_bytes
+        self._keepalive_s = keepalive_s
+        self._grace_s = reconnect_grace_s
+        self._subs: dict[int, Subscription] = {}
+        self._ids = itertools.count(1)
+        self._outbox: asyncio.Queue[chat_pb2.SubscribeRequest] = asyncio.Queue()
+        self._connected = False
+        self._down_since = time.monotonic()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.cut_off = 0
+        """Subscribers cut off for falling too far behind."""
+        self.streams_opened = 0
+
+    def __len__(self) -> int:
+        return len(self._subs)
+
+    def start(self) -> None:
+        """Open the stream (and keep it open) and start the keep-alive clock."""
+        self._tasks = [
+            asyncio.create_task(self._run(), name="ashao-facade-mux"),
+            asyncio.create_task(self._tick(), name="ashao-facade-keepalive"),
+        ]
+
+    def end_all(self) -> None:
+        """End every subscription's stream now (their clients reconnect with Last-Event-ID)."""
+        for sub in list(self._subs.values()):
+            if not sub.ready.done():
+                sub.ready.set_exception(WatchRefused("UNAVAILABLE", "the facade is stopping"))
+            sub.end()
+        self._subs.clear()
+
+    async def shutdown(self) -> None:
+        """End every subscription and stop. Idempotent."""
+        self.end_all()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks = []
+
+    # -- subscriptions ----------------------------------------------------------------------
+
+    async def watch(
+        self, job_id: str, after_seq: int, *, credential: str, client_ip: str, wait_s: float
+    ) -> Subscription:
+        """Follow ``job_id`` after ``after_seq`` for the end user behind ``credential``.
+
+        Returns once the core accepted, so the caller can still answer with a real status; raises
+        WatchRefused (NOT_FOUND for an unknown or foreign job, UNAVAILABLE if the core is away).
+        """
+        sub = Subscription(next(self._ids), job_id, after_seq, credential, client_ip)
+        self._subs[sub.sub_id] = sub
+        self._outbox.put_nowait(self._watch_request(sub))
+        try:
+            async with asyncio.timeout(wait_s):
+                await asyncio.shield(sub.ready)
+        except TimeoutError:
+            self.release(sub)
+            raise WatchRefused("UNAVAILABLE", "the coordinator did not answer in time") from None
+        except BaseException:
+            self.release(sub)
+            raise
+        return sub
+
+    def release(self, sub: Subscription) -> None:
+        """The client is gone (or the stream ended): stop following. Safe to call twice."""
+        sub.end()
+        if self._subs.pop(sub.sub_id, None) is not None:
+            # Into the current stream's outbox: a later stream never watched it (the core ignores an
+            # unwatch it does not know).
+            self._outbox.put_nowait(chat_pb2.SubscribeRequest(unwatch=chat_pb2.Unwatch(sub_id=sub.sub_id)))
+        if not sub.ready.done():
+            sub.ready.cancel()
+
+    @staticmethod
+    def _watch_request(sub: Subscription) -> chat_pb2.SubscribeRequest:
+        return chat_pb2.SubscribeRequest(
+            watch=chat_pb2.Watch(
+                sub_id=sub.sub_id,
+                job_id=sub.job_id,
+                after_seq=sub.last_seq,
+                credential=sub.credential,
+                client_ip=sub.client_ip,
+            )
+        )
+
+    # -- the stream -------------------------------------------------------------------------
+
+    async def _requests(
+        self, outbox: asyncio.Queue[chat_pb2.SubscribeRequest]
+    ) -> AsyncIterator[chat_pb2.SubscribeRequest]:
+        while True:
+            yield await outbox.get()
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            # A fresh outbox per stream: what was queued for a broken stream is re-derived below.
+            outbox: asyncio.Queue[chat_pb2.SubscribeRequest] = asyncio.Queue()
+            self._outbox = outbox
+            for sub in self._subs.values():
+                outbox.put_nowait(self._watch_request(sub))
+            call = self._stub.Subscribe(self._requests(outbox), wait_for_ready=True)
+            self.streams_opened += 1
+            try:
+                await call.initial_metadata()  # the core sends it at once: the stream is up
+                self._connected = True
+                backoff = 0.05
+                async for response in call:
+                    self._dispatch(response)
+                log.warning("the core ended the subscription stream; reopening")
+            except grpc.aio.AioRpcError as err:
+                log.warning("subscription stream to the core failed (%s); reopening", err.code().name)
+            finally:
+                if self._connected:
+                    self._down_since = time.monotonic()
+                self._connected = False
+                call.cancel()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    def _dispatch(self, response: chat_pb2.SubscribeResponse) -> None:
+        subs = self._subs
+        dumps = orjson.dumps
+        for ev in response.events:
+            sub = subs.get(ev.sub_id)
+            if sub is None:
+                continue
+            kind = ev.WhichOneof("kind")
+            if kind == "chunk":
+                seq = ev.seq
+                tokens = ev.chunk.tokens
+                skip = sub.last_seq + 1 - seq  # already delivered before a re-watch
+                if skip > 0:
+                    tokens = tokens[skip:]  # type: ignore[assignment]
+                    seq += skip
+                if not tokens:
+                    continue
+                sub.push(b"".join([TOKEN_FRAME % (seq + i, dumps(t)) for i, t in enumerate(tokens)]))
+                sub.last_seq = seq + len(tokens) - 1
+                if sub.size > self._max_buffer:
+                    self._cut_off(sub)
+            elif kind == "done":
+                if ev.seq > sub.last_seq:
+                    sub.last_seq = ev.seq
+                    sub.end(DONE_FRAME % (ev.seq, ev.done.tokens))
+                    subs.pop(sub.sub_id, None)  # the core ends a finished watch by itself
+            elif kind == "error":
+                if ev.seq > sub.last_seq:
+                    sub.last_seq = ev.seq
+                    sub.end(error_frame(ev.seq, ev.error.message))
+                    subs.pop(sub.sub_id, None)
+            elif kind == "accepted":
+                if not sub.ready.done():
+                    sub.ready.set_result(None)
+                elif ev.accepted.tokens < sub.last_seq and not _terminal(ev.accepted.state):
+                    # Re-watched after a core restart, but the tokens this client saw were lost with
+                    # it: the answer is being produced again. Splicing the two would be a lie.
+                    subs.pop(sub.sub_id, None)
+                    self._outbox.put_nowait(
+                        chat_pb2.SubscribeRequest(unwatch=chat_pb2.Unwatch(sub_id=sub.sub_id))
+                    )
+                    sub.end(
+                        error_frame(
+                            sub.last_seq + 1,
+                            "the coordinator restarted mid-answer and is producing it again;"
+                            " reopen the stream without Last-Event-ID",
+                        )
+                    )
+            elif kind == "rejected":
+                subs.pop(sub.sub_id, None)
+                if not sub.ready.done():
+                    sub.ready.set_exception(WatchRefused(ev.rejected.code, ev.rejected.message))
+                else:  # a re-watch after a reconnect was refused
+                    sub.end(error_frame(sub.last_seq + 1, ev.rejected.message))
+
+    def _cut_off(self, sub: Subscription) -> None:
+        self.cut_off += 1
+        sub.end(
+            error_frame(
+                sub.last_seq + 1,
+                "this client fell too far behind the stream; reconnect with Last-Event-ID to resume",
+            )
+        )
+        self.release(sub)
+
+    async def _tick(self) -> None:
+        """Keep idle streams alive; end them if the core stays unreachable past the grace period."""
+        period = max(0.05, min(self._keepalive_s, self._grace_s) / 3)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            lost = not self._connected and now - self._down_since > self._grace_s
+            for sub in list(self._subs.values()):
+                if lost and sub.ready.done():
+                    sub.end(error_frame(sub.last_seq + 1, "the coordinator is unreachable"))
+                    self._subs.pop(sub.sub_id, None)
+                elif not sub.ended and now - sub.last_push >= self._keepalive_s:
+                    sub.push(KEEPALIVE_FRAME)

@@ -1,0 +1,141 @@
+"""Chat: send a message as a job, stream its tokens as Server-Sent Events, read jobs and conversations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+
+from ashao.v1 import chat_pb2, common_pb2
+from facade import docs
+from facade.client import Core
+from facade.http import JSON, BadRequest, call_metadata, client_ip, credential, json_object, string
+from facade.mux import Mux, Subscription, WatchRefused
+from facade.network.errors import NetworkRoute
+from facade.sse import SSEResponse
+
+router = APIRouter(route_class=NetworkRoute, tags=["chat"])
+
+_WATCH_STATUS = {"NOT_FOUND": 404, "INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403}
+
+
+class SendBody(BaseModel):
+    """A message to send."""
+
+    tier: str = Field(description="free, basic, pro or ultra", examples=["pro"])
+    content: str = Field(description="The user's message.", examples=["Explain how ashao routes a prompt."])
+    conversationId: str | None = Field(None, description="Continue this conversation (conv_…).")
+
+
+def state_name(state: int) -> str:
+    """``JOB_STATE_QUEUED`` → ``queued``."""
+    return common_pb2.JobState.Name(state)[len("JOB_STATE_") :].lower()  # type: ignore[arg-type]
+
+
+def job_json(job: common_pb2.Job) -> dict[str, Any]:
+    """A job as the API shows it."""
+    return {
+        "id": job.id,
+        "tier": job.tier,
+        "model": job.model,
+        "conversationId": job.conversation_id,
+        "state": state_name(job.state),
+        "attempts": job.attempts,
+        "workerId": job.worker_id,
+        "tokens": job.tokens,
+        "createdAt": job.created_at_ms,
+        "error": job.error,
+    }
+
+
+@router.post("/api/chat/send", openapi_extra=docs.body(SendBody))
+async def send(request: Request, core: Core) -> Response:
+    """Send a message: persists the conversation and the message and queues a job; returns at once.
+
+    Charges the tier's credit cost when signed in (priced tiers need a signed-in caller). Answers
+    `{jobId, conversationId}`; bad input is 400 `{error}` naming the field, and nothing is queued.
+    """
+    doc = await json_object(request)
+    r = await core.chat.SendMessage(
+        chat_pb2.SendMessageRequest(
+            tier=string(doc, "tier"),
+            content=string(doc, "content"),
+            conversation_id=string(doc, "conversationId"),
+        ),
+        metadata=call_metadata(request, core.settings),
+        timeout=core.timeout,
+    )
+    return JSON({"jobId": r.job_id, "conversationId": r.conversation_id})
+
+
+def _after_seq(request: Request) -> int:
+    raw = request.headers.get("last-event-id") or request.query_params.get("lastEventId") or "0"
+    if not raw.isdigit():
+        raise BadRequest("Last-Event-ID: must be a non-negative integer", field="Last-Event-ID")
+    return int(raw)
+
+
+async def _frames(sub: Subscription) -> AsyncIterator[bytes]:
+    while (chunk := await sub.next()) is not None:
+        yield chunk
+
+
+@router.get("/api/chat/stream", response_class=SSEResponse)
+async def stream(request: Request, core: Core) -> Response:
+    """Server-Sent Events of one job: `{type:"token",value}` per token as produced, then
+    `{type:"done",tokens}` or `{type:"error",message}`. Every event has an `id`; reconnecting with
+    `Last-Event-ID` (as EventSource does) resumes after it, and a stream opened after the job ended
+    replays it. An unknown job is 404 `{error}` before the stream starts.
+    """
+    job_id = request.query_params.get("jobId", "")
+    if not job_id:
+        raise BadRequest("jobId: required", field="jobId")
+    after = _after_seq(request)
+    mux: Mux = core.mux
+    try:
+        sub = await mux.watch(
+            job_id,
+            after,
+            credential=credential(request, core.settings),
+            client_ip=client_ip(request, core.settings),
+            wait_s=core.timeout,
+        )
+    except WatchRefused as refused:
+        status = _WATCH_STATUS.get(refused.code, 503)
+        return JSON({"error": refused.message}, status_code=status)
+    return SSEResponse(
+        _frames(sub),
+        send_timeout_s=core.settings.sse_send_timeout_s,
+        on_close=lambda: mux.release(sub),
+        on_client_gone=lambda: mux.release(sub),
+    )
+
+
+@router.get("/api/jobs/{job_id}")
+async def get_job(job_id: str, request: Request, core: Core) -> Response:
+    """One job's state: `{job: {id, tier, model, conversationId, state, attempts, workerId, tokens, …}}`."""
+    r = await core.chat.GetJob(
+        chat_pb2.GetJobRequest(job_id=job_id),
+        metadata=call_metadata(request, core.settings),
+        timeout=core.timeout,
+    )
+    return JSON({"job": job_json(r.job)})
+
+
+@router.get("/api/conversations/{conversation_id}")
+async def get_conversation(conversation_id: str, request: Request, core: Core) -> Response:
+    """A conversation and its messages, oldest first: `{conversationId, messages: [{role, content}]}`."""
+    r = await core.chat.GetConversation(
+        chat_pb2.GetConversationRequest(conversation_id=conversation_id),
+        metadata=call_metadata(request, core.settings),
+        timeout=core.timeout,
+    )
+    return JSON(
+        {
+            "conversationId": r.conversation_id,
+            "messages": [{"role": m.role, "content": m.content} for m in r.messages],
+        }
+    )

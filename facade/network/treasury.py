@@ -1,0 +1,149 @@
+"""Network figures, the treasury, staking, and images."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+
+from ashao.v1 import image_pb2, network_pb2, treasury_pb2
+from facade import docs
+from facade.client import Core
+from facade.http import JSON, BadRequest, boolean, call_metadata, integer, json_object, string
+from facade.network.errors import NetworkRoute
+
+router = APIRouter(route_class=NetworkRoute)
+
+
+class AmountBody(BaseModel):
+    """How much $ASHAO to move."""
+
+    amount: int = Field(description="A positive integer.", examples=[1000])
+
+
+class ImageBody(BaseModel):
+    """What to draw."""
+
+    prompt: str = Field(examples=["a violet aurora over a quiet network of cities"])
+    style: str = Field(
+        examples=["Cinematic"],
+        description="Photographic, Cinematic, Anime, Digital Art, Fantasy, Line Art, Pixel Art, Watercolor",
+    )
+    aspect: str = Field(examples=["Landscape"], description="Square, Landscape or Portrait")
+    nsfw: bool = False
+
+
+@router.get("/api/stats", tags=["network"])
+async def stats(core: Core) -> Response:
+    """Live network figures: `activeWorkers, queueDepth, jobsCompleted, tokensPerSec`."""
+    r = await core.network.GetStats(network_pb2.GetStatsRequest(), timeout=core.timeout)
+    return JSON(
+        {
+            "activeWorkers": r.active_workers,
+            "queueDepth": r.queue_depth,
+            "jobsCompleted": r.jobs_completed,
+            "tokensPerSec": round(r.tokens_per_sec, 2),
+        }
+    )
+
+
+def _snapshot(s: treasury_pb2.TreasurySnapshot) -> dict[str, Any]:
+    return {
+        "at": s.at_ms,
+        "balance": s.balance,
+        "totalBurned": s.total_burned,
+        "rewardsPaid": s.rewards_paid,
+        "circulatingSupply": s.circulating_supply,
+        "price": s.price,
+    }
+
+
+@router.get("/api/treasury", tags=["treasury"])
+async def treasury(request: Request, core: Core) -> Response:
+    """The latest treasury figures (balance, totalBurned, rewardsPaid, circulatingSupply, price) and
+    the series of snapshots for charting (oldest first; `?limit=` bounds it)."""
+    raw = request.query_params.get("limit", "0")
+    if not raw.isdigit():
+        raise BadRequest("limit: must be a non-negative integer", field="limit")
+    r = await core.treasury.GetTreasury(treasury_pb2.GetTreasuryRequest(limit=int(raw)), timeout=core.timeout)
+    return JSON({**_snapshot(r.current), "series": [_snapshot(s) for s in r.series]})
+
+
+def _position(p: treasury_pb2.StakingPosition) -> dict[str, Any]:
+    return {"balance": p.balance, "staked": p.staked, "rewards": p.rewards}
+
+
+@router.post("/api/staking/stake", tags=["treasury"], openapi_extra=docs.body(AmountBody))
+async def stake(request: Request, core: Core) -> Response:
+    """Move $ASHAO from your balance to your stake (positive integers, at most what you hold)."""
+    doc = await json_object(request)
+    r = await core.treasury.Stake(
+        treasury_pb2.StakeRequest(amount=integer(doc, "amount", required=True)),
+        metadata=call_metadata(request, core.settings),
+        timeout=core.timeout,
+    )
+    return JSON(_position(r.position))
+
+
+@router.post("/api/staking/unstake", tags=["treasury"], openapi_extra=docs.body(AmountBody))
+async def unstake(request: Request, core: Core) -> Response:
+    """Move $ASHAO from your stake back to your balance."""
+    doc = await json_object(request)
+    r = await core.treasury.Unstake(
+        treasury_pb2.UnstakeRequest(amount=integer(doc, "amount", required=True)),
+        metadata=call_metadata(request, core.settings),
+        timeout=core.timeout,
+    )
+    return JSON(_position(r.position))
+
+
+@router.get("/api/staking", tags=["treasury"])
+async def staking(request: Request, core: Core) -> Response:
+    """Your staking position: `{balance, staked, rewards}`."""
+    r = await core.treasury.GetStaking(
+        treasury_pb2.GetStakingRequest(), metadata=call_metadata(request, core.settings), timeout=core.timeout
+    )
+    return JSON(_position(r.position))
+
+
+def _image(i: image_pb2.Image) -> dict[str, Any]:
+    return {
+        "id": i.id,
+        "url": i.url,
+        "prompt": i.prompt,
+        "style": i.style,
+        "aspect": i.aspect,
+        "sha256": i.sha256,
+        "mimeType": i.mime_type,
+    }
+
+
+@router.post("/api/images/generate", tags=["images"], openapi_extra=docs.body(ImageBody))
+async def generate_image(request: Request, core: Core) -> Response:
+    """Generate an image (charged at the image tier, refunded if no worker delivers):
+    `{image: {id, url, prompt}}`."""
+    doc = await json_object(request)
+    r = await core.images.GenerateImage(
+        image_pb2.GenerateImageRequest(
+            prompt=string(doc, "prompt"),
+            style=string(doc, "style"),
+            aspect=string(doc, "aspect"),
+            nsfw=boolean(doc, "nsfw"),
+        ),
+        metadata=call_metadata(request, core.settings),
+        timeout=core.settings.image_timeout_s,
+    )
+    return JSON({"image": _image(r.image)})
+
+
+@router.get("/api/images/{image_id}", tags=["images"], response_class=Response)
+async def get_image(image_id: str, core: Core) -> Response:
+    """The stored image's bytes (content-addressed, so cacheable for good)."""
+    r = await core.images.GetImage(image_pb2.GetImageRequest(image_id=image_id), timeout=core.timeout)
+    return Response(
+        r.data,
+        media_type=r.image.mime_type,
+        headers={"Cache-Control": "public, max-age=31536000, immutable", "ETag": f'"{r.image.sha256}"'},
+    )

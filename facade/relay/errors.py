@@ -1,0 +1,91 @@
+"""The relay API's one error mapping: core status → the documented envelope, byte for byte.
+
+The core sends the envelope's exact body and its signature in the status details; the facade only
+picks the HTTP status and passes both through. Failures that never reached the core (it is
+unreachable) or that the core did not plan for get an envelope of the same shape, unsigned.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import grpc
+import orjson
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
+
+from facade.status import CoreError, decode
+
+log = logging.getLogger("ashao.facade.relay")
+
+_BY_CODE = {
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.FAILED_PRECONDITION: 402,
+    grpc.StatusCode.INVALID_ARGUMENT: 422,
+    grpc.StatusCode.OUT_OF_RANGE: 422,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.PERMISSION_DENIED: 451,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 503,
+}
+
+SIGNATURE_HEADER = "X-Ashao-Signature"
+KEY_ID_HEADER = "X-Ashao-Key-Id"
+
+
+def signed(body: bytes, signature: str, key_id: str, status_code: int = 200) -> Response:
+    """The exact ``body`` with its signature headers."""
+    headers = {SIGNATURE_HEADER: signature, KEY_ID_HEADER: key_id} if signature else {}
+    return Response(body, status_code=status_code, media_type="application/json", headers=headers)
+
+
+def envelope_of(err: CoreError) -> tuple[int, bytes, str, str]:
+    """(HTTP status, body, signature, key id) of a core error on this surface."""
+    if err.envelope is not None:
+        return _BY_CODE.get(err.code, 500), err.envelope, err.signature, err.key_id
+    if err.unreachable or err.code == grpc.StatusCode.UNAVAILABLE:
+        body = {"error": "provider_error", "detail": "the relay cannot reach its core; try again shortly"}
+        return 503, orjson.dumps(body), "", ""
+    status = _BY_CODE.get(err.code, 500)
+    kind = "not_found" if status == 404 else "invalid_request" if status == 422 else "internal"
+    return status, orjson.dumps({"error": kind, "detail": err.message}), "", ""
+
+
+def error_response(err: CoreError) -> Response:
+    """The envelope response of a core error (with Retry-After for 429)."""
+    status, body, signature, key_id = envelope_of(err)
+    response = signed(body, signature, key_id, status)
+    if err.retry_after_s > 0:
+        response.headers["Retry-After"] = str(max(1, round(err.retry_after_s)))
+    return response
+
+
+def unexpected(exc: BaseException) -> Response:
+    """A failure nobody planned for, logged with a trace id, answered as an envelope."""
+    trace_id = uuid.uuid4().hex[:16]
+    log.error("unexpected error, trace id %s", trace_id, exc_info=exc)
+    body = {"error": "internal", "detail": f"internal error (trace id {trace_id})"}
+    return Response(orjson.dumps(body), status_code=500, media_type="application/json")
+
+
+class RelayRoute(APIRoute):
+    """A route of the relay API: core errors become their documented envelopes."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """The handler, wrapped in the surface's error mapping."""
+        handler = super().get_route_handler()
+
+        async def mapped(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except grpc.aio.AioRpcError as err:
+                return error_response(decode(err))
+            except Exception as exc:
+                return unexpected(exc)
+
+        return mapped

@@ -1,0 +1,164 @@
+"""The relay API's documented bodies, as response models for the interactive reference at /docs.
+
+The core produces these bodies (and signs them); the models here describe them for clients and are
+not used to re-serialise anything: the facade passes the core's exact bytes through, so the
+signature in ``X-Ashao-Signature`` stays valid.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class PaymentCommitment(BaseModel):
+    """A wallet's commitment to pay the posted price for one message (retry after a 402)."""
+
+    address: str = Field(description="The wallet's base58 Ed25519 public key (a signed-in user).")
+    nonce: str = Field(description="The single-use nonce from the PaymentChallenge.")
+    price: int = Field(description="The price from the PaymentChallenge, in credits.")
+    signature: str = Field(
+        description="Ed25519 signature (base58 or base64) of the UTF-8 bytes "
+        '"ashao-relay-payment/v1\\n<nonce>\\n<price>\\n<lowercase hex SHA-256 of message>".'
+    )
+
+
+class ChatBody(BaseModel):
+    """What the caller asks."""
+
+    message: str = Field(examples=["Hello Xion. In one short paragraph, tell me what you are."])
+    max_tokens: int = Field(
+        1024, ge=1024, description="At least 1024: the relay enforces meaningful responses."
+    )
+    payment: PaymentCommitment | None = Field(None, description="Set when retrying after a 402.")
+
+
+class Usage(BaseModel):
+    """Token counts in the model's tokenizer."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+class ChatEnvelope(BaseModel):
+    """A successful response. Its exact bytes are signed (``X-Ashao-Signature``, ``X-Ashao-Key-Id``)."""
+
+    role: str = Field(description='The persona; "xion" by default.')
+    text: str
+    model_id: str = Field(description="The upstream model (or the network tier) that served the response.")
+    usage: Usage
+    correlation_id: str = Field(
+        description='Safety-ledger record "<state_height>:<index>" of the egress moderation pass.'
+    )
+
+
+class AuthChallenge(BaseModel):
+    """401: missing or invalid bearer while the deployment requires auth. Re-acquire and retry."""
+
+    error: Literal["auth_required"]
+    detail: str
+    scheme: Literal["Bearer"]
+
+
+class PaymentChallenge(BaseModel):
+    """402: the billing gate wants a commitment; sign it per ``commitment_format`` and retry."""
+
+    error: Literal["payment_required"]
+    price: int
+    currency: str
+    nonce: str
+    expires_at: int = Field(description="Unix milliseconds.")
+    commitment_format: str
+    message_sha256: str
+    detail: str
+
+
+class RateLimitChallenge(BaseModel):
+    """429: per-principal or per-IP limit (or the daily quota) exceeded. Wait ``retry_after_s``."""
+
+    error: Literal["rate_limited"]
+    detail: str
+    retry_after_s: float
+
+
+class RefusalEnvelope(BaseModel):
+    """451: ingress or egress moderation declined."""
+
+    error: Literal["refused"]
+    stage: Literal["ingress", "egress"]
+    reason: str
+    suggestion: str
+    category: str
+    correlation_id: str
+
+
+class NoFloorEnvelope(BaseModel):
+    """503: the open-weights floor is unreachable; the relay refuses until it is healthy."""
+
+    error: Literal["no_floor"]
+    invariant: int
+    detail: str
+
+
+class ProviderStatus(BaseModel):
+    """One provider of the cascade."""
+
+    name: str
+    breaker: str
+    healthy: bool
+
+
+class ProviderErrorEnvelope(BaseModel):
+    """503: no healthy hosted provider and the floor cascade is exhausted. Try again shortly."""
+
+    error: Literal["provider_error"]
+    detail: str
+    providers: list[ProviderStatus] = Field(default_factory=list)
+    cause: str = ""
+
+
+class InvalidRequestEnvelope(BaseModel):
+    """422: bad input; ``field`` names it."""
+
+    error: Literal["invalid_request"]
+    field: str
+    detail: str
+
+
+class NotFoundEnvelope(BaseModel):
+    """404: no such document or record."""
+
+    error: Literal["not_found"]
+    detail: str
+
+
+class Relay(BaseModel):
+    """One relay of the registry."""
+
+    endpoint: str
+    public_key: str = Field(description="Ed25519 public key, base64: pin it and verify signatures with it.")
+    public_key_b58: str
+    key_id: str
+
+
+class Registry(BaseModel):
+    """The signed relay registry (signed over these exact bytes, canonical JSON)."""
+
+    version: int
+    issued_at: int
+    relays: list[Relay]
+
+
+CHAT_ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": AuthChallenge, "description": "AuthChallenge"},
+    402: {"model": PaymentChallenge, "description": "PaymentChallenge"},
+    422: {"model": InvalidRequestEnvelope, "description": "Invalid request"},
+    429: {"model": RateLimitChallenge, "description": "RateLimitChallenge (and Retry-After)"},
+    451: {"model": RefusalEnvelope, "description": "RefusalEnvelope"},
+    503: {
+        "model": NoFloorEnvelope | ProviderErrorEnvelope,
+        "description": "NoFloorEnvelope or ProviderErrorEnvelope",
+    },
+}
+"""The documented failure modes of /chat and /chat/stream."""

@@ -1,0 +1,186 @@
+"""The relay API: synchronous and streaming chat, status documents, the registry, the safety ledger.
+
+Every body the core signs is passed through byte for byte with ``X-Ashao-Signature`` (Ed25519,
+base64) and ``X-Ashao-Key-Id``; verify it with the ``public_key`` of ``GET /registry``. The stream's
+``done`` (and ``error``) event carries its envelope with a signature over the envelope's canonical
+JSON (keys sorted, no insignificant whitespace, UTF-8), which a client re-derives from the event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from ashao.v1 import relay_pb2
+from facade import docs
+from facade.client import Core
+from facade.http import call_metadata
+from facade.relay import models
+from facade.relay.errors import RelayRoute, error_response, signed
+from facade.sse import SSEResponse
+from facade.status import decode
+
+router = APIRouter(route_class=RelayRoute, tags=["relay"])
+
+CHUNK_FRAME = b'event: chunk\nid: %d\ndata: {"text":%b}\n\n'
+VERDICT_FRAME = b'event: %b\nid: %d\ndata: {"envelope":%b,"signature":%b,"key_id":%b}\n\n'
+
+_CHAT_DOC = {
+    "responses": models.CHAT_ERRORS,
+    "openapi_extra": docs.body(models.ChatBody),
+}
+
+
+@router.post("/chat", response_model=models.ChatEnvelope, **_CHAT_DOC)  # type: ignore[arg-type]
+async def chat(request: Request, core: Core) -> Response:
+    """Synchronous chat: one signed envelope `{role, text, model_id, usage, correlation_id}` when
+    generation completes. Body `{message, max_tokens}` (`max_tokens` ≥ 1024)."""
+    r = await core.relay.Chat(
+        relay_pb2.ChatRequest(json_body=await request.body()),
+        metadata=call_metadata(request, core.settings),
+        timeout=core.settings.relay_timeout_s,
+    )
+    e = r.envelope
+    return signed(e.body, e.signature, e.key_id)
+
+
+def _verdict(kind: bytes, seq: int, doc: relay_pb2.SignedDocument) -> bytes:
+    return VERDICT_FRAME % (kind, seq, doc.body, orjson.dumps(doc.signature), orjson.dumps(doc.key_id))
+
+
+async def _events(
+    call: grpc.aio.UnaryStreamCall[relay_pb2.ChatStreamRequest, relay_pb2.ChatStreamResponse], seq: int
+) -> AsyncIterator[bytes]:
+    ended = False
+    try:
+        async for msg in call:
+            kind = msg.WhichOneof("event")
+            seq = msg.seq
+            if kind == "chunk":
+                yield CHUNK_FRAME % (seq, orjson.dumps(msg.chunk))
+            elif kind == "done":
+                ended = True
+                yield _verdict(b"done", seq, msg.done)
+            elif kind == "error":
+                ended = True
+                yield _verdict(b"error", seq, msg.error)
+        if not ended:
+            raise ConnectionError("the stream from the core ended without a verdict")
+    except (grpc.aio.AioRpcError, ConnectionError) as exc:
+        # After the first byte a failure is an in-band error event, never a clean-looking end.
+        detail = decode(exc).message if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+        envelope = {
+            "error": "provider_error",
+            "detail": f"the relay lost the answer: {detail}",
+            "partial": True,
+        }
+        yield VERDICT_FRAME % (b"error", seq + 1, orjson.dumps(envelope), b'""', b'""')
+    finally:
+        call.cancel()  # a client that left stops the provider
+
+
+@router.post(
+    "/chat/stream",
+    response_class=SSEResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "events chunk, done, error"},
+        **models.CHAT_ERRORS,
+    },
+    openapi_extra=docs.body(models.ChatBody),
+)
+async def chat_stream(request: Request, core: Core) -> Response:
+    """Server-Sent Events: `chunk` events `{text}` as the answer is composed, then one `done` event
+    `{envelope, signature, key_id}` carrying the canonical response, a refusal or a fallback verdict,
+    or an `error` event. Every refusal (auth, rate limit, billing, moderation, no provider) is decided
+    before the stream starts and answered with its HTTP status and envelope instead."""
+    call = core.relay.ChatStream(
+        relay_pb2.ChatStreamRequest(json_body=await request.body()),
+        metadata=call_metadata(request, core.settings),
+        timeout=core.settings.relay_timeout_s,
+    )
+    try:
+        first = await call.read()
+    except grpc.aio.AioRpcError as err:
+        return error_response(decode(err))
+    if not isinstance(first, relay_pb2.ChatStreamResponse) or first.WhichOneof("event") != "admitted":
+        call.cancel()
+        raise RuntimeError("the core's relay stream did not start with `admitted`")
+    return SSEResponse(
+        _events(call, first.seq),
+        send_timeout_s=core.settings.sse_send_timeout_s,
+        headers={"X-Ashao-Model-Id": first.admitted.model_id},
+    )
+
+
+async def _document(name: str, core: Core) -> Response:
+    r = await core.relay.GetDocument(relay_pb2.GetDocumentRequest(name=name), timeout=core.timeout)
+    d = r.document
+    return signed(d.body, d.signature, d.key_id)
+
+
+@router.get("/health")
+async def health(core: Core) -> Response:
+    """Liveness: 200 with relay and arbiter health booleans and watchdog signals."""
+    return await _document("health", core)
+
+
+@router.get("/self")
+async def self_snapshot(core: Core) -> Response:
+    """Aggregate snapshot: topography, sensorium, vitals across the eight domains, governance."""
+    return await _document("self", core)
+
+
+@router.get("/pricing")
+async def pricing(core: Core) -> Response:
+    """Posted per-message price and its five slices (variable_cost, overhead, improvement, reserve,
+    buffer), computed from live measurements."""
+    return await _document("pricing", core)
+
+
+@router.get("/sustainability")
+async def sustainability(core: Core) -> Response:
+    """Treasury readiness: runway weeks, fraction of operating float, distance to the reserve floor,
+    recurring burn ratio."""
+    return await _document("sustainability", core)
+
+
+@router.get("/vitals")
+async def vitals(core: Core) -> Response:
+    """The eight vital domains, each with a band (healthy / warning / critical / not_yet_sealed), a
+    reading and a methodology hash."""
+    return await _document("vitals", core)
+
+
+@router.get("/sensorium")
+async def sensorium(core: Core) -> Response:
+    """Interoception, chronoception, proprioception, distress score."""
+    return await _document("sensorium", core)
+
+
+@router.get("/registry", response_model=models.Registry)
+async def registry(core: Core) -> Response:
+    """The signed relay registry: `{relays: [{endpoint, public_key}], …}`. Pin `public_key`."""
+    return await _document("registry", core)
+
+
+@router.get("/ledger/safety/verify")
+async def verify_safety_ledger(core: Core) -> Response:
+    """Walk the safety ledger's hash chain end to end: `{intact, records, first_bad_record}`."""
+    return await _document("safety_verify", core)
+
+
+@router.get(
+    "/ledger/safety/{correlation_id}",
+    responses={404: {"model": models.NotFoundEnvelope, "description": "No such record"}},
+)
+async def safety_record(correlation_id: str, core: Core) -> Response:
+    """One safety-ledger record (`"<state_height>:<index>"`), with the SHA-256 of the exact text judged."""
+    r = await core.relay.GetSafetyRecord(
+        relay_pb2.GetSafetyRecordRequest(correlation_id=correlation_id), timeout=core.timeout
+    )
+    d = r.record
+    return signed(d.body, d.signature, d.key_id)

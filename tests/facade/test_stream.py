@@ -1,0 +1,167 @@
+"""The SSE path through the facade: live tokens, keep-alives, bounded buffers, disconnects, core restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from core.app import CoreApp
+from facade.config import FacadeSettings
+from tests.core.conftest import Core, connect_worker, eventually
+from tests.facade.conftest import Stack, read_sse, start_stack, stop_stack
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def stop_core_keeping_port(s: Stack) -> CoreApp:
+    """Stop the stack's core; returns a new (unstarted) core on the same address and data."""
+    settings = s.core.app.settings.model_copy(update={"grpc_addr": s.core.app.address})
+    await s.core.channel.close()
+    await s.core.app.shutdown(grace=0.2)
+    return CoreApp(settings)
+
+
+async def start_again(s: Stack, app: CoreApp) -> Core:
+    await app.start()
+    s.core = Core(app, grpc.aio.insecure_channel(app.address))
+    return s.core
+
+
+async def send(http: httpx.AsyncClient, content: str = "hi", tier: str = "free") -> str:
+    r = await http.post("/api/chat/send", json={"tier": tier, "content": content})
+    assert r.status_code == 200, r.text
+    return str(r.json()["jobId"])
+
+
+def tokens_of(events: list[dict[str, object]]) -> list[str]:
+    return [
+        e["data"]["value"] for e in events if isinstance(e.get("data"), dict) and e["data"]["type"] == "token"
+    ]  # type: ignore[index]
+
+
+async def test_live_tokens_arrive_as_produced_then_done(stack: Stack) -> None:
+    worker = await connect_worker(stack.core)
+    job = await send(stack.http)
+    reader = asyncio.create_task(read_sse(stack.http, f"/api/chat/stream?jobId={job}"))
+    a = await worker.assignment()
+    assert a.job_id == job
+    await eventually(lambda: len(stack.facade.core_client.mux) == 1)
+    for i in range(5):
+        await worker.tokens(job, [f"t{i} "])
+        await asyncio.sleep(0.01)
+    await worker.complete(job)
+    status, events = await asyncio.wait_for(reader, 10)
+    assert status == 200
+    assert [e["id"] for e in events] == [str(i) for i in range(1, 7)]
+    assert tokens_of(events) == [f"t{i} " for i in range(5)]
+    assert events[-1]["data"] == {"type": "done", "tokens": 5}
+    await eventually(lambda: len(stack.facade.core_client.mux) == 0)
+
+
+async def test_idle_stream_gets_keepalives_and_release_on_disconnect(tmp_path: Path) -> None:
+    s = await start_stack(tmp_path, sse_keepalive_s=0.2)
+    try:
+        job = await send(s.http)
+        comments = 0
+        async with s.http.stream("GET", f"/api/chat/stream?jobId={job}") as r:
+            assert r.status_code == 200 and r.headers["x-accel-buffering"] == "no"
+            async for line in r.aiter_lines():
+                if line == ": keep-alive":
+                    comments += 1
+                    if comments == 2:
+                        break
+        assert comments == 2
+        # the client left: the facade and the core both let go of the subscription
+        await eventually(lambda: len(s.facade.core_client.mux) == 0)
+        log = s.core.app.coordinator.jobs[job].log
+        await eventually(lambda: log.listeners == 0)
+    finally:
+        await stop_stack(s)
+
+
+async def test_slow_consumer_is_cut_off_with_an_error_event(tmp_path: Path) -> None:
+    s = await start_stack(tmp_path, sse_max_buffer_bytes=2_000)
+    try:
+        worker = await connect_worker(s.core)
+        job = await send(s.http)
+        reader = asyncio.create_task(read_sse(s.http, f"/api/chat/stream?jobId={job}"))
+        await worker.assignment()
+        await eventually(lambda: len(s.facade.core_client.mux) == 1)
+        await worker.tokens(job, [f"token-{i} " for i in range(400)])  # far more than 2,000 bytes at once
+        status, events = await asyncio.wait_for(reader, 10)
+        assert status == 200 and events[-1]["data"]["type"] == "error"
+        assert "Last-Event-ID" in events[-1]["data"]["message"]
+        assert s.facade.core_client.mux.cut_off == 1
+        # it may resume where it was cut off
+        last = max(int(e["id"]) for e in events if e["data"]["type"] == "token")
+        await worker.complete(job)
+        status, rest = await read_sse(
+            s.http, f"/api/chat/stream?jobId={job}", headers={"Last-Event-ID": str(last)}
+        )
+        assert tokens_of(rest) == [f"token-{i} " for i in range(last, 400)]
+        assert rest[-1]["data"] == {"type": "done", "tokens": 400}
+    finally:
+        await stop_stack(s)
+
+
+async def test_stream_survives_a_core_restart(tmp_path: Path) -> None:
+    s = await start_stack(tmp_path)
+    try:
+        job = await send(s.http, "queued across a restart")
+        reader = asyncio.create_task(read_sse(s.http, f"/api/chat/stream?jobId={job}"))
+        await eventually(lambda: len(s.facade.core_client.mux) == 1)
+        app = await stop_core_keeping_port(s)
+        # while the core is away, new streams are refused with a real status, not a hanging 200
+        r = await s.http.get(f"/api/chat/stream?jobId={job}")
+        assert r.status_code == 503 and set(r.json()) == {"error"}
+        core = await start_again(s, app)
+        worker = await connect_worker(core)
+        a = await worker.assignment(timeout=10)
+        assert a.job_id == job
+        await worker.tokens(job, ["after ", "restart"])
+        await worker.complete(job)
+        status, events = await asyncio.wait_for(reader, 15)
+        assert status == 200 and tokens_of(events) == ["after ", "restart"]
+        assert events[-1]["data"] == {"type": "done", "tokens": 2}
+    finally:
+        await stop_stack(s)
+
+
+async def test_restart_mid_answer_is_an_error_not_a_splice(tmp_path: Path) -> None:
+    s = await start_stack(tmp_path)
+    try:
+        worker = await connect_worker(s.core)
+        job = await send(s.http)
+        reader = asyncio.create_task(read_sse(s.http, f"/api/chat/stream?jobId={job}"))
+        await worker.assignment()
+        await eventually(lambda: len(s.facade.core_client.mux) == 1)
+        await worker.tokens(job, ["first ", "attempt "])
+        log = s.core.app.coordinator.jobs[job].log
+        await eventually(lambda: len(log.tokens) == 2)
+        await asyncio.sleep(0.2)  # let the two tokens reach the client
+        worker.cancel()
+        await start_again(s, await stop_core_keeping_port(s))
+        status, events = await asyncio.wait_for(reader, 15)
+        assert status == 200 and tokens_of(events) == ["first ", "attempt "]
+        assert events[-1]["data"]["type"] == "error" and "restarted" in events[-1]["data"]["message"]
+    finally:
+        await stop_stack(s)
+
+
+async def test_stream_bad_requests(stack: Stack) -> None:
+    r = await stack.http.get("/api/chat/stream")
+    assert r.status_code == 400 and "jobId" in r.json()["error"]
+    r = await stack.http.get("/api/chat/stream?jobId=job_unknown123456789")
+    assert r.status_code == 404 and set(r.json()) == {"error"}
+    job = await send(stack.http)
+    r = await stack.http.get(f"/api/chat/stream?jobId={job}", headers={"Last-Event-ID": "x"})
+    assert r.status_code == 400 and "Last-Event-ID" in r.json()["error"]
+
+
+def test_settings_default_addresses() -> None:
+    s = FacadeSettings()
+    assert (s.http_addr, s.grpc_addr) == ("127.0.0.1:8080", "127.0.0.1:50051")
