@@ -82,15 +82,28 @@ class Connection:
             self._reader = self._writer = None
 
 
-async def sse_events(host: str, port: int, path: str, *, last_event_id: str = "") -> AsyncIterator[bytes]:
-    """The ``data:`` payloads of an SSE stream, as they arrive (one connection per stream)."""
+async def sse_events(
+    host: str, port: int, path: str, *, last_event_id: str = "", body: object = None
+) -> AsyncIterator[bytes]:
+    """The ``data:`` payloads of an SSE stream, as they arrive (one connection per stream).
+
+    With ``body`` the stream is opened by POSTing it as JSON (as the relay's /chat/stream wants).
+    """
     reader, writer = await asyncio.open_connection(host, port)
     try:
         extra = f"Last-Event-ID: {last_event_id}\r\n".encode() if last_event_id else b""
-        writer.write(
-            b"GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n%s\r\n"
-            % (path.encode(), host.encode(), extra)
-        )
+        if body is None:
+            writer.write(
+                b"GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n%s\r\n"
+                % (path.encode(), host.encode(), extra)
+            )
+        else:
+            payload = orjson.dumps(body)
+            writer.write(
+                b"POST %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s"
+                % (path.encode(), host.encode(), len(payload), extra, payload)
+            )
         status, headers = await _read_head(reader)
         if status != 200:
             raise HttpError(status, await _read_body(reader, headers))

@@ -38,6 +38,7 @@ async def serve(settings: CoreSettings, *, ready: asyncio.Event | None = None) -
 def main(argv: list[str] | None = None) -> int:
     """Run the core; returns the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream request is noise
     settings = parse(argv)
     try:
         import uvloop

@@ -57,7 +57,8 @@ async def _events(
 ) -> AsyncIterator[bytes]:
     ended = False
     try:
-        async for msg in call:
+        while (msg := await call.read()) is not grpc.aio.EOF:  # read() began the call: no iterator
+            assert isinstance(msg, relay_pb2.ChatStreamResponse)
             kind = msg.WhichOneof("event")
             seq = msg.seq
             if kind == "chunk":
