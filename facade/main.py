@@ -46,6 +46,31 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def uvicorn_config(app: FastAPI, settings: FacadeSettings, *, host: str, port: int) -> uvicorn.Config:
+    """How the facade is served: uvloop and httptools, no access log, and forwarded headers honoured
+    only when the deployment says a trusted proxy sits in front (else anyone could pick their IP)."""
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop=loop,
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        proxy_headers=settings.trust_forwarded,
+        timeout_graceful_shutdown=int(settings.graceful_shutdown_s),
+        timeout_keep_alive=30,
+        backlog=4096,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -56,25 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ashao facade: ASHAO_HTTP_ADDR: {exc}", file=sys.stderr)
         return 2
     app = create_app(settings)
-    try:
-        import uvloop  # noqa: F401
-
-        loop = "uvloop"
-    except ImportError:
-        loop = "asyncio"
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop=loop,
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-        timeout_graceful_shutdown=int(settings.graceful_shutdown_s),
-        timeout_keep_alive=30,
-        backlog=4096,
-    )
+    config = uvicorn_config(app, settings, host=host, port=port)
     print(f"ashao facade: HTTP on http://{settings.http_addr} (core at {settings.grpc_addr})", flush=True)
     _Server(config, app).run()
     return 0

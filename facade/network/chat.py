@@ -83,7 +83,7 @@ async def _frames(sub: Subscription) -> AsyncIterator[bytes]:
         yield chunk
 
 
-@router.get("/api/chat/stream", response_class=SSEResponse)
+@router.get("/api/chat/stream", response_class=SSEResponse, status_code=200)
 async def stream(request: Request, core: Core) -> Response:
     """Server-Sent Events of one job: `{type:"token",value}` per token as produced, then
     `{type:"done",tokens}` or `{type:"error",message}`. Every event has an `id`; reconnecting with

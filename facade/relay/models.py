@@ -162,3 +162,31 @@ CHAT_ERRORS: dict[int | str, dict[str, object]] = {
     },
 }
 """The documented failure modes of /chat and /chat/stream."""
+
+
+def _json_ref(*names: str) -> dict[str, object]:
+    schema: dict[str, object] = (
+        {"$ref": f"#/components/schemas/{names[0]}"}
+        if len(names) == 1
+        else {"anyOf": [{"$ref": f"#/components/schemas/{n}"} for n in names]}
+    )
+    return {"application/json": {"schema": schema}}
+
+
+STREAM_ERRORS: dict[int | str, dict[str, object]] = {
+    status: {"description": str(doc["description"]), "content": _json_ref(*names)}
+    for (status, doc), names in zip(
+        CHAT_ERRORS.items(),
+        [
+            ("AuthChallenge",),
+            ("PaymentChallenge",),
+            ("InvalidRequestEnvelope",),
+            ("RateLimitChallenge",),
+            ("RefusalEnvelope",),
+            ("NoFloorEnvelope", "ProviderErrorEnvelope"),
+        ],
+        strict=True,
+    )
+}
+"""The same failure modes for /chat/stream: JSON envelopes, although its success is an event stream
+(the schemas are those /chat registers)."""

@@ -87,9 +87,10 @@ async def _events(
 @router.post(
     "/chat/stream",
     response_class=SSEResponse,
+    status_code=200,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "events chunk, done, error"},
-        **models.CHAT_ERRORS,
+        **models.STREAM_ERRORS,
     },
     openapi_extra=docs.body(models.ChatBody),
 )

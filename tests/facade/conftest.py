@@ -20,6 +20,7 @@ import uvicorn
 from ashao_cli.devnet import free_port
 from facade.app import create_app
 from facade.config import FacadeSettings
+from facade.main import uvicorn_config
 from tests.core.conftest import Core, core_settings, start_core, stop_core
 
 
@@ -33,9 +34,7 @@ class Facade:
         self._sock.bind(("127.0.0.1", 0))
         self.port: int = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(
-            uvicorn.Config(self.app, log_level="warning", lifespan="on", http="httptools", access_log=False)
-        )
+        self._server = uvicorn.Server(uvicorn_config(self.app, settings, host="127.0.0.1", port=self.port))
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
