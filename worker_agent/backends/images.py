@@ -9,15 +9,13 @@ from typing import Protocol
 
 import httpx
 
+from worker_agent.backends import BackendError
+
 NEGATIVE_SFW = "nsfw, nudity, explicit"
 
 
-class ImageBackendError(Exception):
+class ImageBackendError(BackendError):
     """The image server could not produce a picture."""
-
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
-        super().__init__(message)
-        self.retryable = retryable
 
 
 class ImageBackend(Protocol):

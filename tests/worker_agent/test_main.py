@@ -1,0 +1,126 @@
+"""The command line, and the agent as a real process: signals drain it, a second one aborts it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.core.conftest import Core, collect
+from tests.worker_agent.conftest import until
+from worker_agent.main import parse
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_defaults_come_from_the_environment() -> None:
+    env = {"ASHAO_GRPC_ADDR": "core:1234", "ASHAO_DATA_DIR": "/srv/ashao", "ASHAO_WORKER_API_KEY": "sk-1"}
+    s = parse(["--backend", "openai", "--upstream", "http://gpu:8000/v1", "--model", "llama"], env)
+    assert (s.core, s.data_dir, s.api_key, s.slots) == ("core:1234", Path("/srv/ashao"), "sk-1", 1)
+    assert "sk-1" not in repr(s)
+    assert s.announced_tiers == ("free", "basic", "pro", "ultra")
+    s = parse(["--backend", "synthetic", "--name", "w"], {})
+    assert (s.core, s.data_dir, s.api_key, s.synthetic_tokens) == ("127.0.0.1:50051", Path(".ashao"), "", 16)
+    assert s.drain_timeout_s == 300.0
+
+
+def test_flags() -> None:
+    s = parse(
+        "--core h:1 --name n --data-dir d --backend synthetic --slots 8 --tiers free,pro --tokens-per-sec 50"
+        " --synthetic-tokens 100 --synthetic-stamp --drain-timeout 5"
+        " --image-backend a1111 --image-upstream http://sd:7860".split(),
+        {},
+    )
+    assert (s.core, s.name, s.data_dir, s.backend, s.slots) == ("h:1", "n", Path("d"), "synthetic", 8)
+    assert (s.tokens_per_sec, s.synthetic_tokens, s.synthetic_stamp, s.drain_timeout_s) == (50, 100, True, 5)
+    assert s.announced_tiers == ("free", "pro")
+    s = parse("--image-backend openai --image-upstream http://sd --image-model sdxl".split(), {})
+    assert s.backend is None and s.announced_tiers == ("image",)
+    s = parse("--backend synthetic --image-backend a1111 --image-upstream http://sd".split(), {})
+    assert s.announced_tiers == ("free", "basic", "pro", "ultra", "image")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],  # no default backend for a real deployment
+        ["--backend", "openai"],
+        ["--backend", "openai", "--upstream", "http://x"],
+        ["--backend", "synthetic", "--slots", "0"],
+        ["--backend", "llama"],
+        ["--image-backend", "a1111"],
+        ["--image-backend", "a1111", "--image-upstream", "http://sd", "--tiers", "free"],
+        ["--backend", "synthetic", "--tiers", "image"],
+    ],
+)
+def test_bad_command_lines_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse(argv, {})
+    assert info.value.code == 2 and "error" in capsys.readouterr().err
+
+
+@contextlib.asynccontextmanager
+async def agent_process(core: Core, tmp_path: Path, *args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``python -m worker_agent`` with a synthetic backend, welcomed by the core; killed if left running."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker_agent",
+        "--core",
+        core.app.address,
+        "--name",
+        "proc",
+        "--data-dir",
+        str(tmp_path / "agent"),
+        "--backend",
+        "synthetic",
+        *args,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await until(lambda: core.app.coordinator.serving("free"), timeout=20)
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_sigterm_drains_running_jobs_and_exits_0(core: Core, tmp_path: Path) -> None:
+    async with agent_process(core, tmp_path, "--tokens-per-sec", "40", "--synthetic-tokens", "30") as proc:
+        job_id, _ = await core.send("finish me")
+        await until(lambda: len(core.app.coordinator.jobs[job_id].log.tokens) >= 2)
+        proc.send_signal(signal.SIGTERM)
+        events = await collect(core, job_id)
+        assert events[-1][1:] == ("done", 30)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+        assert proc.stderr is not None
+        err = (await proc.stderr.read()).decode()
+        for line in ("registered as wrk_", "connected to the core", "draining", "drained"):
+            assert line in err, err
+
+
+async def test_second_signal_aborts_at_once(core: Core, tmp_path: Path) -> None:
+    async with agent_process(core, tmp_path, "--tokens-per-sec", "5", "--synthetic-tokens", "1000") as proc:
+        job_id, _ = await core.send("never finishes")
+        await until(lambda: len(core.app.coordinator.jobs[job_id].log.tokens) >= 1)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 5) == 1
+        # the core takes the job back for another worker
+        await until(lambda: core.app.coordinator.jobs[job_id].worker_id == "")
+
+
+async def test_sigterm_when_idle_exits_promptly(core: Core, tmp_path: Path) -> None:
+    async with agent_process(core, tmp_path) as proc:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 5) == 0
+        assert loop.time() - t0 < 2.0

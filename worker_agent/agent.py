@@ -1,0 +1,329 @@
+"""The agent: its identity at the core, and the loop that keeps one Connect stream open.
+
+It registers once (or again, if the core has forgotten its token), then dials: hello → Welcome →
+a ``Session`` runs the stream's jobs until the stream ends. When the stream breaks, its jobs are
+dropped (the core requeues them on other workers) and the agent dials again with exponential
+backoff and jitter. ``drain()`` lets the session finish its jobs and close the stream cleanly;
+``abort()`` drops everything at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import logging
+import random
+from typing import TYPE_CHECKING
+
+import grpc
+
+from ashao.v1 import worker_pb2, worker_pb2_grpc
+from worker_agent import AgentError
+from worker_agent.backends import ChatBackend
+from worker_agent.backends.images import ImageBackend
+from worker_agent.config import AgentSettings
+from worker_agent.identity import (
+    RETRY_REGISTER,
+    Credentials,
+    credentials_path,
+    load_credentials,
+    register,
+    save_credentials,
+)
+from worker_agent.session import Session, SessionEnd
+
+if TYPE_CHECKING:
+    Call = grpc.aio.StreamStreamCall[worker_pb2.ConnectRequest, worker_pb2.ConnectResponse]
+    Stub = worker_pb2_grpc.WorkerServiceAsyncStub
+
+log = logging.getLogger("ashao.worker")
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+CHANNEL_OPTIONS: list[tuple[str, int]] = [
+    # Dial again quickly after a core restart; the agent's own backoff paces whole reconnects.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+    # Keep NAT mappings of a quiet stream alive; the core refuses pings more often than every 10 s.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    # Pictures travel as one ImageResult message.
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+FATAL_CONNECT = frozenset({grpc.StatusCode.INVALID_ARGUMENT})
+"""Connect statuses that reconnecting cannot cure (a hello the core refuses, e.g. an unknown tier)."""
+
+
+def agent_version() -> str:
+    """What the agent reports in its hello."""
+    try:
+        return f"ashao-worker/{importlib.metadata.version('ashao')}"
+    except importlib.metadata.PackageNotFoundError:
+        return "ashao-worker/unknown"
+
+
+class _StreamLost(AgentError):
+    """The stream ended with a status (or never got going)."""
+
+    def __init__(self, code: grpc.StatusCode | None, details: str) -> None:
+        super().__init__(f"{code.name if code else 'UNKNOWN'}: {details}")
+        self.code = code
+
+
+class Agent:
+    """One worker: ``run()`` serves until ``drain()`` has finished or ``abort()`` is called."""
+
+    def __init__(
+        self,
+        *,
+        settings: AgentSettings,
+        backend: ChatBackend | None = None,
+        image_backend: ImageBackend | None = None,
+    ) -> None:
+        self._s = settings
+        self._backend = backend
+        self._image = image_backend
+        self.tiers = settings.announced_tiers
+        """Tiers announced to the core."""
+        self._path = credentials_path(settings.data_dir, settings.name)
+        self._draining = asyncio.Event()
+        self._aborted = asyncio.Event()
+        self._session: Session | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._own_cancels = 0
+        self._welcomed_at = 0.0
+        self.credentials: Credentials | None = None
+        """The identity in use, once known."""
+        self.connections = 0
+        """Streams the core welcomed."""
+        self.registrations = 0
+        """RegisterWorker calls that succeeded."""
+        self._batches = self._tokens = self._messages = self._started = 0
+
+    # -- control ----------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Take no new jobs, finish the running ones (bounded), then end. Idempotent."""
+        if self._draining.is_set():
+            return
+        self._draining.set()
+        if self._session is None:
+            # No stream, so no job: stop registering or dialling now rather than after its deadline.
+            self._cancel_run()
+
+    def abort(self) -> None:
+        """End at once: ``run()`` is cancelled, running jobs are dropped (the core requeues them). Idempotent."""
+        if self._aborted.is_set():
+            return
+        self._aborted.set()
+        self._draining.set()
+        self._cancel_run()
+
+    def _cancel_run(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._own_cancels += 1
+            self._task.cancel()
+
+    @property
+    def aborted(self) -> bool:
+        """Whether ``abort()`` was called."""
+        return self._aborted.is_set()
+
+    @property
+    def connected(self) -> bool:
+        """Whether a welcomed stream is open now."""
+        return self._session is not None
+
+    @property
+    def running(self) -> int:
+        """Jobs running now."""
+        return len(self._session.jobs) if self._session else 0
+
+    @property
+    def jobs_started(self) -> int:
+        """Assignments run, over every stream."""
+        return self._started + (self._session.jobs_started if self._session else 0)
+
+    @property
+    def batches_sent(self) -> int:
+        """``TokenBatch`` messages written, over every stream."""
+        return self._batches + (self._session.batcher.batches_sent if self._session else 0)
+
+    @property
+    def tokens_sent(self) -> int:
+        """Tokens written, over every stream."""
+        return self._tokens + (self._session.batcher.tokens_sent if self._session else 0)
+
+    @property
+    def messages_sent(self) -> int:
+        """Messages of any kind written after the hello, over every stream."""
+        return self._messages + (self._session.batcher.messages_sent if self._session else 0)
+
+    # -- the connection loop ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Register if needed, then hold a stream to the core, reconnecting, until drained or aborted.
+
+        Raises AgentError when the core refuses the worker for good (e.g. a bad name or tier).
+        """
+        task = asyncio.current_task()
+        self._task = task
+        try:
+            await self._serve()
+        except asyncio.CancelledError:
+            # Our own drain()/abort() ends run() quietly; any other cancellation goes on up.
+            if task is not None and self._own_cancels:
+                left = task.cancelling()
+                for _ in range(self._own_cancels):
+                    left = task.uncancel()
+                if left == 0:
+                    log.warning("aborted" if self._aborted.is_set() else "stopped (no stream was open)")
+                    return
+            raise
+        finally:
+            self._task = None
+            self._own_cancels = 0
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        async with grpc.aio.insecure_channel(self._s.core, options=CHANNEL_OPTIONS) as channel:
+            stub: Stub = worker_pb2_grpc.WorkerServiceStub(channel)
+            creds = await asyncio.to_thread(load_credentials, self._path)
+            if creds is not None:
+                log.info("worker %s (%s): credentials from %s", creds.worker_id, self._s.name, self._path)
+            else:
+                creds = await self._register(stub)
+            attempt = 0
+            renewed = False
+            while creds is not None and not self._draining.is_set():
+                self.credentials = creds
+                self._welcomed_at = 0.0
+                try:
+                    end = await self._connect(stub, creds)
+                    reason = "the core closed the stream"
+                except _StreamLost as exc:
+                    if exc.code == grpc.StatusCode.UNAUTHENTICATED and not renewed:
+                        log.warning("the core does not know this worker (%s); registering again", exc)
+                        renewed = True
+                        creds = await self._register(stub)
+                        continue
+                    if exc.code in FATAL_CONNECT:
+                        raise AgentError(f"the core refused this worker's hello: {exc}") from exc
+                    end, reason = SessionEnd.BROKEN, str(exc)
+                if end is not SessionEnd.BROKEN or self._draining.is_set():
+                    return
+                if self._welcomed_at:  # the core welcomed us: the identity works again
+                    renewed = False
+                    if loop.time() - self._welcomed_at >= self._s.stable_session_s:
+                        attempt = 0
+                delay = self._backoff(attempt)
+                attempt += 1
+                if self._welcomed_at:
+                    log.info("connection to the core lost (%s); reconnecting in %.1f s", reason, delay)
+                else:
+                    log.info("core at %s unreachable (%s); retrying in %.1f s", self._s.core, reason, delay)
+                await self._pause(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        base = min(self._s.backoff_max_s, self._s.backoff_initial_s * 2.0 ** min(attempt, 30))
+        return base * random.uniform(0.5, 1.0)  # jitter: a restarted core is not hit by every worker at once
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, cut short by ``drain()``/``abort()``."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._draining.wait()
+
+    async def _register(self, stub: Stub) -> Credentials | None:
+        """Register (retrying while the core is unreachable) and save the credentials; None if drained."""
+        attempt = 0
+        while not self._draining.is_set():
+            try:
+                creds = await register(
+                    stub,
+                    name=self._s.name,
+                    tiers=self.tiers,
+                    slots=self._s.slots,
+                    timeout_s=self._s.call_timeout_s,
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in RETRY_REGISTER:
+                    raise AgentError(
+                        f"the core refused to register this worker: {exc.code().name}: {exc.details()}"
+                    ) from exc
+                delay = self._backoff(attempt)
+                attempt += 1
+                log.info(
+                    "core at %s unreachable (%s); registering in %.1f s", self._s.core, exc.code().name, delay
+                )
+                await self._pause(delay)
+                continue
+            await asyncio.to_thread(save_credentials, self._path, creds)
+            self.registrations += 1
+            log.info(
+                "registered as %s (%s); credentials saved to %s", creds.worker_id, self._s.name, self._path
+            )
+            return creds
+        return None
+
+    async def _connect(self, stub: Stub, creds: Credentials) -> SessionEnd:
+        """One stream: hello, Welcome, then the session until it ends."""
+        call: Call = stub.Connect(metadata=creds.metadata)
+        try:
+            try:
+                async with asyncio.timeout(self._s.call_timeout_s):
+                    await call.write(
+                        worker_pb2.ConnectRequest(
+                            hello=worker_pb2.WorkerHello(
+                                slots=self._s.slots, tiers=self.tiers, agent_version=agent_version()
+                            )
+                        )
+                    )
+                    first = await call.read()
+            except TimeoutError:
+                raise _StreamLost(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, "no Welcome from the core in time"
+                ) from None
+            if not isinstance(first, worker_pb2.ConnectResponse) or not first.HasField("welcome"):
+                raise _StreamLost(None, "the core did not answer the hello with a Welcome")
+            welcome = first.welcome
+            session = Session(
+                call,
+                welcome,
+                settings=self._s,
+                backend=self._backend,
+                image_backend=self._image,
+                stopping=self._draining,
+            )
+            self._session = session
+            self.connections += 1
+            self._welcomed_at = asyncio.get_running_loop().time()
+            log.info(
+                "connected to the core at %s as %s (slots %d, tiers %s)",
+                self._s.core,
+                welcome.worker_id or creds.worker_id,
+                self._s.slots,
+                ",".join(self.tiers),
+            )
+            try:
+                return await session.run()
+            finally:
+                self._session = None
+                self._batches += session.batcher.batches_sent
+                self._tokens += session.batcher.tokens_sent
+                self._messages += session.batcher.messages_sent
+                self._started += session.jobs_started
+        except grpc.aio.AioRpcError as exc:
+            raise _StreamLost(exc.code(), exc.details() or "") from exc
+        except asyncio.InvalidStateError:
+            # A write raced the end of the call; its status says why it ended.
+            call.cancel()  # no-op when it has ended; otherwise ends it, so code() cannot wait
+            raise _StreamLost(await call.code(), await call.details()) from None
+        finally:
+            call.cancel()

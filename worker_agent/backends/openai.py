@@ -1,0 +1,152 @@
+"""The OpenAI-compatible chat backend: ``POST {upstream}/v1/chat/completions`` with ``stream: true``.
+
+vLLM, llama.cpp's server, Ollama's ``/v1`` and TGI's Messages API all speak it. Each
+``choices[0].delta.content`` piece of the SSE stream is emitted as one token as it arrives;
+``[DONE]`` or a ``finish_reason`` ends the answer. A stream that stops before either is an error
+(retryable), never a short answer passed off as complete.
+
+Continuation: a job resumed after another worker was lost carries the text already delivered
+(``prefix``). It is sent as a final ``{"role": "assistant", "content": prefix}`` message so the
+model continues it. Servers differ here: llama.cpp and Ollama continue a trailing assistant
+message; vLLM continues it only with its ``continue_final_message`` option and otherwise starts a
+fresh assistant turn; hosted OpenAI treats it as a finished turn. The reply then may not join the
+prefix seamlessly, but it is still a reply to the same conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import orjson
+
+from worker_agent.backends import BackendError, ChatRequest, Emit
+
+FINISH_TAIL_S = 2.0
+"""After a ``finish_reason``, how long to wait for ``[DONE]`` (reading it keeps the connection reusable)."""
+ERROR_BODY_CHARS = 300
+
+
+def chat_completions_url(upstream: str) -> str:
+    """``…/v1/chat/completions`` for an upstream given with or without its trailing ``/v1``."""
+    base = upstream.rstrip("/")
+    if not base.endswith("/v1"):
+        base += "/v1"
+    return base + "/chat/completions"
+
+
+class OpenAIBackend:
+    """Streams chat completions from one OpenAI-compatible server over a keep-alive connection pool."""
+
+    def __init__(
+        self,
+        *,
+        upstream: str,
+        model: str,
+        api_key: str = "",
+        max_connections: int = 8,
+        connect_timeout_s: float = 10.0,
+        read_timeout_s: float = 120.0,
+        total_timeout_s: float = 900.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        """``read_timeout_s`` bounds the wait for each chunk (a model loading or queueing counts);
+        ``total_timeout_s`` bounds a whole answer."""
+        self._url = chat_completions_url(upstream)
+        self._model = model
+        self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._total_s = total_timeout_s
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s, write=connect_timeout_s),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+
+    def body(self, request: ChatRequest) -> dict[str, Any]:
+        """The JSON body sent for ``request``."""
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        if request.prefix:
+            messages.append({"role": "assistant", "content": request.prefix})
+        return {"model": self._model, "messages": messages, "max_tokens": request.max_tokens, "stream": True}
+
+    async def generate(self, request: ChatRequest, emit: Emit) -> str:
+        """Stream one answer; BackendError (retryable for 5xx, 429, timeouts, cuts) when it fails."""
+        if request.max_tokens <= 0:
+            return "length"  # the job has no room left; asking the server would be refused
+        content = orjson.dumps(self.body(request))
+        loop = asyncio.get_running_loop()
+        finish: str | None = None
+        try:
+            async with asyncio.timeout(self._total_s) as deadline:
+                async with self._client.stream(
+                    "POST", self._url, content=content, headers=self._headers
+                ) as r:
+                    if r.status_code != 200:
+                        raise await _status_error(r)
+                    async for line in r.aiter_lines():
+                        if not line.startswith("data:"):
+                            continue  # blank separators, ": keep-alive" comments, event:/id: fields
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            return finish or "stop"
+                        piece, reason = _parse_chunk(data)
+                        if piece:
+                            emit((piece,))
+                        if reason and finish is None:
+                            finish = reason
+                            when = deadline.when()
+                            tail = loop.time() + FINISH_TAIL_S
+                            deadline.reschedule(tail if when is None else min(when, tail))
+        except TimeoutError:
+            if finish is not None:
+                return finish  # finished; only the trailing [DONE] was slow
+            raise BackendError(f"the model server took longer than {self._total_s:.0f} s") from None
+        except httpx.TimeoutException as exc:
+            raise BackendError(f"the model server timed out ({type(exc).__name__})") from exc
+        except httpx.HTTPError as exc:
+            if finish is not None:
+                return finish
+            raise BackendError(f"the model server connection failed ({type(exc).__name__}: {exc})") from exc
+        if finish is not None:
+            return finish
+        raise BackendError("the model server's stream ended before the answer finished")
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+
+def _parse_chunk(data: str) -> tuple[str, str | None]:
+    """(content piece, finish reason) of one ``chat.completion.chunk``."""
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise BackendError("the model server sent a malformed chunk") from None
+    if not isinstance(chunk, dict):
+        raise BackendError("the model server sent a malformed chunk")
+    if "error" in chunk:
+        err = chunk["error"]
+        message = err.get("message") if isinstance(err, dict) else err
+        raise BackendError(f"the model server failed mid-answer: {str(message)[:ERROR_BODY_CHARS]}")
+    choices = chunk.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return "", None  # e.g. a trailing usage-only chunk
+    choice = choices[0]
+    delta = choice.get("delta")
+    piece = delta.get("content") if isinstance(delta, dict) else None
+    reason = choice.get("finish_reason")
+    return (piece if isinstance(piece, str) else ""), (reason if isinstance(reason, str) and reason else None)
+
+
+async def _status_error(r: httpx.Response) -> BackendError:
+    """The error for a non-200 answer: retryable for 429 and 5xx, final for other 4xx."""
+    try:
+        text = (await r.aread()).decode(errors="replace")[:ERROR_BODY_CHARS]
+    except httpx.HTTPError:
+        text = ""
+    retryable = r.status_code == 429 or r.status_code >= 500
+    return BackendError(
+        f"the model server answered {r.status_code}: {text}".rstrip(": "), retryable=retryable
+    )
