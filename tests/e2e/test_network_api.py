@@ -37,7 +37,7 @@ async def test_send_stream_persist_with_openai_backend(net: LocalNetwork, http: 
             "2",
         )
         await wait_workers(http, 1)
-        r = await http.post("/api/chat/send", json={"tier": "pro", "content": "Say hello."})
+        r = await http.post("/api/chat/send", json={"tier": "free", "content": "Say hello."})
         assert r.status_code == 200
         body = r.json()
         assert set(body) == {"jobId", "conversationId"}
@@ -58,7 +58,7 @@ async def test_send_stream_persist_with_openai_backend(net: LocalNetwork, http: 
         ]
         r2 = await http.post(
             "/api/chat/send",
-            json={"tier": "pro", "content": "Again.", "conversationId": body["conversationId"]},
+            json={"tier": "free", "content": "Again.", "conversationId": body["conversationId"]},
         )
         assert (await sse(http, r2.json()["jobId"]))[-1][1] == {"type": "done", "tokens": 3}
         assert [m["content"] for m in up.requests[1]["messages"]] == ["Say hello.", "Hello, world", "Again."]
@@ -100,16 +100,14 @@ async def test_bad_input_is_400_naming_the_field(net: LocalNetwork, http: httpx.
 
 
 async def test_rest_pull_worker(net: LocalNetwork, http: httpx.AsyncClient) -> None:
-    reg = (await http.post("/api/worker/register", json={"name": "simple", "tiers": ["basic"]})).json()
+    reg = (await http.post("/api/worker/register", json={"name": "simple", "tiers": ["free"]})).json()
     auth = {"Authorization": f"Bearer {reg['workerToken']}"}
     assert reg["workerId"].startswith("wrk_")
-    assert (await http.post("/api/worker/claim", json={"tier": "basic"})).status_code == 401
-    assert (await http.post("/api/worker/claim", json={"tier": "basic"}, headers=auth)).json() == {
-        "job": None
-    }
-    job_id = (await http.post("/api/chat/send", json={"tier": "basic", "content": "pull me"})).json()["jobId"]
-    claim = (await http.post("/api/worker/claim", json={"tier": "basic"}, headers=auth)).json()
-    assert claim["job"] == {"id": job_id, "tier": "basic", "model": "ashao-basic"}
+    assert (await http.post("/api/worker/claim", json={"tier": "free"})).status_code == 401
+    assert (await http.post("/api/worker/claim", json={"tier": "free"}, headers=auth)).json() == {"job": None}
+    job_id = (await http.post("/api/chat/send", json={"tier": "free", "content": "pull me"})).json()["jobId"]
+    claim = (await http.post("/api/worker/claim", json={"tier": "free"}, headers=auth)).json()
+    assert claim["job"] == {"id": job_id, "tier": "free", "model": "ashao-free"}
     assert claim["messages"] == [{"role": "user", "content": "pull me"}]
     stream = asyncio.create_task(sse(http, job_id))
     for i, tok in enumerate(["pulled ", "tokens"]):
