@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ashao_cli.devnet import LocalNetwork, free_port
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -50,3 +55,41 @@ def host_port(addr: str) -> tuple[str, int]:
     """(host, port) of ``host:port``."""
     host, _, port = addr.rpartition(":")
     return host, int(port)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+class CpuMeter:
+    """CPU used by each process of a network (and this one) between ``start()`` and ``stop()``."""
+
+    def __init__(self, net: LocalNetwork) -> None:
+        self._pids = {"loadgen": os.getpid()}
+        for name, proc in net.children:
+            key = name.split()[0]
+            n = sum(1 for k in self._pids if k.startswith(key))
+            self._pids[f"{key}{n}" if n else key] = proc.pid
+        self._start: dict[str, float] = {}
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        """Begin measuring."""
+        self._t0 = time.perf_counter()
+        self._start = {k: cpu_seconds(p) for k, p in self._pids.items()}
+
+    def stop(self) -> dict[str, float]:
+        """Per process, the share of one core used since ``start()``, in percent."""
+        wall = time.perf_counter() - self._t0
+        return {f"cpu_{k}_pct": (cpu_seconds(p) - self._start[k]) / wall * 100 for k, p in self._pids.items()}
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run the load generator on uvloop (as the processes under test are), so that what it costs per
+    event distorts the figures as little as possible."""
+    import uvloop
+
+    return uvloop.run(coro)

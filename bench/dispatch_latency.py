@@ -12,7 +12,7 @@ import time
 import grpc
 
 from ashao.v1 import worker_pb2, worker_pb2_grpc
-from bench.common import host_port, network, percentile
+from bench.common import host_port, network, percentile, run_async
 from bench.httpclient import Connection
 
 
@@ -80,4 +80,4 @@ async def _run(http_addr: str, grpc_addr: str, rate: float, count: int) -> dict[
 def run(rate: float = 100.0, count: int = 1000) -> dict[str, float]:
     """Run the benchmark; figures in milliseconds."""
     with network() as net:
-        return asyncio.run(_run(net.http_addr, net.grpc_addr, rate, count))
+        return run_async(_run(net.http_addr, net.grpc_addr, rate, count))

@@ -7,7 +7,8 @@ possible per request and per event; a general-purpose client would be the bottle
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import orjson
 
@@ -89,6 +90,19 @@ async def sse_events(
 
     With ``body`` the stream is opened by POSTing it as JSON (as the relay's /chat/stream wants).
     """
+    async with contextlib.aclosing(
+        sse_batches(host, port, path, last_event_id=last_event_id, body=body)
+    ) as it:
+        async for batch in it:
+            for data in batch:
+                yield data
+
+
+async def sse_batches(
+    host: str, port: int, path: str, *, last_event_id: str = "", body: object = None
+) -> AsyncGenerator[list[bytes], None]:
+    """Like ``sse_events``, but the payloads that arrived in one read come together (they arrived at
+    the same moment, so a caller timing them needs one clock reading per batch)."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
         extra = f"Last-Event-ID: {last_event_id}\r\n".encode() if last_event_id else b""
@@ -108,22 +122,38 @@ async def sse_events(
         if status != 200:
             raise HttpError(status, await _read_body(reader, headers))
         chunked = headers.get(b"transfer-encoding") == b"chunked"
-        buf = b""
+        raw = bytearray()  # received, still chunk-framed
+        buf = b""  # de-chunked, not yet split into events
         while True:
+            data = await reader.read(262144)  # whatever has arrived: one read for many events
+            if not data:
+                return
             if chunked:
-                size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
-                if size == 0:
-                    return
-                buf += (await reader.readexactly(size + 2))[:-2]
+                raw += data
+                parts = []
+                finished = False
+                while (i := raw.find(b"\r\n")) >= 0:
+                    size = int(raw[:i], 16)
+                    if size == 0:
+                        finished = True
+                        break
+                    end = i + 2 + size
+                    if len(raw) < end + 2:
+                        break
+                    parts.append(bytes(raw[i + 2 : end]))
+                    del raw[: end + 2]
+                buf += b"".join(parts)
             else:
-                data = await reader.read(65536)
-                if not data:
-                    return
                 buf += data
-            while (i := buf.find(b"\n\n")) >= 0:
-                frame, buf = buf[:i], buf[i + 2 :]
-                for line in frame.split(b"\n"):
-                    if line.startswith(b"data: "):
-                        yield line[6:]
+                finished = False
+            frames = buf.split(b"\n\n")
+            buf = frames.pop()
+            batch = [
+                line[6:] for frame in frames for line in frame.split(b"\n") if line.startswith(b"data: ")
+            ]
+            if batch:
+                yield batch
+            if finished:
+                return
     finally:
         writer.close()

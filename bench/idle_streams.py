@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bench.common import host_port, network, percentile, rss_kib
+from bench.common import host_port, network, percentile, rss_kib, run_async
 from bench.httpclient import Connection
 
 
@@ -61,4 +61,4 @@ def run(streams: int = 5000) -> dict[str, float]:
     """Hold ``streams`` idle SSE streams on one facade (jobs queued, no worker)."""
     with network() as net:
         facade = next(p for name, p in net.children if name == "facade")
-        return asyncio.run(_run(net.http_addr, facade.pid, streams))
+        return run_async(_run(net.http_addr, facade.pid, streams))

@@ -17,6 +17,7 @@ from nacl.signing import SigningKey
 
 from ashao.v1 import account_pb2, account_pb2_grpc, chat_pb2, chat_pb2_grpc
 from ashao_cli.devnet import LocalNetwork, free_port
+from bench.common import run_async
 from core.auth import b58encode
 
 
@@ -84,6 +85,6 @@ def run(clients: int = 32, seconds: float = 3.0, rounds: int = 3) -> dict[str, f
         )
         try:
             net.start_core()
-            return asyncio.run(_run(net.grpc_addr, Path(tmp), clients, seconds, rounds))
+            return run_async(_run(net.grpc_addr, Path(tmp), clients, seconds, rounds))
         finally:
             net.stop()

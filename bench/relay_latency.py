@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 
 from ashao_cli.devnet import LocalNetwork, free_port
-from bench.common import host_port, percentile
+from bench.common import host_port, percentile, run_async
 from bench.httpclient import sse_events
 from tests.e2e.upstream import FakeUpstream
 
@@ -78,4 +78,4 @@ async def _run(rounds: int) -> dict[str, float]:
 
 def run(rounds: int = 200) -> dict[str, float]:
     """Alternate direct and relayed first-chunk measurements."""
-    return asyncio.run(_run(rounds))
+    return run_async(_run(rounds))

@@ -11,11 +11,11 @@ import time
 
 import orjson
 
-from bench.common import host_port, network, percentile
+from bench.common import CpuMeter, host_port, network, percentile, run_async
 from bench.httpclient import Connection, sse_events
 
 
-async def _run(http_addr: str, clients: int, seconds: float) -> dict[str, float]:
+async def _run(http_addr: str, clients: int, seconds: float, cpu: CpuMeter) -> dict[str, float]:
     host, port = host_port(http_addr)
     deadline = time.perf_counter() + seconds
     done = 0
@@ -48,8 +48,10 @@ async def _run(http_addr: str, clients: int, seconds: float) -> dict[str, float]
             await conn.close()
 
     t0 = time.perf_counter()
+    cpu.start()
     await asyncio.wait_for(asyncio.gather(*(client() for _ in range(clients))), seconds + 60)
     elapsed = time.perf_counter() - t0
+    usage = cpu.stop()
     await asyncio.sleep(0.5)  # let the last group commits land before counting what was persisted
     return {
         "clients": float(clients),
@@ -58,6 +60,7 @@ async def _run(http_addr: str, clients: int, seconds: float) -> dict[str, float]
         "job_p50_ms": percentile(latencies, 50),
         "job_p99_ms": percentile(latencies, 99),
         "errors": float(errors),
+        **usage,
     }
 
 
@@ -77,7 +80,7 @@ def run(clients: int = 64, seconds: float = 10.0, workers: int = 2) -> dict[str,
                 "256",
             )
         time.sleep(2.0)
-        result = asyncio.run(_run(net.http_addr, clients, seconds))
+        result = run_async(_run(net.http_addr, clients, seconds, CpuMeter(net)))
         result["persisted_done_jobs"] = float(_count_done(net))
         return result
 

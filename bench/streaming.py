@@ -7,18 +7,20 @@ check that every token arrives, in order, and record emit → receive latency.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import orjson
 
-from bench.common import host_port, network, percentile
-from bench.httpclient import Connection, sse_events
+from bench.common import CpuMeter, host_port, network, percentile, run_async
+from bench.httpclient import Connection, sse_batches
 
 
-async def _run(http_addr: str, jobs: int, tokens_per_job: int) -> dict[str, float]:
+async def _run(http_addr: str, jobs: int, tokens_per_job: int, cpu: CpuMeter) -> dict[str, float]:
     host, port = host_port(http_addr)
     api = Connection(host, port)
     lags: list[float] = []
+    stamps: list[int] = []
     received = 0
     out_of_order = 0
     complete = 0
@@ -26,29 +28,40 @@ async def _run(http_addr: str, jobs: int, tokens_per_job: int) -> dict[str, floa
     async def follow(job_id: str) -> None:
         nonlocal received, out_of_order, complete
         expect = 0
-        async for data in sse_events(host, port, f"/api/chat/stream?jobId={job_id}"):
-            now = time.time_ns()
-            evt = orjson.loads(data)
-            if evt["type"] != "token":
-                if evt["type"] == "done" and expect == tokens_per_job:
-                    complete += 1
-                return
-            index, _, stamp = evt["value"].strip().partition("@")
-            if int(index[3:]) != expect:
-                out_of_order += 1
-            expect += 1
-            received += 1
-            lags.append((now - int(stamp)) / 1e6)
+        async with contextlib.aclosing(sse_batches(host, port, f"/api/chat/stream?jobId={job_id}")) as it:
+            async for batch in it:
+                now = time.time_ns()
+                for data in batch:
+                    evt = orjson.loads(data)
+                    if evt["type"] != "token":
+                        if evt["type"] == "done" and expect == tokens_per_job:
+                            complete += 1
+                        return
+                    index, _, stamp = evt["value"].strip().partition("@")
+                    if int(index[3:]) != expect:
+                        out_of_order += 1
+                    expect += 1
+                    received += 1
+                    lags.append((now - int(stamp)) / 1e6)
+                    stamps.append(int(stamp))
 
-    ids = []
+    # Each stream is opened right after its send, as a browser would, so no token waits for a client
+    # that has not connected yet (that wait would be the load generator's, not the system's).
+    t0 = time.perf_counter()
+    start_ns = time.time_ns()
+    cpu.start()
+    followers = []
     for i in range(jobs):
         r = await api.post_json("/api/chat/send", {"tier": "free", "content": f"stream {i}"})
         assert isinstance(r, dict)
-        ids.append(r["jobId"])
-    t0 = time.perf_counter()
-    await asyncio.wait_for(asyncio.gather(*(follow(j) for j in ids)), 120)
+        followers.append(asyncio.create_task(follow(r["jobId"])))
+    ramped = time.time_ns()
+    await asyncio.wait_for(asyncio.gather(*followers), 120)
     elapsed = time.perf_counter() - t0
+    usage = cpu.stop()
     await api.close()
+    # "steady": tokens emitted once every stream was open (the ramp's sends and opens are done)
+    steady = [lag for lag, stamp in zip(lags, stamps, strict=True) if stamp > ramped]
     return {
         "jobs": float(jobs),
         "jobs_complete": float(complete),
@@ -59,6 +72,10 @@ async def _run(http_addr: str, jobs: int, tokens_per_job: int) -> dict[str, floa
         "lag_p50_ms": percentile(lags, 50),
         "lag_p99_ms": percentile(lags, 99),
         "lag_max_ms": max(lags) if lags else float("nan"),
+        "ramp_s": (ramped - start_ns) / 1e9,
+        "steady_lag_p50_ms": percentile(steady, 50),
+        "steady_lag_p99_ms": percentile(steady, 99),
+        **usage,
     }
 
 
@@ -80,4 +97,4 @@ def run(jobs: int = 500, rate: float = 50.0, seconds: float = 10.0, workers: int
                 str(jobs // workers + 1),
             )
         time.sleep(2.0)
-        return asyncio.run(_run(net.http_addr, jobs, per_job))
+        return run_async(_run(net.http_addr, jobs, per_job, CpuMeter(net)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 from pathlib import Path
@@ -26,6 +27,7 @@ async def serve(settings: CoreSettings, *, ready: asyncio.Event | None = None) -
     """Run the core until SIGINT/SIGTERM."""
     app = CoreApp(settings)
     await app.start()
+    gc.freeze()  # what start-up built lives for good: keep it out of every later collection
     print(f"ashao core: gRPC on {app.address}", flush=True)
     if ready is not None:
         ready.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -48,6 +49,7 @@ def create_app(settings: FacadeSettings) -> FastAPI:
         core = CoreClient(settings)
         core.start()
         app.state.core = core
+        gc.freeze()  # what start-up built lives for good: keep it out of every later collection
         try:
             yield
         finally:
@@ -81,6 +83,7 @@ def create_app(settings: FacadeSettings) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, server_error)
 
+    app.add_middleware(chat.StreamFastPath)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(

@@ -18,6 +18,7 @@ from ashao.v1 import (
 )
 from facade.config import FacadeSettings
 from facade.mux import Mux
+from facade.sse import SendWatchdog
 
 # The core refuses pings more often than every 10 s; reconnect quickly after a core restart.
 CHANNEL_OPTIONS = [
@@ -49,21 +50,25 @@ class CoreClient:
             self.chat,
             max_buffer_bytes=settings.sse_max_buffer_bytes,
             keepalive_s=settings.sse_keepalive_s,
+            coalesce_s=settings.sse_coalesce_s,
         )
+        self.watchdog = SendWatchdog(settings.sse_send_timeout_s)
         self.timeout = settings.call_timeout_s
 
     def start(self) -> None:
-        """Open the subscription stream."""
+        """Open the subscription stream and start the SSE send watchdog."""
         self.mux.start()
+        self.watchdog.start()
 
     async def close(self) -> None:
         """End the subscriptions, then the channel."""
         await self.mux.shutdown()
+        await self.watchdog.stop()
         await self.channel.close(grace=1.0)
 
 
-def get_core(request: Request) -> CoreClient:
-    """The CoreClient the lifespan opened."""
+async def get_core(request: Request) -> CoreClient:
+    """The CoreClient the lifespan opened (async: FastAPI would run a plain function in a thread)."""
     core: CoreClient = request.app.state.core
     return core
 

@@ -30,6 +30,9 @@ class FacadeSettings(BaseSettings):
     """Name of the HttpOnly session cookie set after wallet sign-in."""
     sse_keepalive_s: float = 15.0
     """An SSE stream with nothing to say for this long gets a ``: keep-alive`` comment."""
+    sse_coalesce_s: float = 0.03
+    """Under load, a client's events are written together at most about once per this window (its
+    first event after a quiet spell, and the last one, go at once)."""
     sse_max_buffer_bytes: int = 1 << 20
     """A client this far behind (bytes not yet written to it) is cut off with an error event."""
     sse_send_timeout_s: float = 30.0

@@ -62,10 +62,50 @@ class WatchRefused(Exception):
         self.message = message
 
 
+class Coalescer:
+    """Decides when a subscription's writer wakes: at once if it has not written for ``window_s``,
+    else at the end of the window, so under load each client gets at most about one write per
+    window (each write is a syscall and a pass through the ASGI stack) while an idle stream's first
+    event, and every terminal event, still goes out at once."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._dirty: dict[Subscription, None] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def mark(self, sub: Subscription) -> None:
+        """``sub`` has new frames."""
+        if sub.waiter is None:
+            return  # its writer is busy writing; it takes the new frames when it comes back
+        now = time.monotonic()
+        due = sub.last_wake + self.window_s
+        if now >= due:
+            sub.wake(now)
+            return
+        self._dirty[sub] = None
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_at(due, self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        dirty, self._dirty = self._dirty, {}
+        now = time.monotonic()
+        for sub in dirty:
+            sub.wake(now)
+
+    def close(self) -> None:
+        """Stop the timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._dirty.clear()
+
+
 class Subscription:
     """One SSE client's view of one job: a buffer of SSE frames not yet written to it."""
 
     __slots__ = (
+        "_coalescer",
         "after_seq",
         "client_ip",
         "credential",
@@ -74,18 +114,28 @@ class Subscription:
         "job_id",
         "last_push",
         "last_seq",
+        "last_wake",
         "ready",
         "size",
         "sub_id",
         "waiter",
     )
 
-    def __init__(self, sub_id: int, job_id: str, after_seq: int, credential: str, client_ip: str) -> None:
+    def __init__(
+        self,
+        sub_id: int,
+        job_id: str,
+        after_seq: int,
+        credential: str,
+        client_ip: str,
+        coalescer: Coalescer,
+    ) -> None:
         self.sub_id = sub_id
         self.job_id = job_id
         self.after_seq = after_seq
         self.credential = credential
         self.client_ip = client_ip
+        self._coalescer = coalescer
         self.frames: list[bytes] = []
         self.size = 0
         self.last_seq = after_seq
@@ -93,30 +143,36 @@ class Subscription:
         self.ended = False
         """No frame will be added any more."""
         self.last_push = time.monotonic()
+        self.last_wake = 0.0
         self.waiter: asyncio.Future[None] | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         """Resolves when the core accepted the watch; fails with WatchRefused."""
 
-    def push(self, frame: bytes) -> None:
-        """Buffer ``frame`` and wake the writer."""
+    def push(self, frame: bytes, *, now: bool = False) -> None:
+        """Buffer ``frame``; its writer wakes within the coalescing window (``now``: at once)."""
         self.frames.append(frame)
         self.size += len(frame)
         self.last_push = time.monotonic()
-        self._wake()
+        if now:
+            self.wake(self.last_push)
+        else:
+            self._coalescer.mark(self)
 
     def end(self, frame: bytes = b"") -> None:
-        """Buffer a last frame (if any); the stream ends once it is written."""
+        """Buffer a last frame (if any); the stream ends once it is written. Wakes the writer at once."""
         if self.ended:
             return
         if frame:
             self.frames.append(frame)
             self.size += len(frame)
         self.ended = True
-        self._wake()
+        self.wake(time.monotonic())
 
-    def _wake(self) -> None:
+    def wake(self, now: float) -> None:
+        """Let the writer take what is buffered."""
         w = self.waiter
         if w is not None and not w.done():
+            self.last_wake = now
             w.set_result(None)
 
     async def next(self) -> bytes | None:
@@ -145,9 +201,11 @@ class Mux:
         *,
         max_buffer_bytes: int,
         keepalive_s: float,
+        coalesce_s: float = 0.0,
         reconnect_grace_s: float = 30.0,
     ) -> None:
         self._stub = stub
+        self._coalescer = Coalescer(coalesce_s)
         self._max_buffer = max_buffer_bytes
         self._keepalive_s = keepalive_s
         self._grace_s = reconnect_grace_s
@@ -182,6 +240,7 @@ class Mux:
     async def shutdown(self) -> None:
         """End every subscription and stop. Idempotent."""
         self.end_all()
+        self._coalescer.close()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -199,7 +258,7 @@ class Mux:
         Returns once the core accepted, so the caller can still answer with a real status; raises
         WatchRefused (NOT_FOUND for an unknown or foreign job, UNAVAILABLE if the core is away).
         """
-        sub = Subscription(next(self._ids), job_id, after_seq, credential, client_ip)
+        sub = Subscription(next(self._ids), job_id, after_seq, credential, client_ip, self._coalescer)
         self._subs[sub.sub_id] = sub
         self._outbox.put_nowait(self._watch_request(sub))
         try:
@@ -347,4 +406,4 @@ class Mux:
                     sub.end(error_frame(sub.last_seq + 1, "the coordinator is unreachable"))
                     self._subs.pop(sub.sub_id, None)
                 elif not sub.ended and now - sub.last_push >= self._keepalive_s:
-                    sub.push(KEEPALIVE_FRAME)
+                    sub.push(KEEPALIVE_FRAME, now=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.responses import Response
@@ -24,6 +25,52 @@ SSE_HEADERS = {
 }
 
 
+class SendWatchdog:
+    """Disconnects SSE clients whose socket has not taken a write for ``timeout_s``.
+
+    One clock for every stream, rather than a timer armed and disarmed around each of the tens of
+    thousands of writes a second a busy facade makes.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._streams: set[SSEResponse] = set()
+        self._task: asyncio.Task[None] | None = None
+        self.disconnected = 0
+        """Streams cut for not reading."""
+
+    def start(self) -> None:
+        """Start the clock."""
+        self._task = asyncio.create_task(self._run(), name="ashao-sse-watchdog")
+
+    async def stop(self) -> None:
+        """Stop the clock. Idempotent."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def add(self, stream: SSEResponse) -> None:
+        """Watch ``stream`` while it runs."""
+        self._streams.add(stream)
+
+    def discard(self, stream: SSEResponse) -> None:
+        """Stop watching ``stream``."""
+        self._streams.discard(stream)
+
+    async def _run(self) -> None:
+        period = max(0.05, self.timeout_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for stream in list(self._streams):
+                since = stream.sending_since
+                if since and now - since > self.timeout_s:
+                    self.disconnected += 1
+                    stream.abort()
+
+
 class SSEResponse(Response):
     """Streams ``source`` (an async iterator of ready SSE bytes) as ``text/event-stream``."""
 
@@ -33,7 +80,7 @@ class SSEResponse(Response):
         self,
         source: AsyncIterator[bytes],
         *,
-        send_timeout_s: float,
+        watchdog: SendWatchdog,
         on_close: Callable[[], None] | None = None,
         on_client_gone: Callable[[], None] | None = None,
         headers: dict[str, str] | None = None,
@@ -43,13 +90,25 @@ class SSEResponse(Response):
         self.background = None
         self.init_headers({**SSE_HEADERS, **(headers or {})})
         self._source = source
-        self._send_timeout = send_timeout_s
+        self._watchdog = watchdog
         self._on_close = on_close
         self._on_client_gone = on_client_gone
+        self.sending_since = 0.0
+        """Monotonic time the current write began (0 between writes)."""
+        self._task: asyncio.Task[object] | None = None
+        self._aborted = False
+
+    def abort(self) -> None:
+        """Give up on a client that stopped reading: the stream ends and the connection closes."""
+        if self._task is not None and not self._aborted:
+            self._aborted = True
+            self._task.cancel()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gone = asyncio.Event()
         listener = asyncio.create_task(self._listen(receive, gone), name="ashao-sse-listen")
+        self._task = asyncio.current_task()
+        self._watchdog.add(self)
         try:
             await send(
                 {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
@@ -57,17 +116,23 @@ class SSEResponse(Response):
             async for chunk in self._source:
                 if gone.is_set():
                     return
-                try:
-                    async with asyncio.timeout(self._send_timeout):
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                except TimeoutError:
-                    log.info("disconnecting an SSE client that stopped reading")
-                    return
+                self.sending_since = time.monotonic()
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                self.sending_since = 0.0
             if not gone.is_set():
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not self._aborted:
+                raise
+            # Our own watchdog cancelled the stalled write: that cancellation ends here.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            log.info("disconnected an SSE client that stopped reading")
         except OSError:  # the socket went away mid-write
             return
         finally:
+            self._watchdog.discard(self)
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener

@@ -8,13 +8,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ashao.v1 import chat_pb2, common_pb2
 from facade import docs
-from facade.client import Core
+from facade.client import Core, CoreClient
 from facade.http import JSON, BadRequest, call_metadata, client_ip, credential, json_object, string
 from facade.mux import Mux, Subscription, WatchRefused
-from facade.network.errors import NetworkRoute
+from facade.network.errors import NetworkRoute, guarded
 from facade.sse import SSEResponse
 
 router = APIRouter(route_class=NetworkRoute, tags=["chat"])
@@ -83,13 +84,21 @@ async def _frames(sub: Subscription) -> AsyncIterator[bytes]:
         yield chunk
 
 
-@router.get("/api/chat/stream", response_class=SSEResponse, status_code=200)
+STREAM_PATH = "/api/chat/stream"
+
+
+@router.get(STREAM_PATH, response_class=SSEResponse, status_code=200)
 async def stream(request: Request, core: Core) -> Response:
     """Server-Sent Events of one job: `{type:"token",value}` per token as produced, then
     `{type:"done",tokens}` or `{type:"error",message}`. Every event has an `id`; reconnecting with
     `Last-Event-ID` (as EventSource does) resumes after it, and a stream opened after the job ended
     replays it. An unknown job is 404 `{error}` before the stream starts.
     """
+    return await open_stream(request, core)
+
+
+async def open_stream(request: Request, core: CoreClient) -> Response:
+    """The SSE response for ``GET /api/chat/stream`` (also served by ``StreamFastPath``)."""
     job_id = request.query_params.get("jobId", "")
     if not job_id:
         raise BadRequest("jobId: required", field="jobId")
@@ -108,10 +117,31 @@ async def stream(request: Request, core: Core) -> Response:
         return JSON({"error": refused.message}, status_code=status)
     return SSEResponse(
         _frames(sub),
-        send_timeout_s=core.settings.sse_send_timeout_s,
+        watchdog=core.watchdog,
         on_close=lambda: mux.release(sub),
         on_client_gone=lambda: mux.release(sub),
     )
+
+
+class StreamFastPath:
+    """Pure ASGI middleware serving ``GET /api/chat/stream`` beneath FastAPI's per-request layers.
+
+    A busy facade writes tens of thousands of SSE events a second; each write passing through the
+    router's exception wrappers costs more than the write itself. The route above documents the
+    endpoint and serves it too; this only shortens the path the same function's response takes.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the stream route; hand everything else on."""
+        if scope["type"] == "http" and scope["path"] == STREAM_PATH and scope["method"] == "GET":
+            core: CoreClient = scope["app"].state.core
+            response = await guarded(open_stream(Request(scope, receive), core))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 @router.get("/api/jobs/{job_id}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import grpc
@@ -59,6 +59,18 @@ def unexpected(exc: BaseException) -> Response:
     return JSON({"error": f"internal error (trace id {trace_id})"}, status_code=500)
 
 
+async def guarded(call: Awaitable[Response]) -> Response:
+    """``call``'s response, or the surface's error body for what it raised."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as err:
+        return error_response(decode(err))
+    except BadRequest as err:
+        return JSON({"error": err.message}, status_code=400)
+    except Exception as exc:
+        return unexpected(exc)
+
+
 class NetworkRoute(APIRoute):
     """A route of the network API: core errors and bad input become ``{"error"}`` bodies."""
 
@@ -67,13 +79,6 @@ class NetworkRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def mapped(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except grpc.aio.AioRpcError as err:
-                return error_response(decode(err))
-            except BadRequest as err:
-                return JSON({"error": err.message}, status_code=400)
-            except Exception as exc:
-                return unexpected(exc)
+            return await guarded(handler(request))
 
         return mapped

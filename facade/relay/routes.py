@@ -113,7 +113,7 @@ async def chat_stream(request: Request, core: Core) -> Response:
         raise RuntimeError("the core's relay stream did not start with `admitted`")
     return SSEResponse(
         _events(call, first.seq),
-        send_timeout_s=core.settings.sse_send_timeout_s,
+        watchdog=core.watchdog,
         headers={"X-Ashao-Model-Id": first.admitted.model_id},
     )
 
