@@ -27,6 +27,8 @@ class CoreSettings(BaseSettings):
     """How long workers and the fan-out may hold tokens before sending a batch."""
     lease_timeout_s: float = 30.0
     """A pull worker that neither publishes nor heartbeats for this long loses its job."""
+    job_stall_timeout_s: float = 120.0
+    """A stream worker's chat job with no new token for this long is taken back and retried."""
     max_attempts: int = 3
     """How many workers may try one job before it fails for good."""
     queue_timeout_s: float = 600.0

@@ -126,7 +126,7 @@ class Coordinator:
         self.outcomes: deque[JobState] = deque(maxlen=500)
         """How the most recent jobs ended (for vitals)."""
         self.last_send_at = 0.0
-        self._closers: dict[int, Callable[[], None]] = {}
+        self._closers: dict[int, Callable[[str], None]] = {}
         """How to close each attached stream (by view identity), for workers the core gives up on."""
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -419,7 +419,7 @@ class Coordinator:
         tiers: list[str],
         push: Callable[[str], None],
         cancel: Callable[[str, str], None],
-        close: Callable[[], None],
+        close: Callable[[str], None],
     ) -> WorkerSlotView:
         """A worker opened its stream: make it dispatchable. A previous stream of it is closed."""
         chosen = self._check_tiers(tiers) if tiers else info.tiers
@@ -430,7 +430,7 @@ class Coordinator:
             close_old = self._closers.get(id(old))
             self.detach(old, reason="replaced by a new connection")
             if close_old is not None:
-                close_old()
+                close_old("replaced by a new connection")
         view = WorkerSlotView(info.id, chosen, slots or info.slots, push, cancel)
         self._closers[id(view)] = close
         info.view = view
@@ -479,7 +479,7 @@ class Coordinator:
 
     def _pump(self) -> None:
         """Hand queued jobs to stream workers with free slots, highest tier first."""
-        while (pair := self.scheduler.next_assignment()) is not None:
+        while (pair := self.scheduler.next_assignment(self._avoid)) is not None:
             view, job_id = pair
             job = self.jobs.get(job_id)
             if job is None or job.state != JobState.QUEUED:
@@ -488,9 +488,14 @@ class Coordinator:
             view.running.add(job_id)
             view.push(job_id)
 
+    def _avoid(self, job_id: str) -> str:
+        job = self.jobs.get(job_id)
+        return job.avoid if job is not None else ""
+
     def _assign(self, job: Job, worker_id: str) -> None:
         job.state = JobState.ASSIGNED
         job.worker_id = worker_id
+        job.last_progress = time.monotonic()
         job.attempts += 1
         job.attempt_base = len(job.log.tokens)
         self._write_behind(
@@ -547,6 +552,7 @@ class Coordinator:
         if fresh:
             job.state = JobState.STREAMING
             job.log.append(fresh)
+            job.last_progress = time.monotonic()
             self.meter.add(len(fresh))
         if job.lease_expires:
             job.lease_expires = time.monotonic() + self._settings.lease_timeout_s
@@ -596,6 +602,7 @@ class Coordinator:
         job.lease_expires = 0.0
 
     def _retry_or_fail(self, job: Job, message: str, reason: str) -> None:
+        job.avoid = job.worker_id  # another worker, if there is one, gets the next attempt
         if job.attempts >= self._settings.max_attempts:
             self._finish_failed(job, f"{message} (after {job.attempts} attempts)", "ATTEMPTS_EXHAUSTED")
             return
@@ -799,9 +806,23 @@ class Coordinator:
                 closer = self._closers.get(id(view))
                 self.detach(view, reason="missed heartbeats")
                 if closer is not None:
-                    closer()
+                    closer("missed heartbeats")
+        stall = self._settings.job_stall_timeout_s
         for job in list(self.jobs.values()):
-            if job.lease_expires and job.lease_expires < now and job.state in LIVE[1:]:
+            if (
+                not job.lease_expires
+                and job.image is None
+                and job.state in LIVE[1:]
+                and now - job.last_progress > stall
+            ):
+                # A stream worker that stays alive but stopped producing for this job: take it back.
+                holder = self._workers.get(job.worker_id)
+                if holder is not None:
+                    self._release(job, holder)
+                    if holder.view is not None:
+                        holder.view.cancel(job.id, f"no token for {stall:.0f} s")
+                self._retry_or_fail(job, f"no token for {stall:.0f} s", "STALLED")
+            elif job.lease_expires and job.lease_expires < now and job.state in LIVE[1:]:
                 owner = self._workers.get(job.worker_id)
                 if owner is not None:
                     owner.pulled.discard(job.id)

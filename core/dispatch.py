@@ -36,6 +36,12 @@ class TierQueue:
             q.append(job_id)
         self._size += 1
 
+    def peek(self) -> str | None:
+        """The job ``pop()`` would return, or None."""
+        if not self._by_owner:
+            return None
+        return next(iter(self._by_owner.values()))[0]
+
     def pop(self) -> str | None:
         """The next job in fair order, or None."""
         if not self._by_owner:
@@ -117,18 +123,23 @@ class Scheduler:
                 return q.pop()
         return None
 
-    def next_assignment(self) -> tuple[WorkerSlotView, str] | None:
-        """The next (worker, job) pairing: highest tier first, least-loaded live worker with room."""
+    def next_assignment(self, avoid: Callable[[str], str] | None = None) -> tuple[WorkerSlotView, str] | None:
+        """The next (worker, job) pairing: highest tier first, least-loaded live worker with room.
+
+        ``avoid(job_id)`` names a worker the job should not go back to (it failed or stalled there)
+        unless no other worker can take it.
+        """
         for name in TIERS_BY_PRIORITY:
             q = self.queues[name]
             if not len(q):
                 continue
+            shunned = avoid(q.peek() or "") if avoid is not None else ""
             best: WorkerSlotView | None = None
-            best_load = 2.0
+            best_load = 3.0
             for w in self.workers.values():
                 if w.free <= 0 or name not in w.tiers:
                     continue
-                load = len(w.running) / w.slots
+                load = len(w.running) / w.slots + (1.0 if w.worker_id == shunned else 0.0)
                 if load < best_load:
                     best, best_load = w, load
             if best is None:

@@ -112,6 +112,10 @@ class Job:
     lease_expires: float = 0.0
     """Monotonic deadline of a pull worker's lease; 0 for stream workers."""
     queued_at: float = 0.0
+    avoid: str = ""
+    """The worker its last attempt failed, stalled or was lost on; the next goes elsewhere if it can."""
+    last_progress: float = 0.0
+    """Monotonic time of its assignment or its latest token (a stalled stream job is taken back)."""
     error: str = ""
     image: ImageParams | None = None
     """For an image job: what to draw."""

@@ -23,8 +23,8 @@ from core.servicers import (
     NetworkServicer,
     RelayServicer,
     TreasuryServicer,
-    WorkerServicer,
 )
+from core.worker_servicer import WorkerServicer
 
 if TYPE_CHECKING:
     from core.app import CoreApp

@@ -24,14 +24,12 @@ from ashao.v1 import (
     relay_pb2_grpc,
     treasury_pb2,
     treasury_pb2_grpc,
-    worker_pb2,
-    worker_pb2_grpc,
 )
 from core.accounts import AccountService
 from core.auth import Accounts, Principal
 from core.config import CoreSettings
-from core.coordinator import Coordinator, JobSnapshot, WorkerInfo
-from core.errors import AshaoError, InvalidArgumentError
+from core.coordinator import Coordinator, JobSnapshot
+from core.errors import AshaoError
 from core.fanout import Accepted, Follower, Item, Multiplexer, Rejected
 from core.images import ImageService
 from core.jobs import Job, JobState, StoredImage
@@ -43,7 +41,7 @@ log = logging.getLogger("ashao.core.servicers")
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
-_STATE = {
+JOB_STATES = {
     JobState.QUEUED: common_pb2.JOB_STATE_QUEUED,
     JobState.ASSIGNED: common_pb2.JOB_STATE_ASSIGNED,
     JobState.STREAMING: common_pb2.JOB_STATE_STREAMING,
@@ -80,7 +78,7 @@ def job_to_proto(job: JobSnapshot) -> common_pb2.Job:
         tier=job.tier,
         model=job.model,
         conversation_id=job.conversation_id,
-        state=_STATE[job.state],
+        state=JOB_STATES[job.state],
         attempts=job.attempts,
         worker_id=job.worker_id,
         tokens=job.tokens,
@@ -89,11 +87,13 @@ def job_to_proto(job: JobSnapshot) -> common_pb2.Job:
     )
 
 
-def _messages(job: Job) -> list[common_pb2.ChatMessage]:
+def messages_of(job: Job) -> list[common_pb2.ChatMessage]:
+    """The conversation a job carries to its worker."""
     return [common_pb2.ChatMessage(role=r, content=c) for r, c in job.messages]
 
 
-def _prefix(job: Job) -> str:
+def prefix_of(job: Job) -> str:
+    """Text earlier attempts of a job already delivered (a new attempt continues after it)."""
     return job.log.text if job.attempt_base else ""
 
 
@@ -130,7 +130,7 @@ def encode_items(items: list[Item]) -> chat_pb2.SubscribeResponse:
             out.append(
                 chat_pb2.SubscriptionEvent(
                     sub_id=item.sub_id,
-                    accepted=chat_pb2.WatchAccepted(state=_STATE[item.state], tokens=item.tokens),
+                    accepted=chat_pb2.WatchAccepted(state=JOB_STATES[item.state], tokens=item.tokens),
                 )
             )
         elif isinstance(item, Rejected):
@@ -244,232 +244,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         return chat_pb2.GetConversationResponse(
             conversation_id=request.conversation_id,
             messages=[common_pb2.ChatMessage(role=r, content=c) for r, c in msgs],
-        )
-
-
-class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
-    """Workers: registration, the push stream, the pull path."""
-
-    def __init__(self, *, coordinator: Coordinator, settings: CoreSettings) -> None:
-        self._c = coordinator
-        self._settings = settings
-
-    def _worker(self, context: Ctx) -> WorkerInfo:
-        return self._c.authenticate(bearer(context))
-
-    async def RegisterWorker(
-        self, request: worker_pb2.RegisterWorkerRequest, context: Ctx
-    ) -> worker_pb2.RegisterWorkerResponse:
-        """Create a worker."""
-        wid, token, tiers = await self._c.register_worker(
-            name=request.name, tiers=list(request.tiers), slots=request.slots
-        )
-        return worker_pb2.RegisterWorkerResponse(worker_id=wid, worker_token=token, tiers=tiers)
-
-    async def Connect(self, request_iterator: Any, context: Ctx) -> None:  # type: ignore[override]
-        """The push path: hello, then heartbeats/tokens/results in, assignments/cancels out."""
-        info = self._worker(context)
-        first = await context.read()
-        if (
-            first is grpc.aio.EOF
-            or not isinstance(first, worker_pb2.ConnectRequest)
-            or not first.HasField("hello")
-        ):
-            raise InvalidArgumentError("hello: the first message on Connect must be hello", field="hello")
-        out: asyncio.Queue[worker_pb2.ConnectResponse] = asyncio.Queue()
-        closed = asyncio.Event()
-
-        def push(job_id: str) -> None:
-            job = self._c.assignment(job_id)
-            if job is None:
-                return
-            image = None
-            if job.image is not None:
-                i = job.image
-                image = worker_pb2.ImageParams(
-                    prompt=i.prompt,
-                    style=i.style,
-                    aspect=i.aspect,
-                    width=i.width,
-                    height=i.height,
-                    nsfw=i.nsfw,
-                )
-            out.put_nowait(
-                worker_pb2.ConnectResponse(
-                    assignment=worker_pb2.Assignment(
-                        image=image,
-                        job_id=job.id,
-                        tier=job.tier,
-                        model=job.model,
-                        messages=_messages(job),
-                        max_tokens=job.max_tokens - len(job.log.tokens),
-                        prefix=_prefix(job),
-                        attempt=job.attempts,
-                    )
-                )
-            )
-
-        def cancel(job_id: str, reason: str) -> None:
-            out.put_nowait(
-                worker_pb2.ConnectResponse(cancel=worker_pb2.CancelJob(job_id=job_id, reason=reason))
-            )
-
-        view = self._c.attach(
-            info,
-            slots=first.hello.slots,
-            tiers=list(first.hello.tiers),
-            push=push,
-            cancel=cancel,
-            close=closed.set,
-        )
-        reason = "stream closed"
-        try:
-            await context.write(
-                worker_pb2.ConnectResponse(
-                    welcome=worker_pb2.Welcome(
-                        worker_id=info.id,
-                        heartbeat_interval_ms=self._settings.heartbeat_interval_ms,
-                        flush_interval_ms=self._settings.flush_interval_ms,
-                    )
-                )
-            )
-
-            def reject(job_id: str, err: AshaoError) -> None:
-                out.put_nowait(
-                    worker_pb2.ConnectResponse(
-                        rejected=worker_pb2.JobRejected(
-                            job_id=job_id, code=err.code.name, message=err.message
-                        )
-                    )
-                )
-
-            async def read_loop() -> None:
-                while (msg := await context.read()) is not grpc.aio.EOF:
-                    assert isinstance(msg, worker_pb2.ConnectRequest)
-                    self._c.touch(info)
-                    kind = msg.WhichOneof("msg")
-                    if kind == "tokens":
-                        for jt in msg.tokens.jobs:
-                            try:
-                                self._c.publish(
-                                    info,
-                                    jt.job_id,
-                                    jt.offset if jt.HasField("offset") else None,
-                                    list(jt.tokens),
-                                )
-                            except AshaoError as err:
-                                reject(jt.job_id, err)
-                    elif kind == "heartbeat":
-                        self._c.heartbeat(info, msg.heartbeat.tokens_per_sec)
-                    elif kind == "complete":
-                        try:
-                            self._c.complete(info, msg.complete.job_id)
-                        except AshaoError as err:
-                            reject(msg.complete.job_id, err)
-                    elif kind == "failed":
-                        f = msg.failed
-                        try:
-                            self._c.fail(info, f.job_id, f.message, f.retryable)
-                        except AshaoError as err:
-                            reject(f.job_id, err)
-                    elif kind == "drain":
-                        self._c.drain(view)
-                    elif kind == "image":
-                        r = msg.image
-                        try:
-                            await self._c.complete_image(info, r.job_id, r.data, r.mime_type)
-                        except AshaoError as err:
-                            reject(r.job_id, err)
-
-            async def write_loop() -> None:
-                while True:
-                    await context.write(await out.get())
-
-            tasks = [
-                asyncio.create_task(read_loop(), name=f"ashao-worker-read-{info.id}"),
-                asyncio.create_task(write_loop(), name=f"ashao-worker-write-{info.id}"),
-                asyncio.create_task(closed.wait(), name=f"ashao-worker-closed-{info.id}"),
-            ]
-            try:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                if tasks[2] in done:
-                    reason = "missed heartbeats"
-                for t in done:
-                    if t is not tasks[2] and not t.cancelled() and t.exception() is not None:
-                        exc = t.exception()
-                        reason = f"stream error: {exc!r}"
-                        if isinstance(exc, AshaoError):
-                            raise exc
-            finally:
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-        finally:
-            self._c.detach(view, reason=reason)
-
-    async def ClaimJob(
-        self, request: worker_pb2.ClaimJobRequest, context: Ctx
-    ) -> worker_pb2.ClaimJobResponse:
-        """Take the next queued job of a tier, if any."""
-        info = self._worker(context)
-        job = self._c.claim(info, request.tier)
-        if job is None:
-            return worker_pb2.ClaimJobResponse()
-        return worker_pb2.ClaimJobResponse(
-            job=job_to_proto(self._c.snapshot(job)),
-            messages=_messages(job),
-            prefix=_prefix(job),
-            max_tokens=job.max_tokens - len(job.log.tokens),
-        )
-
-    async def PublishTokens(
-        self, request: worker_pb2.PublishTokensRequest, context: Ctx
-    ) -> worker_pb2.PublishTokensResponse:
-        """Publish tokens of a job assigned to this worker."""
-        info = self._worker(context)
-        jt = request.tokens
-        if not jt.job_id:
-            raise InvalidArgumentError("jobId: required", field="jobId")
-        accepted = self._c.publish(
-            info, jt.job_id, jt.offset if jt.HasField("offset") else None, list(jt.tokens)
-        )
-        return worker_pb2.PublishTokensResponse(accepted=accepted)
-
-    async def CompleteJob(
-        self, request: worker_pb2.CompleteJobRequest, context: Ctx
-    ) -> worker_pb2.CompleteJobResponse:
-        """Finish a job assigned to this worker."""
-        info = self._worker(context)
-        return worker_pb2.CompleteJobResponse(tokens=self._c.complete(info, request.job_id))
-
-    async def FailJob(self, request: worker_pb2.FailJobRequest, context: Ctx) -> worker_pb2.FailJobResponse:
-        """Give up a job assigned to this worker."""
-        info = self._worker(context)
-        state = self._c.fail(info, request.job_id, request.message, request.retryable)
-        return worker_pb2.FailJobResponse(state=_STATE[state])
-
-    async def Heartbeat(
-        self, request: worker_pb2.HeartbeatRequest, context: Ctx
-    ) -> worker_pb2.HeartbeatResponse:
-        """Liveness and throughput of a pull worker."""
-        info = self._worker(context)
-        self._c.heartbeat(info, request.tokens_per_sec)
-        return worker_pb2.HeartbeatResponse(heartbeat_interval_ms=self._settings.heartbeat_interval_ms)
-
-    async def GetWorkerAccount(
-        self, request: worker_pb2.GetWorkerAccountRequest, context: Ctx
-    ) -> worker_pb2.GetWorkerAccountResponse:
-        """The calling worker's earnings and stats."""
-        info = self._worker(context)
-        a = await self._c.worker_account(info)
-        return worker_pb2.GetWorkerAccountResponse(
-            worker_id=info.id,
-            name=info.name,
-            earnings=a.earnings,
-            jobs_completed=a.jobs_completed,
-            tokens_generated=a.tokens_generated,
-            tokens_per_sec=info.tokens_per_sec,
-            connected=info.view is not None,
         )
 
 

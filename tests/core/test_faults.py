@@ -86,6 +86,33 @@ async def test_silent_worker_loses_its_jobs(tmp_path: Path) -> None:
         await stop_core(c)
 
 
+async def test_alive_but_stalled_worker_gives_the_job_back(tmp_path: Path) -> None:
+    c = await start_core(core_settings(tmp_path, heartbeat_interval_ms=100, job_stall_timeout_s=0.5))
+    try:
+        w1 = await connect_worker(c, slots=1)
+        beats1 = asyncio.create_task(_heartbeat_forever(w1))
+        job_id, _ = await c.send()
+        await w1.assignment()
+        await w1.tokens(job_id, ["only "])  # then nothing more, though it keeps heartbeating
+        w2 = await connect_worker(c, slots=1)
+        beats2 = asyncio.create_task(_heartbeat_forever(w2))
+        try:
+            cancel = await w1.next(timeout=5)
+            assert cancel.HasField("cancel") and cancel.cancel.job_id == job_id
+            assert "no token" in cancel.cancel.reason
+            a = await w2.assignment(timeout=5)
+            assert (a.job_id, a.attempt, a.prefix) == (job_id, 2, "only ")
+            await w2.tokens(job_id, ["and more"], offset=0)
+            await w2.complete(job_id)
+            events = await collect(c, job_id)
+            assert events == [(1, "token", "only "), (2, "token", "and more"), (3, "done", 2)]
+        finally:
+            beats1.cancel()
+            beats2.cancel()
+    finally:
+        await stop_core(c)
+
+
 async def _heartbeat_forever(w: object) -> None:
     from tests.core.conftest import StreamWorker
 

@@ -83,6 +83,19 @@ def test_scheduler_picks_least_loaded_worker_with_the_tier() -> None:
     assert s.next_assignment() is None  # a draining worker takes nothing
 
 
+def test_a_retried_job_goes_to_another_worker_when_there_is_one() -> None:
+    s = Scheduler()
+    a = WorkerSlotView("wa", frozenset({"free"}), 4, lambda j: None, lambda j, r: None)
+    b = WorkerSlotView("wb", frozenset({"free"}), 4, lambda j: None, lambda j, r: None)
+    b.running.update({"x", "y", "z"})  # wb is busier, yet the job stalled on wa
+    s.workers = {"wa": a, "wb": b}
+    s.enqueue("free", "u", "j1")
+    assert s.next_assignment(lambda job: "wa" if job == "j1" else "") == (b, "j1")
+    del s.workers["wb"]
+    s.enqueue("free", "u", "j1")
+    assert s.next_assignment(lambda job: "wa") == (a, "j1")  # the only worker left still gets it
+
+
 def test_economics_are_consistent() -> None:
     assert TIERS_BY_PRIORITY[0] == "ultra" and TIERS_BY_PRIORITY[-1] == "free"
     for tier in TIERS.values():
