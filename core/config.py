@@ -15,6 +15,11 @@ class CoreSettings(BaseSettings):
 
     grpc_addr: str = Field("127.0.0.1:50051", description="Address the gRPC server listens on.")
     """Address the gRPC server listens on (``host:port``; port 0 picks a free one)."""
+    tls_cert_file: Path | None = None
+    """PEM certificate chain to serve gRPC over TLS (with ``tls_key_file``); plaintext if unset. Workers
+    reach the core across the internet: their tokens must not travel in clear."""
+    tls_key_file: Path | None = None
+    """PEM private key of ``tls_cert_file``."""
     data_dir: Path = Field(Path(".ashao"), description="Directory of the SQLite store and keys.")
     """Directory holding the SQLite store (``ashao.db``) and the service's keys."""
     db_synchronous: str = "FULL"

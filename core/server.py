@@ -70,7 +70,15 @@ def build_server(app: CoreApp) -> tuple[grpc.aio.Server, int]:
     relay_pb2_grpc.add_RelayServiceServicer_to_server(
         RelayServicer(relay=app.relay, documents=app.documents, accounts=accounts), server
     )
-    port = server.add_insecure_port(settings.grpc_addr)
+    if settings.tls_cert_file is not None or settings.tls_key_file is not None:
+        if settings.tls_cert_file is None or settings.tls_key_file is None:
+            raise ValueError("ASHAO_TLS_CERT_FILE and ASHAO_TLS_KEY_FILE go together")
+        credentials = grpc.ssl_server_credentials(
+            [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())]
+        )
+        port = server.add_secure_port(settings.grpc_addr, credentials)
+    else:
+        port = server.add_insecure_port(settings.grpc_addr)
     if port == 0:
         raise OSError(f"cannot listen on {settings.grpc_addr}")
     return server, port

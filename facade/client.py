@@ -38,7 +38,12 @@ class CoreClient:
 
     def __init__(self, settings: FacadeSettings) -> None:
         self.settings = settings
-        self.channel = grpc.aio.insecure_channel(settings.grpc_addr, options=CHANNEL_OPTIONS)
+        if settings.core_tls or settings.core_tls_ca_file is not None:
+            ca = settings.core_tls_ca_file
+            credentials = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes() if ca else None)
+            self.channel = grpc.aio.secure_channel(settings.grpc_addr, credentials, options=CHANNEL_OPTIONS)
+        else:
+            self.channel = grpc.aio.insecure_channel(settings.grpc_addr, options=CHANNEL_OPTIONS)
         self.chat = chat_pb2_grpc.ChatServiceStub(self.channel)
         self.workers = worker_pb2_grpc.WorkerServiceStub(self.channel)
         self.network = network_pb2_grpc.NetworkServiceStub(self.channel)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -15,6 +17,10 @@ class FacadeSettings(BaseSettings):
     """Address the HTTP server listens on (``host:port``, ``[::1]:port`` for IPv6)."""
     grpc_addr: str = Field("127.0.0.1:50051", description="Address of the core.")
     """Address of the core's gRPC server."""
+    core_tls: bool = False
+    """Reach the core over TLS (verified against the system's roots, or ``core_tls_ca_file``)."""
+    core_tls_ca_file: Path | None = None
+    """PEM roots to verify the core's certificate with (implies ``core_tls``)."""
     call_timeout_s: float = 15.0
     """Deadline of every unary call to the core."""
     image_timeout_s: float = 150.0

@@ -190,9 +190,17 @@ class Agent:
             self._task = None
             self._own_cancels = 0
 
+    def _channel(self) -> grpc.aio.Channel:
+        if not self._s.tls:
+            return grpc.aio.insecure_channel(self._s.core, options=CHANNEL_OPTIONS)
+        roots = self._s.tls_ca_file.read_bytes() if self._s.tls_ca_file is not None else None
+        return grpc.aio.secure_channel(
+            self._s.core, grpc.ssl_channel_credentials(root_certificates=roots), options=CHANNEL_OPTIONS
+        )
+
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
-        async with grpc.aio.insecure_channel(self._s.core, options=CHANNEL_OPTIONS) as channel:
+        async with self._channel() as channel:
             stub: Stub = worker_pb2_grpc.WorkerServiceStub(channel)
             creds = await asyncio.to_thread(load_credentials, self._path)
             if creds is not None:

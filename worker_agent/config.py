@@ -19,6 +19,10 @@ class AgentSettings:
     """``host:port`` of the core's gRPC server."""
     name: str
     """Display name of the worker; also names its credentials file."""
+    tls: bool = False
+    """Reach the core over TLS (verified against the system's roots, or ``tls_ca_file``)."""
+    tls_ca_file: Path | None = None
+    """PEM roots to verify the core's certificate with (implies ``tls``)."""
     data_dir: Path
     """Directory holding ``worker-<name>.json`` (the worker's id and token)."""
     backend: str | None = None

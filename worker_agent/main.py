@@ -43,6 +43,12 @@ def parse(argv: list[str] | None, environ: Mapping[str, str]) -> AgentSettings:
         default=environ.get("ASHAO_GRPC_ADDR") or "127.0.0.1:50051",
         help="host:port of the core's gRPC server (env ASHAO_GRPC_ADDR; default 127.0.0.1:50051)",
     )
+    p.add_argument(
+        "--tls", action="store_true", help="reach the core over TLS, verified against the system's roots"
+    )
+    p.add_argument(
+        "--tls-ca", type=Path, help="PEM roots to verify the core's certificate with (implies --tls)"
+    )
     p.add_argument("--name", default=socket.gethostname(), help="worker name (default: the host name)")
     p.add_argument(
         "--data-dir",
@@ -102,8 +108,12 @@ def parse(argv: list[str] | None, environ: Mapping[str, str]) -> AgentSettings:
     if IMAGE_TIER in tiers and args.image_backend is None:
         p.error("--tiers names the image tier but no --image-backend is given")
 
+    if args.tls_ca is not None and not args.tls_ca.is_file():
+        p.error(f"--tls-ca: no such file {args.tls_ca}")
     return AgentSettings(
         core=args.core,
+        tls=args.tls or args.tls_ca is not None,
+        tls_ca_file=args.tls_ca,
         name=args.name.strip(),
         data_dir=args.data_dir,
         backend=args.backend,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import grpc
@@ -13,6 +14,7 @@ from core.app import CoreApp
 from facade.config import FacadeSettings
 from tests.core.conftest import Core, connect_worker, eventually
 from tests.facade.conftest import Stack, read_sse, start_stack, stop_stack
+from tests.tls import self_signed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -165,3 +167,17 @@ async def test_stream_bad_requests(stack: Stack) -> None:
 def test_settings_default_addresses() -> None:
     s = FacadeSettings()
     assert (s.http_addr, s.grpc_addr) == ("127.0.0.1:8080", "127.0.0.1:50051")
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+async def test_facade_reaches_a_tls_core(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    s = await start_stack(tmp_path, {"tls_cert_file": cert, "tls_key_file": key}, core_tls_ca_file=cert)
+    try:
+        r = await s.http.get("/api/stats")
+        assert r.status_code == 200 and r.json()["queueDepth"] == 0
+        job = await send(s.http)
+        r = await s.http.get(f"/api/jobs/{job}")
+        assert r.status_code == 200 and r.json()["job"]["state"] == "queued"
+    finally:
+        await stop_stack(s)
