@@ -150,6 +150,11 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                                 self._c.publish(info, jt.job_id, offset, list(jt.tokens))
                             except AshaoError as err:
                                 reject(jt.job_id, err)
+                        for done in msg.tokens.completed:
+                            try:
+                                self._c.complete(info, done.job_id)
+                            except AshaoError as err:
+                                reject(done.job_id, err)
                     elif kind == "heartbeat":
                         self._c.heartbeat(info, msg.heartbeat.tokens_per_sec)
                     elif kind == "complete":

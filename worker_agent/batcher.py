@@ -64,6 +64,8 @@ class TokenBatcher:
         """Runs with pending tokens, in the order they got them."""
         self._pending = 0
         self._controls: list[worker_pb2.ConnectRequest] = []
+        self._completed: list[worker_pb2.JobComplete] = []
+        """Completions that ride in the next batch, after its tokens (one message fewer per job)."""
         self._ready = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
@@ -127,13 +129,10 @@ class TokenBatcher:
         self._fire()
 
     def complete(self, job_id: str, finish_reason: str) -> None:
-        """The job finished: its remaining tokens, then ``JobComplete``."""
+        """The job finished: its remaining tokens, then its completion, in the next batch."""
         self._close_run(job_id)
-        self.send(
-            worker_pb2.ConnectRequest(
-                complete=worker_pb2.JobComplete(job_id=job_id, finish_reason=finish_reason)
-            )
-        )
+        self._completed.append(worker_pb2.JobComplete(job_id=job_id, finish_reason=finish_reason))
+        self._fire()
 
     def fail(self, job_id: str, message: str, retryable: bool) -> None:
         """The job failed: its remaining tokens, then ``JobFailed``."""
@@ -164,8 +163,9 @@ class TokenBatcher:
 
     def _take(self) -> list[worker_pb2.ConnectRequest]:
         msgs: list[worker_pb2.ConnectRequest] = []
-        if self._dirty:
+        if self._dirty or self._completed:
             batch = worker_pb2.ConnectRequest()
+            batch.tokens.SetInParent()
             add = batch.tokens.jobs.add
             for run in self._dirty.values():
                 # Field by field into the batch: ~3x cheaper than building each JobTokens by keywords.
@@ -179,6 +179,9 @@ class TokenBatcher:
                     jt.tokens.extend(_utf8(t) for t in run.pending)
                 run.sent += len(run.pending)
                 run.pending = []
+            if self._completed:
+                batch.tokens.completed.extend(self._completed)
+                self._completed = []
             self.tokens_sent += self._pending
             self.batches_sent += 1
             self._dirty.clear()
@@ -200,6 +203,6 @@ class TokenBatcher:
             for msg in self._take():
                 await self._call.write(msg)
                 self.messages_sent += 1
-            if self._closing and not self._dirty and not self._controls:
+            if self._closing and not self._dirty and not self._controls and not self._completed:
                 await self._call.done_writing()
                 return

@@ -8,7 +8,7 @@ import time
 import grpc
 import pytest
 
-from ashao.v1 import chat_pb2, common_pb2
+from ashao.v1 import chat_pb2, common_pb2, worker_pb2
 from tests.core.conftest import Core, collect, connect_worker
 
 pytestmark = pytest.mark.timeout(30)
@@ -40,6 +40,29 @@ async def test_send_push_stream_done_and_persisted(core: Core) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await core.chat.GetJob(chat_pb2.GetJobRequest(job_id=job_id))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_completion_riding_in_the_token_batch(core: Core) -> None:
+    worker = await connect_worker(core)
+    job_id, _ = await core.send("short")
+    await worker.assignment()
+    batch = worker_pb2.TokenBatch(
+        jobs=[worker_pb2.JobTokens(job_id=job_id, tokens=["all ", "at ", "once"], offset=0)],
+        completed=[worker_pb2.JobComplete(job_id=job_id, finish_reason="stop")],
+    )
+    await worker.call.write(worker_pb2.ConnectRequest(tokens=batch))
+    events = await collect(core, job_id)
+    assert events == [(1, "token", "all "), (2, "token", "at "), (3, "token", "once"), (4, "done", 3)]
+    # completing it again in a later batch is refused for that job only; the stream goes on
+    await worker.call.write(
+        worker_pb2.ConnectRequest(
+            tokens=worker_pb2.TokenBatch(completed=[worker_pb2.JobComplete(job_id=job_id)])
+        )
+    )
+    refusal = await worker.next()
+    assert refusal.rejected.job_id == job_id and refusal.rejected.code == "PERMISSION_DENIED"
+    second, _ = await core.send("still served")
+    assert (await worker.assignment()).job_id == second
 
 
 async def test_history_is_carried_to_the_worker(core: Core) -> None:

@@ -117,10 +117,23 @@ async def test_completion_follows_the_last_tokens(pair: tuple[TokenBatcher, Reco
     a(["late"])  # after completion: ignored
     b.fail("job_c", "boom", retryable=True)
     await asyncio.sleep(0.01)
-    assert rec.kinds() == ["tokens", "tokens", "complete", "failed"]
+    # the completion rides in the batch that carries the job's last tokens; a failure follows it
+    assert rec.kinds() == ["tokens", "tokens", "failed"]
     assert rec.runs()[2:] == [("job_a", 1, ["a1", "a2"]), ("job_c", 1, ["c1"])]
-    assert rec.messages[2].complete.finish_reason == "stop"
-    assert rec.messages[3].failed.retryable and rec.messages[3].failed.message == "boom"
+    assert [(d.job_id, d.finish_reason) for d in rec.messages[1].tokens.completed] == [("job_a", "stop")]
+    assert rec.messages[2].failed.retryable and rec.messages[2].failed.message == "boom"
+
+
+async def test_a_completion_alone_still_goes_out(pair: tuple[TokenBatcher, Recorder]) -> None:
+    b, rec = pair
+    a = b.open("job_a")
+    a(["only"])
+    await asyncio.sleep(0.01)
+    b.complete("job_a", "length")
+    await asyncio.sleep(0.01)
+    assert rec.kinds() == ["tokens", "tokens"]
+    assert list(rec.messages[1].tokens.jobs) == []
+    assert [d.job_id for d in rec.messages[1].tokens.completed] == ["job_a"]
 
 
 async def test_discarded_job_sends_nothing_more(pair: tuple[TokenBatcher, Recorder]) -> None:

@@ -184,18 +184,26 @@ class TokenBatch(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOBS_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobTokens]:
         """Per-job runs."""
+
+    @_builtins.property
+    def completed(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobComplete]:
+        """Jobs that finished with the tokens above: the same as one JobComplete message each, sent after
+        this batch's tokens, without the cost of a message apiece.
+        """
 
     def __init__(
         self,
         *,
         jobs: _abc.Iterable[Global___JobTokens] | None = ...,
+        completed: _abc.Iterable[Global___JobComplete] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "jobs", b"jobs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
