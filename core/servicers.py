@@ -29,7 +29,7 @@ from core.accounts import AccountService
 from core.auth import Accounts, Principal
 from core.config import CoreSettings
 from core.coordinator import Coordinator, JobSnapshot
-from core.errors import AshaoError
+from core.errors import AshaoError, as_domain_error
 from core.fanout import Accepted, Follower, Item, Multiplexer, Rejected
 from core.images import ImageService
 from core.jobs import Job, JobState, StoredImage
@@ -172,6 +172,68 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             principal=self._principal(context),
         )
         return chat_pb2.SendMessageResponse(job_id=job_id, conversation_id=conv)
+
+    async def SendMany(self, request_iterator: Any, context: Ctx) -> None:  # type: ignore[override]
+        """Sends relayed for many end users over one stream; results as each becomes durable."""
+        await context.send_initial_metadata(())
+        ready: list[chat_pb2.SendResult] = []
+        wake = asyncio.Event()
+        running: set[asyncio.Task[None]] = set()
+
+        async def one(item: chat_pb2.RelayedSend) -> None:
+            try:
+                principal = self._accounts.resolve(item.credential, item.client_ip or client_ip(context))
+                r = item.send
+                job_id, conv = await self._c.send(
+                    tier=r.tier, content=r.content, conversation_id=r.conversation_id, principal=principal
+                )
+                result = chat_pb2.SendResult(
+                    id=item.id, sent=chat_pb2.SendMessageResponse(job_id=job_id, conversation_id=conv)
+                )
+            except Exception as exc:  # every failure is the caller's answer, never the stream's end
+                err = as_domain_error(exc)
+                result = chat_pb2.SendResult(
+                    id=item.id,
+                    error=chat_pb2.CallError(
+                        code=err.code.name,
+                        message=err.message,
+                        reason=err.reason,
+                        field=err.field,
+                        retry_after_s=err.retry_after_s,
+                    ),
+                )
+            ready.append(result)
+            wake.set()
+
+        reading = True
+
+        async def read_requests() -> None:
+            nonlocal reading
+            try:
+                while (req := await context.read()) is not grpc.aio.EOF:
+                    assert isinstance(req, chat_pb2.SendManyRequest)
+                    for item in req.sends:
+                        task = asyncio.create_task(one(item))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+            finally:
+                reading = False
+                wake.set()
+
+        reader = asyncio.create_task(read_requests(), name="ashao-sendmany-read")
+        try:
+            while reading or running or ready:
+                await wake.wait()
+                wake.clear()
+                if ready:
+                    batch = ready[:]
+                    ready.clear()
+                    await context.write(chat_pb2.SendManyResponse(results=batch))
+        finally:
+            reader.cancel()
+            for t in running:
+                t.cancel()
+            await asyncio.gather(reader, *running, return_exceptions=True)
 
     async def StreamJob(self, request: chat_pb2.StreamJobRequest, context: Ctx):  # type: ignore[no-untyped-def]
         """One job's events after ``after_seq``, until it ends."""

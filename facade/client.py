@@ -18,6 +18,7 @@ from ashao.v1 import (
 )
 from facade.config import FacadeSettings
 from facade.mux import Mux
+from facade.sends import Sender
 from facade.sse import SendWatchdog
 
 # The core refuses pings more often than every 10 s; reconnect quickly after a core restart.
@@ -57,17 +58,20 @@ class CoreClient:
             keepalive_s=settings.sse_keepalive_s,
             coalesce_s=settings.sse_coalesce_s,
         )
+        self.sender = Sender(self.chat)
         self.watchdog = SendWatchdog(settings.sse_send_timeout_s)
         self.timeout = settings.call_timeout_s
 
     def start(self) -> None:
         """Open the subscription stream and start the SSE send watchdog."""
         self.mux.start()
+        self.sender.start()
         self.watchdog.start()
 
     async def close(self) -> None:
         """End the subscriptions, then the channel."""
         await self.mux.shutdown()
+        await self.sender.shutdown()
         await self.watchdog.stop()
         await self.channel.close(grace=1.0)
 

@@ -9,11 +9,22 @@ message text.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 DETAILS_KEY = "grpc-status-details-bin"
+
+
+class CallErrorLike(Protocol):
+    """The fields of ``ashao.v1.CallError``."""
+
+    code: str
+    message: str
+    reason: str
+    field: str
+    retry_after_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +75,20 @@ def decode(err: grpc.aio.AioRpcError) -> CoreError:
             detail.Unpack(retry)
             retry_after = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
     return CoreError(code, status.message or message, reason, field, envelope, signature, key_id, retry_after)
+
+
+class CoreCallFailed(Exception):
+    """A call relayed over a multiplexed stream was refused (as an AioRpcError would say)."""
+
+    def __init__(self, error: CoreError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def from_call_error(e: CallErrorLike) -> CoreError:
+    """The CoreError of a refusal that came in-band (``ashao.v1.CallError``)."""
+    try:
+        code = grpc.StatusCode[e.code]
+    except KeyError:
+        code = grpc.StatusCode.UNKNOWN
+    return CoreError(code, e.message, e.reason, e.field, retry_after_s=e.retry_after_s)

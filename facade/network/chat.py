@@ -60,14 +60,15 @@ async def send(request: Request, core: Core) -> Response:
     `{jobId, conversationId}`; bad input is 400 `{error}` naming the field, and nothing is queued.
     """
     doc = await json_object(request)
-    r = await core.chat.SendMessage(
+    r = await core.sender.send(
         chat_pb2.SendMessageRequest(
             tier=string(doc, "tier"),
             content=string(doc, "content"),
             conversation_id=string(doc, "conversationId"),
         ),
-        metadata=call_metadata(request, core.settings),
-        timeout=core.timeout,
+        credential=credential(request, core.settings),
+        client_ip=client_ip(request, core.settings),
+        wait_s=core.timeout,
     )
     return JSON({"jobId": r.job_id, "conversationId": r.conversation_id})
 

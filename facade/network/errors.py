@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from facade.http import JSON, BadRequest
-from facade.status import CoreError, decode
+from facade.status import CoreCallFailed, CoreError, decode
 
 log = logging.getLogger("ashao.facade.network")
 
@@ -65,6 +65,8 @@ async def guarded(call: Awaitable[Response]) -> Response:
         return await call
     except grpc.aio.AioRpcError as err:
         return error_response(decode(err))
+    except CoreCallFailed as failed:
+        return error_response(failed.error)
     except BadRequest as err:
         return JSON({"error": err.message}, status_code=400)
     except Exception as exc:

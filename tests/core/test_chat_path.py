@@ -8,7 +8,8 @@ import time
 import grpc
 import pytest
 
-from ashao.v1 import chat_pb2, common_pb2, worker_pb2
+from ashao.v1 import account_pb2, chat_pb2, common_pb2, worker_pb2
+from core.economics import SIGNUP_GRANT, TIERS
 from tests.core.conftest import Core, collect, connect_worker
 
 pytestmark = pytest.mark.timeout(30)
@@ -187,3 +188,37 @@ async def test_stats_are_live(core: Core) -> None:
     assert (s.active_workers, s.queue_depth, s.jobs_completed) == (1, 0, 1)
     # the 10 tokens fall in a whole second as soon as that second is over
     assert core.app.coordinator.meter.rate(now=time.monotonic() + 1) == pytest.approx(10 / 5)
+
+
+async def test_send_many_relays_sends_for_their_users(core: Core) -> None:
+    user = await core.sign_in(credits=5)
+    session = user[0][1].removeprefix("Bearer ")
+    call = core.chat.SendMany()
+    sends = [
+        chat_pb2.RelayedSend(id=1, send=chat_pb2.SendMessageRequest(tier="free", content="a")),
+        chat_pb2.RelayedSend(id=2, send=chat_pb2.SendMessageRequest(tier="gold", content="b")),
+        chat_pb2.RelayedSend(id=3, send=chat_pb2.SendMessageRequest(tier="pro", content="c")),
+        chat_pb2.RelayedSend(
+            id=4, send=chat_pb2.SendMessageRequest(tier="pro", content="d"), credential=session
+        ),
+        chat_pb2.RelayedSend(
+            id=5, send=chat_pb2.SendMessageRequest(tier="free", content="e"), credential="sess_forged"
+        ),
+    ]
+    await call.write(chat_pb2.SendManyRequest(sends=sends))
+    results: dict[int, chat_pb2.SendResult] = {}
+    while len(results) < len(sends):
+        msg = await asyncio.wait_for(call.read(), 5)
+        assert msg is not grpc.aio.EOF
+        results.update({r.id: r for r in msg.results})
+    await call.done_writing()
+    assert results[1].sent.job_id.startswith("job_")
+    assert (results[2].error.code, results[2].error.field) == ("INVALID_ARGUMENT", "tier")
+    assert results[3].error.code == "UNAUTHENTICATED"  # a priced tier needs the user's credential
+    assert results[4].sent.job_id.startswith("job_")  # charged to the user it names
+    assert results[5].error.code == "UNAUTHENTICATED"
+    credits = await core.accounts.GetCredits(account_pb2.GetCreditsRequest(), metadata=user)
+    assert credits.credits == 5 + SIGNUP_GRANT - TIERS["pro"].credit_cost
+    job = await core.chat.GetJob(chat_pb2.GetJobRequest(job_id=results[4].sent.job_id), metadata=user)
+    assert job.job.tier == "pro"
+    assert await asyncio.wait_for(call.read(), 5) is grpc.aio.EOF  # every send answered: the stream ends

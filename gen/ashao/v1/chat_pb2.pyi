@@ -76,6 +76,164 @@ class SendMessageResponse(_message.Message):
 Global___SendMessageResponse: _TypeAlias = SendMessageResponse  # noqa: Y015
 
 @_typing.final
+class RelayedSend(_message.Message):
+    """One send relayed on behalf of an end user."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    SEND_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
+    CLIENT_IP_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """Chosen by the client, unique among its sends in flight; the result carries it."""
+    credential: _builtins.str
+    """The end user's credential (session token or API key); empty for an anonymous user."""
+    client_ip: _builtins.str
+    """The end user's IP address, as the relay saw it."""
+    @_builtins.property
+    def send(self) -> Global___SendMessageRequest:
+        """The send."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        send: Global___SendMessageRequest | None = ...,
+        credential: _builtins.str = ...,
+        client_ip: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["send", b"send"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_ip", b"client_ip", "credential", b"credential", "id", b"id", "send", b"send"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RelayedSend: _TypeAlias = RelayedSend  # noqa: Y015
+
+@_typing.final
+class SendManyRequest(_message.Message):
+    """Request of SendMany: sends the client had ready at once."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SENDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sends(self) -> _containers.RepeatedCompositeFieldContainer[Global___RelayedSend]:
+        """The sends."""
+
+    def __init__(
+        self,
+        *,
+        sends: _abc.Iterable[Global___RelayedSend] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sends", b"sends"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendManyRequest: _TypeAlias = SendManyRequest  # noqa: Y015
+
+@_typing.final
+class CallError(_message.Message):
+    """Why a relayed call failed: what its gRPC status and google.rpc.ErrorInfo would have said."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_S_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """The gRPC status code name, e.g. "INVALID_ARGUMENT"."""
+    message: _builtins.str
+    """A human-readable reason, safe to show to the caller; names the bad field for bad input."""
+    reason: _builtins.str
+    """The stable ErrorInfo reason, e.g. "PAYMENT_REQUIRED"."""
+    field: _builtins.str
+    """The bad field, for INVALID_ARGUMENT."""
+    retry_after_s: _builtins.float
+    """When the caller may retry, in seconds (0 if not said)."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        message: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        field: _builtins.str = ...,
+        retry_after_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "field", b"field", "message", b"message", "reason", b"reason", "retry_after_s", b"retry_after_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallError: _TypeAlias = CallError  # noqa: Y015
+
+@_typing.final
+class SendResult(_message.Message):
+    """The outcome of one relayed send."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    SENT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """The id of the send."""
+    @_builtins.property
+    def sent(self) -> Global___SendMessageResponse:
+        """Accepted and durable."""
+
+    @_builtins.property
+    def error(self) -> Global___CallError:
+        """Refused."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        sent: Global___SendMessageResponse | None = ...,
+        error: Global___CallError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result", "sent", b"sent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "id", b"id", "result", b"result", "sent", b"sent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["sent", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___SendResult: _TypeAlias = SendResult  # noqa: Y015
+
+@_typing.final
+class SendManyResponse(_message.Message):
+    """Response of SendMany: the results ready since the previous message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SendResult]:
+        """The results."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___SendResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendManyResponse: _TypeAlias = SendManyResponse  # noqa: Y015
+
+@_typing.final
 class StreamJobRequest(_message.Message):
     """Request of StreamJob."""
 

@@ -40,6 +40,11 @@ class ChatServiceStub:
                 request_serializer=ashao_dot_v1_dot_chat__pb2.SendMessageRequest.SerializeToString,
                 response_deserializer=ashao_dot_v1_dot_chat__pb2.SendMessageResponse.FromString,
                 _registered_method=True)
+        self.SendMany = channel.stream_stream(
+                '/ashao.v1.ChatService/SendMany',
+                request_serializer=ashao_dot_v1_dot_chat__pb2.SendManyRequest.SerializeToString,
+                response_deserializer=ashao_dot_v1_dot_chat__pb2.SendManyResponse.FromString,
+                _registered_method=True)
         self.StreamJob = channel.unary_stream(
                 '/ashao.v1.ChatService/StreamJob',
                 request_serializer=ashao_dot_v1_dot_chat__pb2.StreamJobRequest.SerializeToString,
@@ -69,6 +74,15 @@ class ChatServiceServicer:
     def SendMessage(self, request, context):
         """Persist the message (and the conversation, when new) and queue a job for it. Returns once the
         job is durable. INVALID_ARGUMENT names the bad field; NOT_FOUND for an unknown conversation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendMany(self, request_iterator, context):
+        """Many sends over one stream, each on behalf of the end user it names: how the HTTP facade relays
+        its users' sends without a call apiece. Results come as each send is durable, in any order,
+        several per message under load; match them by id. Same rules and errors as SendMessage.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,6 +125,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.SendMessage,
                     request_deserializer=ashao_dot_v1_dot_chat__pb2.SendMessageRequest.FromString,
                     response_serializer=ashao_dot_v1_dot_chat__pb2.SendMessageResponse.SerializeToString,
+            ),
+            'SendMany': grpc.stream_stream_rpc_method_handler(
+                    servicer.SendMany,
+                    request_deserializer=ashao_dot_v1_dot_chat__pb2.SendManyRequest.FromString,
+                    response_serializer=ashao_dot_v1_dot_chat__pb2.SendManyResponse.SerializeToString,
             ),
             'StreamJob': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamJob,
@@ -161,6 +180,33 @@ class ChatService:
             '/ashao.v1.ChatService/SendMessage',
             ashao_dot_v1_dot_chat__pb2.SendMessageRequest.SerializeToString,
             ashao_dot_v1_dot_chat__pb2.SendMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendMany(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/ashao.v1.ChatService/SendMany',
+            ashao_dot_v1_dot_chat__pb2.SendManyRequest.SerializeToString,
+            ashao_dot_v1_dot_chat__pb2.SendManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,11 @@ class ChatServiceStub:
     """Persist the message (and the conversation, when new) and queue a job for it. Returns once the
     job is durable. INVALID_ARGUMENT names the bad field; NOT_FOUND for an unknown conversation.
     """
+    SendMany: _grpc.StreamStreamMultiCallable[_chat_pb2.SendManyRequest, _chat_pb2.SendManyResponse]
+    """Many sends over one stream, each on behalf of the end user it names: how the HTTP facade relays
+    its users' sends without a call apiece. Results come as each send is durable, in any order,
+    several per message under load; match them by id. Same rules and errors as SendMessage.
+    """
     StreamJob: _grpc.UnaryStreamMultiCallable[_chat_pb2.StreamJobRequest, _chat_pb2.StreamJobResponse]
     """Follow one job: every event after `after_seq`, then live events until done or error.
     One message per event; a chunk may carry several tokens. For polyglot clients.
@@ -58,6 +63,11 @@ class ChatServiceAsyncStub(ChatServiceStub):
     SendMessage: _aio.UnaryUnaryMultiCallable[_chat_pb2.SendMessageRequest, _chat_pb2.SendMessageResponse]  # type: ignore[assignment]
     """Persist the message (and the conversation, when new) and queue a job for it. Returns once the
     job is durable. INVALID_ARGUMENT names the bad field; NOT_FOUND for an unknown conversation.
+    """
+    SendMany: _aio.StreamStreamMultiCallable[_chat_pb2.SendManyRequest, _chat_pb2.SendManyResponse]  # type: ignore[assignment]
+    """Many sends over one stream, each on behalf of the end user it names: how the HTTP facade relays
+    its users' sends without a call apiece. Results come as each send is durable, in any order,
+    several per message under load; match them by id. Same rules and errors as SendMessage.
     """
     StreamJob: _aio.UnaryStreamMultiCallable[_chat_pb2.StreamJobRequest, _chat_pb2.StreamJobResponse]  # type: ignore[assignment]
     """Follow one job: every event after `after_seq`, then live events until done or error.
@@ -83,6 +93,17 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_chat_pb2.SendMessageResponse, _abc.Awaitable[_chat_pb2.SendMessageResponse]]:
         """Persist the message (and the conversation, when new) and queue a job for it. Returns once the
         job is durable. INVALID_ARGUMENT names the bad field; NOT_FOUND for an unknown conversation.
+        """
+
+    @_abc_1.abstractmethod
+    def SendMany(
+        self,
+        request_iterator: _MaybeAsyncIterator[_chat_pb2.SendManyRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_chat_pb2.SendManyResponse], _abc.AsyncIterator[_chat_pb2.SendManyResponse]]:
+        """Many sends over one stream, each on behalf of the end user it names: how the HTTP facade relays
+        its users' sends without a call apiece. Results come as each send is durable, in any order,
+        several per message under load; match them by id. Same rules and errors as SendMessage.
         """
 
     @_abc_1.abstractmethod
