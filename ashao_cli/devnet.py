@@ -62,6 +62,11 @@ class LocalNetwork:
             PYTHONUNBUFFERED="1",
             **(extra_env or {}),
         )
+        # Sign-in messages name the site users see, and the registry lists where the relay is:
+        # both are this HTTP address unless the operator says otherwise.
+        self.env.setdefault("ASHAO_SIGNIN_DOMAIN", http_addr)
+        self.env.setdefault("ASHAO_SIGNIN_URI", f"http://{http_addr}")
+        self.env.setdefault("ASHAO_RELAY_ENDPOINT", f"http://{http_addr}")
         self._out = subprocess.DEVNULL if quiet else None
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
 

@@ -56,6 +56,7 @@ class Connection:
         self.port = port
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()  # one request at a time on a keep-alive connection
 
     async def _ensure(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self._reader is None or self._writer is None:
@@ -64,6 +65,10 @@ class Connection:
 
     async def post_json(self, path: str, payload: object) -> object:
         """POST ``payload`` as JSON; the decoded JSON answer (HttpError if not 2xx)."""
+        async with self._lock:
+            return await self._post(path, payload)
+
+    async def _post(self, path: str, payload: object) -> object:
         body = orjson.dumps(payload)
         reader, writer = await self._ensure()
         writer.write(
