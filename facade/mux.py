@@ -106,7 +106,6 @@ class Subscription:
 
     __slots__ = (
         "_coalescer",
-        "after_seq",
         "client_ip",
         "credential",
         "ended",
@@ -132,7 +131,6 @@ class Subscription:
     ) -> None:
         self.sub_id = sub_id
         self.job_id = job_id
-        self.after_seq = after_seq
         self.credential = credential
         self.client_ip = client_ip
         self._coalescer = coalescer
@@ -217,7 +215,6 @@ class Mux:
         self._tasks: list[asyncio.Task[None]] = []
         self.cut_off = 0
         """Subscribers cut off for falling too far behind."""
-        self.streams_opened = 0
 
     def __len__(self) -> int:
         return len(self._subs)
@@ -311,7 +308,6 @@ class Mux:
             for sub in self._subs.values():
                 outbox.put_nowait(self._watch_request(sub))
             call = self._stub.Subscribe(self._requests(outbox), wait_for_ready=True)
-            self.streams_opened += 1
             try:
                 await call.initial_metadata()  # the core sends it at once: the stream is up
                 self._connected = True
