@@ -16,14 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def free_port() -> int:
-    """A free TCP port on loopback (for tests and benchmarks)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def wait_for_port(addr: str, *, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
     """Whether ``addr`` accepts TCP connections within ``timeout`` (False early if ``proc`` exits)."""
     host, _, port = addr.rpartition(":")

@@ -10,7 +10,8 @@ from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ashao_cli.devnet import LocalNetwork, free_port
+from ashao_cli.devnet import LocalNetwork
+from tests.helpers.net import free_port
 
 T = TypeVar("T")
 

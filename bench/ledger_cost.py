@@ -16,9 +16,10 @@ import grpc
 from nacl.signing import SigningKey
 
 from ashao.v1 import account_pb2, account_pb2_grpc, chat_pb2, chat_pb2_grpc
-from ashao_cli.devnet import LocalNetwork, free_port
+from ashao_cli.devnet import LocalNetwork
 from bench.common import run_async
 from core.auth import b58encode
+from tests.helpers.net import free_port
 
 
 async def _sign_in(channel: grpc.aio.Channel, data_dir: Path) -> tuple[tuple[str, str], ...]:

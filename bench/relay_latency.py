@@ -15,10 +15,11 @@ from pathlib import Path
 
 import orjson
 
-from ashao_cli.devnet import LocalNetwork, free_port
+from ashao_cli.devnet import LocalNetwork
 from bench.common import host_port, percentile, run_async
 from bench.httpclient import sse_events
-from tests.e2e.upstream import FakeUpstream
+from tests.helpers.net import free_port
+from tests.helpers.upstream import FakeUpstream
 
 
 async def _first_chunk(host: str, port: int, path: str, body: object) -> float:

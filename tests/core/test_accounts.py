@@ -14,7 +14,7 @@ from ashao.v1 import account_pb2, chat_pb2, treasury_pb2, worker_pb2
 from core.auth import b58encode
 from core.economics import SIGNUP_GRANT, TIERS
 from core.ledger import BURN, ESCROW, MINT, TREASURY, Move, worker_account
-from tests.core.conftest import Core, collect, connect_worker, core_settings, start_core, stop_core
+from tests.helpers.core import Core, collect, connect_worker, core_settings, start_core, stop_core
 
 pytestmark = pytest.mark.timeout(60)
 

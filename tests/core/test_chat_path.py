@@ -10,7 +10,7 @@ import pytest
 
 from ashao.v1 import account_pb2, chat_pb2, common_pb2, worker_pb2
 from core.economics import SIGNUP_GRANT, TIERS
-from tests.core.conftest import Core, collect, connect_worker
+from tests.helpers.core import Core, collect, connect_worker
 
 pytestmark = pytest.mark.timeout(30)
 

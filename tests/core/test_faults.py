@@ -9,15 +9,16 @@ import grpc
 import pytest
 
 from ashao.v1 import chat_pb2, common_pb2, worker_pb2
-from tests.core.conftest import (
+from tests.helpers.core import (
     Core,
+    StreamWorker,
     collect,
     connect_worker,
     core_settings,
-    eventually,
     start_core,
     stop_core,
 )
+from tests.helpers.wait import eventually
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -113,10 +114,7 @@ async def test_alive_but_stalled_worker_gives_the_job_back(tmp_path: Path) -> No
         await stop_core(c)
 
 
-async def _heartbeat_forever(w: object) -> None:
-    from tests.core.conftest import StreamWorker
-
-    assert isinstance(w, StreamWorker)
+async def _heartbeat_forever(w: StreamWorker) -> None:
     for _ in range(200):
         await w.heartbeat()
         await asyncio.sleep(0.05)

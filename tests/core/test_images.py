@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import struct
-import zlib
 from pathlib import Path
 
 import grpc
@@ -14,24 +12,10 @@ import pytest
 from ashao.v1 import account_pb2, image_pb2, image_pb2_grpc, worker_pb2
 from core.economics import SIGNUP_GRANT, TIERS
 from core.ledger import worker_account
-from tests.core.conftest import Core, connect_worker, core_settings, start_core, stop_core
+from tests.helpers.core import Core, connect_worker, core_settings, start_core, stop_core
+from tests.helpers.images import png
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def png(width: int = 2, height: int = 1) -> bytes:
-    """A valid, tiny RGB PNG."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    raw = b"".join(b"\x00" + b"\x80\x20\xc0" * width for _ in range(height))
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
-    )
 
 
 async def credits(core: Core, md: object) -> int:

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from ashao.v1 import common_pb2, worker_pb2
-from tests.core.conftest import Core, collect
+from tests.helpers.core import Core, collect
 
 pytestmark = pytest.mark.timeout(30)
 

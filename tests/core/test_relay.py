@@ -19,25 +19,10 @@ from ashao.v1 import relay_pb2, relay_pb2_grpc
 from core.auth import b58encode
 from core.relay import commitment_bytes
 from core.signing import verify
-from tests.core.conftest import Core, connect_worker, core_settings, start_core, stop_core
-from tests.e2e.upstream import FakeUpstream
+from tests.helpers.core import Core, connect_worker, core_settings, start_core, stop_core
+from tests.helpers.upstream import FakeUpstream, providers
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def providers(*ups: tuple[str, FakeUpstream], first_chunk_timeout_s: float = 2.0) -> str:
-    return orjson.dumps(
-        [
-            {
-                "name": n,
-                "base_url": f"http://127.0.0.1:{u.port}/v1",
-                "model": f"model-{n}",
-                "first_chunk_timeout_s": first_chunk_timeout_s,
-                "total_timeout_s": 10,
-            }
-            for n, u in ups
-        ]
-    ).decode()
 
 
 async def relay_core(tmp_path: Path, **overrides: Any) -> tuple[Core, relay_pb2_grpc.RelayServiceStub]:

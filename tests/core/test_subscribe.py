@@ -9,7 +9,8 @@ import grpc
 import pytest
 
 from ashao.v1 import chat_pb2
-from tests.core.conftest import Core, connect_worker, eventually
+from tests.helpers.core import Core, connect_worker
+from tests.helpers.wait import eventually
 
 pytestmark = pytest.mark.timeout(30)
 

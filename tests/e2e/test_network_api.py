@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from ashao_cli.devnet import LocalNetwork
-from tests.e2e.conftest import sse, text_of
-from tests.e2e.upstream import FakeUpstream
+from tests.helpers.sse import sse, text_of
+from tests.helpers.upstream import FakeUpstream
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from ashao_cli.devnet import LocalNetwork, wait_for_port
-from tests.e2e.conftest import sse
+from tests.helpers.sse import sse
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ashao_cli.devnet import free_port, wait_for_port
+from ashao_cli.devnet import wait_for_port
+from tests.helpers.net import free_port
 
 pytestmark = pytest.mark.timeout(90)
 

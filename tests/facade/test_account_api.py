@@ -22,9 +22,10 @@ from nacl.signing import SigningKey
 from ashao.v1 import worker_pb2
 from core.auth import b58encode
 from core.economics import SIGNUP_GRANT, TIERS
-from tests.core.conftest import connect_worker, eventually
-from tests.core.test_images import png
-from tests.facade.conftest import Stack, start_stack, stop_stack
+from tests.helpers.core import connect_worker
+from tests.helpers.images import png
+from tests.helpers.stack import Stack, start_stack, stop_stack
+from tests.helpers.wait import eventually
 
 pytestmark = pytest.mark.timeout(60)
 

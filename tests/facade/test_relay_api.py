@@ -28,10 +28,9 @@ from nacl.signing import SigningKey, VerifyKey
 from core.auth import b58encode
 from core.relay import commitment_bytes
 from core.signing import verify as core_verify
-from tests.core.conftest import connect_worker
-from tests.core.test_relay import providers
-from tests.e2e.upstream import FakeUpstream
-from tests.facade.conftest import Stack, start_stack, stop_stack
+from tests.helpers.core import connect_worker
+from tests.helpers.stack import Stack, start_stack, stop_stack
+from tests.helpers.upstream import FakeUpstream, providers
 
 pytestmark = pytest.mark.timeout(60)
 

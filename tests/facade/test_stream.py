@@ -12,9 +12,11 @@ import pytest
 
 from core.app import CoreApp
 from facade.config import FacadeSettings
-from tests.core.conftest import Core, connect_worker, eventually
-from tests.facade.conftest import Stack, read_sse, start_stack, stop_stack
-from tests.tls import self_signed
+from tests.helpers.core import Core, connect_worker
+from tests.helpers.sse import read_sse
+from tests.helpers.stack import Stack, start_stack, stop_stack
+from tests.helpers.tls import self_signed
+from tests.helpers.wait import eventually
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,22 +1,13 @@
-"""Fixtures: a real core in-process, and agents run as tasks of the test against it."""
+"""Fixtures: a real core in-process for agents run as tasks of the test."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from ashao.v1 import worker_pb2
-from tests.core.conftest import Core, core_settings, start_core, stop_core
-from worker_agent.agent import Agent
-from worker_agent.backends import ChatBackend
-from worker_agent.backends.images import ImageBackend
-from worker_agent.backends.synthetic import SyntheticBackend
-from worker_agent.config import AgentSettings
+from tests.helpers.core import Core, core_settings, start_core, stop_core
 
 
 @pytest.fixture
@@ -26,67 +17,3 @@ async def core(tmp_path: Path) -> AsyncIterator[Core]:
         yield c
     finally:
         await stop_core(c)
-
-
-def agent_settings(tmp_path: Path, address: str, **overrides: Any) -> AgentSettings:
-    """Settings of an agent named "gpu-test" keeping its credentials under ``tmp_path``."""
-    base: dict[str, Any] = {
-        "core": address,
-        "name": "gpu-test",
-        "data_dir": tmp_path / "agent",
-        "backend": "synthetic",
-        "slots": 4,
-        "backoff_initial_s": 0.05,
-        "backoff_max_s": 0.5,
-    }
-    base.update(overrides)
-    return AgentSettings(**base)
-
-
-@contextlib.asynccontextmanager
-async def running(
-    settings: AgentSettings,
-    backend: ChatBackend | None = None,
-    image_backend: ImageBackend | None = None,
-    *,
-    wait_connected: bool = True,
-) -> AsyncIterator[tuple[Agent, asyncio.Task[None]]]:
-    """An agent running as a task (a synthetic backend unless given); aborted and awaited at the end."""
-    own = backend is None and settings.backend == "synthetic"
-    chat = (
-        SyntheticBackend(tokens=settings.synthetic_tokens, tokens_per_sec=settings.tokens_per_sec)
-        if own
-        else backend
-    )
-    agent = Agent(settings=settings, backend=chat, image_backend=image_backend)
-    task = asyncio.create_task(agent.run())
-    try:
-        if wait_connected:
-            await until(lambda: agent.connected or task.done())
-            if task.done():
-                task.result()
-        yield agent, task
-    finally:
-        agent.abort()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 10)
-        if own and chat is not None:
-            await chat.aclose()
-
-
-async def until(predicate: Any, timeout: float = 10.0) -> None:
-    """Wait until ``predicate()`` is true (bounded)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
-
-
-async def account(core: Core, agent: Agent) -> worker_pb2.GetWorkerAccountResponse:
-    """The agent's worker account as the core reports it."""
-    assert agent.credentials is not None
-    return await core.workers.GetWorkerAccount(
-        worker_pb2.GetWorkerAccountRequest(), metadata=agent.credentials.metadata, timeout=5
-    )

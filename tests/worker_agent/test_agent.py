@@ -13,11 +13,11 @@ import pytest
 
 from ashao.v1 import image_pb2, image_pb2_grpc
 from core.jobs import JobState
-from tests.core.conftest import Core, collect, core_settings, start_core, stop_core
-from tests.core.test_images import png
-from tests.e2e.upstream import FakeUpstream
-from tests.worker_agent.conftest import account, agent_settings, running, until
-from tests.worker_agent.test_image_backends import ImageServer
+from tests.helpers.agents import account, agent_settings, running
+from tests.helpers.core import Core, collect, core_settings, start_core, stop_core
+from tests.helpers.images import ImageServer, png
+from tests.helpers.upstream import FakeUpstream
+from tests.helpers.wait import eventually
 from worker_agent import AgentError
 from worker_agent.agent import Agent
 from worker_agent.backends.images import OpenAIImagesBackend
@@ -73,7 +73,7 @@ async def test_runs_jobs_at_once_up_to_its_slots(tmp_path: Path, core: Core) -> 
             return agent.jobs_started == 5 and agent.running == 0
 
         results = asyncio.gather(*(collect(core, j) for j in jobs))
-        await until(watch)
+        await eventually(watch)
         for events in await results:
             assert tokens_of(events) == [f"tok{i} " for i in range(12)]
         assert seen == 3
@@ -94,9 +94,9 @@ async def test_cancel_stops_the_job(tmp_path: Path, core: Core) -> None:
     backend = SyntheticBackend(tokens=10_000, tokens_per_sec=50)
     async with running(s, backend) as (agent, _):
         job_id, _ = await core.send("long")
-        await until(lambda: agent.tokens_sent >= 3)
+        await eventually(lambda: agent.tokens_sent >= 3)
         core.app.coordinator.cancel(job_id, "cancelled by its owner")
-        await until(lambda: agent.running == 0 and backend.clock.active == 0)
+        await eventually(lambda: agent.running == 0 and backend.clock.active == 0)
         events = await collect(core, job_id)
         assert events[-1][1:] == ("error", "CANCELLED")
         sent = agent.tokens_sent
@@ -111,9 +111,9 @@ async def test_cancel_stops_the_upstream_request(tmp_path: Path, core: Core) -> 
         s = agent_settings(tmp_path, core.app.address, backend="openai")
         async with running(s, backend) as (agent, _):
             job_id, _ = await core.send("long")
-            await until(lambda: agent.tokens_sent >= 2)
+            await eventually(lambda: agent.tokens_sent >= 2)
             core.app.coordinator.cancel(job_id, "cancelled by its owner")
-            await until(lambda: agent.running == 0)
+            await eventually(lambda: agent.running == 0)
         await backend.aclose()
 
 
@@ -147,7 +147,7 @@ async def test_drain_finishes_running_jobs_then_ends(tmp_path: Path, core: Core)
     s = agent_settings(tmp_path, core.app.address, tokens_per_sec=50, synthetic_tokens=30)
     async with running(s) as (agent, task):
         job_id, _ = await core.send("finish me")
-        await until(lambda: agent.tokens_sent >= 2)
+        await eventually(lambda: agent.tokens_sent >= 2)
         agent.drain()
         events = await collect(core, job_id)
         assert events[-1][1:] == ("done", 30)
@@ -172,7 +172,7 @@ async def test_drain_timeout_hands_jobs_back_and_another_worker_continues(tmp_pa
     )
     job_id, _ = await core.send("long")
     async with running(s) as (agent, task):
-        await until(lambda: agent.tokens_sent >= 3)
+        await eventually(lambda: agent.tokens_sent >= 3)
         agent.drain()
         await asyncio.wait_for(task, 5)
     job = core.app.coordinator.jobs[job_id]
@@ -209,11 +209,11 @@ async def test_reconnects_after_the_core_restarts(tmp_path: Path) -> None:
     s = agent_settings(tmp_path, c.app.address)
     async with running(s) as (agent, _):
         await stop_core(c)
-        await until(lambda: not agent.connected)
+        await eventually(lambda: not agent.connected)
         await asyncio.sleep(0.3)  # a few failed attempts while the core is down
         c = await start_core(core_settings(tmp_path, grpc_addr=f"127.0.0.1:{port}"))
         try:
-            await until(lambda: agent.connected)
+            await eventually(lambda: agent.connected)
             assert agent.connections == 2 and agent.registrations == 1  # same identity
             job_id, _ = await c.send("after restart")
             assert (await collect(c, job_id))[-1][1:] == ("done", 16)
@@ -230,10 +230,10 @@ async def test_registers_again_when_the_core_forgot_the_token(tmp_path: Path) ->
         old = agent.credentials
         assert old is not None
         await stop_core(c)
-        await until(lambda: not agent.connected)
+        await eventually(lambda: not agent.connected)
         c = await start_core(core_settings(tmp_path / "two", grpc_addr=f"127.0.0.1:{port}"))  # empty store
         try:
-            await until(lambda: agent.connected)
+            await eventually(lambda: agent.connected)
             assert agent.registrations == 2 and agent.credentials != old
             assert orjson.loads(path.read_bytes())["workerId"] == agent.credentials.worker_id
             job_id, _ = await c.send("hi")
@@ -254,7 +254,7 @@ async def test_waits_for_an_unreachable_core_then_registers(tmp_path: Path) -> N
         assert not task.done() and agent.registrations == 0
         c = await start_core(core_settings(tmp_path, grpc_addr=f"127.0.0.1:{port}"))
         try:
-            await until(lambda: agent.connected)
+            await eventually(lambda: agent.connected)
             assert agent.registrations == 1
         finally:
             agent.drain()

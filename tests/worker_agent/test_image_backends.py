@@ -2,69 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import contextlib
-import socket
-from collections.abc import AsyncIterator
-from typing import Any
-
-import orjson
 import pytest
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
-from tests.core.test_images import png
+from tests.helpers.images import ImageServer, png
 from worker_agent.backends.images import A1111Backend, ImageBackendError, OpenAIImagesBackend
 
 pytestmark = pytest.mark.timeout(30)
-
-
-class ImageServer:
-    """Serves both APIs; ``mode`` "ok", "fail" or "garbage"."""
-
-    def __init__(self, mode: str = "ok") -> None:
-        self.mode = mode
-        self.requests: list[tuple[str, dict[str, Any]]] = []
-        self.port = 0
-
-    async def _handle(self, request: Request) -> JSONResponse:
-        body = orjson.loads(await request.body())
-        self.requests.append((request.url.path, body))
-        if self.mode == "fail":
-            return JSONResponse({"error": "busy"}, status_code=503)
-        data = png() if self.mode == "ok" else b"GIF89a not really"
-        b64 = base64.b64encode(data).decode()
-        if request.url.path.endswith("txt2img"):
-            return JSONResponse({"images": [b64], "parameters": body})
-        return JSONResponse({"created": 0, "data": [{"b64_json": b64}]})
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[ImageServer]:
-        app = Starlette(
-            routes=[
-                Route("/v1/images/generations", self._handle, methods=["POST"]),
-                Route("/sdapi/v1/txt2img", self._handle, methods=["POST"]),
-            ]
-        )
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        try:
-            for _ in range(500):
-                if server.started:
-                    break
-                await asyncio.sleep(0.01)
-            yield self
-        finally:
-            server.should_exit = True
-            await asyncio.wait_for(task, 10)
-            sock.close()
 
 
 async def test_openai_images_backend() -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.e2e.upstream import FakeUpstream
+from tests.helpers.upstream import FakeUpstream
 from worker_agent.backends import BackendError, ChatMessage, ChatRequest
 from worker_agent.backends.openai import OpenAIBackend, chat_completions_url
 

@@ -9,11 +9,12 @@ import grpc
 import pytest
 
 from ashao.v1 import chat_pb2, chat_pb2_grpc, worker_pb2, worker_pb2_grpc
-from ashao_cli.devnet import free_port
 from core.app import CoreApp
-from tests.core.conftest import core_settings
-from tests.tls import self_signed
-from tests.worker_agent.conftest import agent_settings, running, until
+from tests.helpers.agents import agent_settings, running
+from tests.helpers.core import core_settings
+from tests.helpers.net import free_port
+from tests.helpers.tls import self_signed
+from tests.helpers.wait import eventually
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -34,7 +35,7 @@ async def test_agent_serves_a_tls_core_and_plaintext_is_refused(tmp_path: Path) 
                 assert agent.connected
                 chat = chat_pb2_grpc.ChatServiceStub(channel)
                 job = (await chat.SendMessage(chat_pb2.SendMessageRequest(tier="free", content="hi"))).job_id
-                await until(lambda: app.coordinator.jobs_completed == 1)
+                await eventually(lambda: app.coordinator.jobs_completed == 1)
                 done = (await chat.GetJob(chat_pb2.GetJobRequest(job_id=job))).job
                 assert done.tokens == 3
         # a client that does not speak TLS gets nowhere

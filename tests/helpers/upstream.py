@@ -82,3 +82,18 @@ class FakeUpstream:
             server.should_exit = True
             await asyncio.wait_for(task, 10)
             sock.close()
+
+
+def providers(*ups: tuple[str, FakeUpstream], first_chunk_timeout_s: float = 2.0) -> str:
+    return orjson.dumps(
+        [
+            {
+                "name": n,
+                "base_url": f"http://127.0.0.1:{u.port}/v1",
+                "model": f"model-{n}",
+                "first_chunk_timeout_s": first_chunk_timeout_s,
+                "total_timeout_s": 10,
+            }
+            for n, u in ups
+        ]
+    ).decode()
