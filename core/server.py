@@ -57,7 +57,9 @@ def build_server(app: CoreApp) -> tuple[grpc.aio.Server, int]:
     worker_pb2_grpc.add_WorkerServiceServicer_to_server(
         WorkerServicer(coordinator=coordinator, settings=settings), server
     )
-    network_pb2_grpc.add_NetworkServiceServicer_to_server(NetworkServicer(coordinator=coordinator), server)
+    network_pb2_grpc.add_NetworkServiceServicer_to_server(
+        NetworkServicer(coordinator=coordinator, settings=settings), server
+    )
     account_pb2_grpc.add_AccountServiceServicer_to_server(
         AccountServicer(service=app.account_service), server
     )

@@ -28,7 +28,8 @@ from ashao.v1 import (
 from core.accounts import AccountService
 from core.auth import Accounts, Principal
 from core.config import CoreSettings
-from core.coordinator import Coordinator, JobSnapshot
+from core.coordinator import MAX_SLOTS, Coordinator, JobSnapshot
+from core.economics import TIERS, TIERS_BY_PRIORITY
 from core.errors import AshaoError, as_domain_error
 from core.fanout import Accepted, Follower, Item, Multiplexer, Rejected
 from core.images import ImageService
@@ -312,8 +313,29 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
 class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
     """Network figures."""
 
-    def __init__(self, *, coordinator: Coordinator) -> None:
+    def __init__(self, *, coordinator: Coordinator, settings: CoreSettings) -> None:
         self._c = coordinator
+        self._settings = settings
+
+    async def GetNetworkInfo(
+        self, request: network_pb2.GetNetworkInfoRequest, context: Ctx
+    ) -> network_pb2.GetNetworkInfoResponse:
+        """The tiers and the limits clients and workers must respect."""
+        return network_pb2.GetNetworkInfoResponse(
+            tiers=[
+                network_pb2.TierInfo(
+                    name=t.name,
+                    model=t.model,
+                    kind=network_pb2.TIER_KIND_CHAT if t.chat else network_pb2.TIER_KIND_IMAGE,
+                    credit_cost=t.credit_cost,
+                    max_tokens=t.max_tokens,
+                    priority=t.priority,
+                )
+                for t in (TIERS[name] for name in TIERS_BY_PRIORITY)
+            ],
+            max_worker_slots=MAX_SLOTS,
+            max_content_chars=self._settings.max_content_chars,
+        )
 
     async def GetStats(
         self, request: network_pb2.GetStatsRequest, context: Ctx

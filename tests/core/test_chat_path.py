@@ -8,7 +8,7 @@ import time
 import grpc
 import pytest
 
-from ashao.v1 import account_pb2, chat_pb2, common_pb2, worker_pb2
+from ashao.v1 import account_pb2, chat_pb2, common_pb2, network_pb2, worker_pb2
 from core.economics import SIGNUP_GRANT, TIERS
 from tests.helpers.core import Core, collect, connect_worker
 
@@ -222,3 +222,13 @@ async def test_send_many_relays_sends_for_their_users(core: Core) -> None:
     job = await core.chat.GetJob(chat_pb2.GetJobRequest(job_id=results[4].sent.job_id), metadata=user)
     assert job.job.tier == "pro"
     assert await asyncio.wait_for(call.read(), 5) is grpc.aio.EOF  # every send answered: the stream ends
+
+
+async def test_network_info_lists_the_tiers_and_limits(core: Core) -> None:
+    r = await core.network.GetNetworkInfo(network_pb2.GetNetworkInfoRequest())
+    assert [t.name for t in r.tiers] == ["ultra", "pro", "basic", "image", "free"]
+    pro = next(t for t in r.tiers if t.name == "pro")
+    assert (pro.model, pro.kind, pro.credit_cost) == ("ashao-pro", network_pb2.TIER_KIND_CHAT, 3)
+    image = next(t for t in r.tiers if t.name == "image")
+    assert image.kind == network_pb2.TIER_KIND_IMAGE and image.max_tokens == 0
+    assert r.max_worker_slots == 1024 and r.max_content_chars == 32_000

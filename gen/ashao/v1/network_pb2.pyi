@@ -3,8 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -15,6 +18,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _TierKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TierKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TierKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TIER_KIND_UNSPECIFIED: _TierKind.ValueType  # 0
+    """Not set."""
+    TIER_KIND_CHAT: _TierKind.ValueType  # 1
+    """Chat completions (token streams)."""
+    TIER_KIND_IMAGE: _TierKind.ValueType  # 2
+    """Images."""
+
+class TierKind(_TierKind, metaclass=_TierKindEnumTypeWrapper):
+    """What a tier serves."""
+
+TIER_KIND_UNSPECIFIED: TierKind.ValueType  # 0
+"""Not set."""
+TIER_KIND_CHAT: TierKind.ValueType  # 1
+"""Chat completions (token streams)."""
+TIER_KIND_IMAGE: TierKind.ValueType  # 2
+"""Images."""
+Global___TierKind: _TypeAlias = TierKind  # noqa: Y015
 
 @_typing.final
 class GetStatsRequest(_message.Message):
@@ -66,3 +93,94 @@ class GetStatsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatsResponse: _TypeAlias = GetStatsResponse  # noqa: Y015
+
+@_typing.final
+class GetNetworkInfoRequest(_message.Message):
+    """Request of GetNetworkInfo."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetNetworkInfoRequest: _TypeAlias = GetNetworkInfoRequest  # noqa: Y015
+
+@_typing.final
+class TierInfo(_message.Message):
+    """One service level."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    CREDIT_COST_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Its name, e.g. "pro"."""
+    model: _builtins.str
+    """The public model name of the tier, e.g. "ashao-pro"."""
+    kind: Global___TierKind.ValueType
+    """What it serves."""
+    credit_cost: _builtins.int
+    """Credits charged per message (or per image)."""
+    max_tokens: _builtins.int
+    """Most tokens one answer of the tier may have (0 for images)."""
+    priority: _builtins.int
+    """Dispatch priority: higher goes first."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        model: _builtins.str = ...,
+        kind: Global___TierKind.ValueType = ...,
+        credit_cost: _builtins.int = ...,
+        max_tokens: _builtins.int = ...,
+        priority: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_cost", b"credit_cost", "kind", b"kind", "max_tokens", b"max_tokens", "model", b"model", "name", b"name", "priority", b"priority"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TierInfo: _TypeAlias = TierInfo  # noqa: Y015
+
+@_typing.final
+class GetNetworkInfoResponse(_message.Message):
+    """Response of GetNetworkInfo."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIERS_FIELD_NUMBER: _builtins.int
+    MAX_WORKER_SLOTS_FIELD_NUMBER: _builtins.int
+    MAX_CONTENT_CHARS_FIELD_NUMBER: _builtins.int
+    max_worker_slots: _builtins.int
+    """Most jobs one worker may announce it runs at once."""
+    max_content_chars: _builtins.int
+    """Longest user message accepted, in characters."""
+    @_builtins.property
+    def tiers(self) -> _containers.RepeatedCompositeFieldContainer[Global___TierInfo]:
+        """Every tier, highest priority first."""
+
+    def __init__(
+        self,
+        *,
+        tiers: _abc.Iterable[Global___TierInfo] | None = ...,
+        max_worker_slots: _builtins.int = ...,
+        max_content_chars: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_content_chars", b"max_content_chars", "max_worker_slots", b"max_worker_slots", "tiers", b"tiers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetNetworkInfoResponse: _TypeAlias = GetNetworkInfoResponse  # noqa: Y015

@@ -40,6 +40,11 @@ class NetworkServiceStub:
                 request_serializer=ashao_dot_v1_dot_network__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=ashao_dot_v1_dot_network__pb2.GetStatsResponse.FromString,
                 _registered_method=True)
+        self.GetNetworkInfo = channel.unary_unary(
+                '/ashao.v1.NetworkService/GetNetworkInfo',
+                request_serializer=ashao_dot_v1_dot_network__pb2.GetNetworkInfoRequest.SerializeToString,
+                response_deserializer=ashao_dot_v1_dot_network__pb2.GetNetworkInfoResponse.FromString,
+                _registered_method=True)
 
 
 class NetworkServiceServicer:
@@ -53,6 +58,14 @@ class NetworkServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetNetworkInfo(self, request, context):
+        """What the network offers and accepts: its tiers (the models a client may ask for) and the limits
+        a worker or a client must respect. Clients read these instead of copying the core's constants.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NetworkServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +73,11 @@ def add_NetworkServiceServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=ashao_dot_v1_dot_network__pb2.GetStatsRequest.FromString,
                     response_serializer=ashao_dot_v1_dot_network__pb2.GetStatsResponse.SerializeToString,
+            ),
+            'GetNetworkInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNetworkInfo,
+                    request_deserializer=ashao_dot_v1_dot_network__pb2.GetNetworkInfoRequest.FromString,
+                    response_serializer=ashao_dot_v1_dot_network__pb2.GetNetworkInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +108,33 @@ class NetworkService:
             '/ashao.v1.NetworkService/GetStats',
             ashao_dot_v1_dot_network__pb2.GetStatsRequest.SerializeToString,
             ashao_dot_v1_dot_network__pb2.GetStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNetworkInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ashao.v1.NetworkService/GetNetworkInfo',
+            ashao_dot_v1_dot_network__pb2.GetNetworkInfoRequest.SerializeToString,
+            ashao_dot_v1_dot_network__pb2.GetNetworkInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,6 +35,10 @@ class NetworkServiceStub:
     def __new__(cls, channel: _aio.Channel) -> NetworkServiceAsyncStub: ...
     GetStats: _grpc.UnaryUnaryMultiCallable[_network_pb2.GetStatsRequest, _network_pb2.GetStatsResponse]
     """Live network figures."""
+    GetNetworkInfo: _grpc.UnaryUnaryMultiCallable[_network_pb2.GetNetworkInfoRequest, _network_pb2.GetNetworkInfoResponse]
+    """What the network offers and accepts: its tiers (the models a client may ask for) and the limits
+    a worker or a client must respect. Clients read these instead of copying the core's constants.
+    """
 
 @_typing.type_check_only
 class NetworkServiceAsyncStub(NetworkServiceStub):
@@ -43,6 +47,10 @@ class NetworkServiceAsyncStub(NetworkServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetStats: _aio.UnaryUnaryMultiCallable[_network_pb2.GetStatsRequest, _network_pb2.GetStatsResponse]  # type: ignore[assignment]
     """Live network figures."""
+    GetNetworkInfo: _aio.UnaryUnaryMultiCallable[_network_pb2.GetNetworkInfoRequest, _network_pb2.GetNetworkInfoResponse]  # type: ignore[assignment]
+    """What the network offers and accepts: its tiers (the models a client may ask for) and the limits
+    a worker or a client must respect. Clients read these instead of copying the core's constants.
+    """
 
 class NetworkServiceServicer(metaclass=_abc_1.ABCMeta):
     """The network as a whole."""
@@ -54,5 +62,15 @@ class NetworkServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_network_pb2.GetStatsResponse, _abc.Awaitable[_network_pb2.GetStatsResponse]]:
         """Live network figures."""
+
+    @_abc_1.abstractmethod
+    def GetNetworkInfo(
+        self,
+        request: _network_pb2.GetNetworkInfoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.GetNetworkInfoResponse, _abc.Awaitable[_network_pb2.GetNetworkInfoResponse]]:
+        """What the network offers and accepts: its tiers (the models a client may ask for) and the limits
+        a worker or a client must respect. Clients read these instead of copying the core's constants.
+        """
 
 def add_NetworkServiceServicer_to_server(servicer: NetworkServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -3,8 +3,10 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -228,6 +230,7 @@ class ChatStreamResponse(_message.Message):
     CHUNK_FIELD_NUMBER: _builtins.int
     DONE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    PIECES_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """Position in the stream (1-based)."""
     chunk: _builtins.str
@@ -246,6 +249,12 @@ class ChatStreamResponse(_message.Message):
     def error(self) -> Global___SignedDocument:
         """The stream failed after it began (canonical JSON like `done`)."""
 
+    @_builtins.property
+    def pieces(self) -> Global___TextPieces:
+        """Several pieces of text produced together, in order; `seq` is that of the first, the next
+        ones follow it (seq + 1, …). Sent instead of one `chunk` message per piece under load.
+        """
+
     def __init__(
         self,
         *,
@@ -254,16 +263,41 @@ class ChatStreamResponse(_message.Message):
         chunk: _builtins.str = ...,
         done: Global___SignedDocument | None = ...,
         error: Global___SignedDocument | None = ...,
+        pieces: Global___TextPieces | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["admitted", b"admitted", "chunk", b"chunk", "done", b"done", "error", b"error", "event", b"event"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["admitted", b"admitted", "chunk", b"chunk", "done", b"done", "error", b"error", "event", b"event", "pieces", b"pieces"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admitted", b"admitted", "chunk", b"chunk", "done", b"done", "error", b"error", "event", b"event", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admitted", b"admitted", "chunk", b"chunk", "done", b"done", "error", b"error", "event", b"event", "pieces", b"pieces", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["admitted", "chunk", "done", "error"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["admitted", "chunk", "done", "error", "pieces"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___ChatStreamResponse: _TypeAlias = ChatStreamResponse  # noqa: Y015
+
+@_typing.final
+class TextPieces(_message.Message):
+    """Consecutive pieces of a relay answer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def texts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The pieces, in order."""
+
+    def __init__(
+        self,
+        *,
+        texts: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["texts", b"texts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TextPieces: _TypeAlias = TextPieces  # noqa: Y015
 
 @_typing.final
 class GetDocumentRequest(_message.Message):
