@@ -55,7 +55,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy core facade worker_agent ashao_cli
+	$(BIN)/mypy core facade worker_agent ashao_cli ashao_common
 
 ## bench: the benchmarks under bench/, on loopback; prints a table with the command that made it.
 bench: $(STAMP)

@@ -23,6 +23,7 @@ from pathlib import Path
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
+from ashao_common.files import read_or_create_secret
 from core.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError, UnauthenticatedError
 from core.jobs import new_id
 from core.store import Statement, Store, now_ms
@@ -135,16 +136,8 @@ class Accounts:
         self._operator_hash = hash_secret(self._operator_token())
 
     def _operator_token(self) -> str:
-        path = self._data_dir / "operator.token"
-        if path.exists():
-            return path.read_text().strip()
-        token = "op_" + secrets.token_urlsafe(32)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(token + "\n")
-        tmp.chmod(0o600)
-        tmp.replace(path)
-        return token
+        fresh = f"op_{secrets.token_urlsafe(32)}\n".encode()
+        return read_or_create_secret(self._data_dir / "operator.token", fresh).decode().strip()
 
     # -- who is calling ---------------------------------------------------------------------
 

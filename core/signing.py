@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
 import orjson
 from nacl.signing import SigningKey, VerifyKey
 
+from ashao_common.files import read_or_create_secret
 from core.auth import b58encode
 
 
@@ -35,18 +35,8 @@ class Signer:
     @classmethod
     def load_or_create(cls, data_dir: Path) -> Signer:
         """The key in ``<data_dir>/ed25519.key`` (32-byte seed), created with mode 0600 if absent."""
-        path = data_dir / "ed25519.key"
-        if path.exists():
-            return cls(SigningKey(path.read_bytes()))
-        data_dir.mkdir(parents=True, exist_ok=True)
-        key = SigningKey.generate()
-        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, bytes(key))
-        finally:
-            os.close(fd)
-        os.replace(path.with_suffix(".tmp"), path)
-        return cls(key)
+        seed = read_or_create_secret(data_dir / "ed25519.key", bytes(SigningKey.generate()))
+        return cls(SigningKey(seed))
 
     @property
     def public_key_b64(self) -> str:

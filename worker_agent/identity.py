@@ -7,10 +7,7 @@ token or with half of one.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +15,7 @@ import grpc
 import orjson
 
 from ashao.v1 import worker_pb2, worker_pb2_grpc
+from ashao_common.files import write_secret
 from worker_agent import AgentError
 
 
@@ -64,25 +62,7 @@ def load_credentials(path: Path) -> Credentials | None:
 
 def save_credentials(path: Path, creds: Credentials) -> None:
     """Write ``creds`` to ``path`` atomically with mode 0600 (durable once this returns)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    body = orjson.dumps({"workerId": creds.worker_id, "workerToken": creds.worker_token})
-    # mkstemp creates the file 0600, so the token is never readable by others, not even briefly.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a power cut
-    finally:
-        os.close(dir_fd)
+    write_secret(path, orjson.dumps({"workerId": creds.worker_id, "workerToken": creds.worker_token}))
 
 
 async def register(
