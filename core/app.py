@@ -1,4 +1,8 @@
-"""The composition root of the core: store → coordinator → servicers → server."""
+"""The composition root of the core: store → money → identity → jobs → images → relay → gRPC server.
+
+Each component is built once here and handed what it needs; background loops run under one
+supervisor; shutdown stops admission first, then drains, then closes.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +13,32 @@ import time
 
 import grpc
 
-from core.accounts import AccountService
-from core.auth import Accounts, SignInSettings
+from ashao_common.supervise import Supervisor
 from core.config import CoreSettings
-from core.coordinator import Coordinator
 from core.economics import TIERS
-from core.images import ImageService
-from core.ledger import Ledger
-from core.moderation import Moderator
-from core.pricing import PriceBoard
-from core.providers import Cascade, NetworkProvider, hosted_providers
-from core.ratelimit import RateLimiter
-from core.relay import Relay, RelayDocuments
-from core.safety import SafetyLedger
-from core.server import build_server
-from core.signing import Signer
-from core.store import Store
-from core.treasury import Treasury
-from core.vitals import LoopLag, Vitals
+from core.grpc.server import build_server
+from core.identity.accounts import AccountService
+from core.identity.directory import Directory
+from core.identity.ratelimit import RateLimiter
+from core.identity.wallet import SignInSettings, WalletSignIn
+from core.images.service import ImageService
+from core.jobs.reaper import Reaper
+from core.jobs.system import JobSystem
+from core.money.ledger import Ledger
+from core.money.pricing import PriceBoard
+from core.money.treasury import Treasury
+from core.relay.cascade import Cascade
+from core.relay.documents import RelayDocuments
+from core.relay.floor import NetworkProvider
+from core.relay.moderation import Moderator
+from core.relay.payments import PaymentGate
+from core.relay.pipeline import Relay
+from core.relay.providers import hosted_providers
+from core.relay.safety import SafetyLedger
+from core.relay.signing import Signer
+from core.relay.vitals import LoopLag, Vitals
+from core.store.images import ImageFiles
+from core.store.sqlite import SqliteStore
 
 log = logging.getLogger("ashao.core")
 
@@ -40,30 +52,31 @@ class CoreApp:
         self.port = 0
         self._stopped = asyncio.Event()
         self._shutting_down = False
-        self.store = Store(
+        self.store = SqliteStore(
             settings.data_dir / "ashao.db",
             synchronous=settings.db_synchronous,
             max_batch=settings.commit_max_batch,
         )
         self.ledger = Ledger(self.store)
-        self.accounts = Accounts(
-            store=self.store,
-            signin=SignInSettings(
+        self.directory = Directory(
+            store=self.store, data_dir=settings.data_dir, session_ttl_s=settings.session_ttl_s
+        )
+        self.wallets = WalletSignIn(
+            SignInSettings(
                 domain=settings.signin_domain,
                 uri=settings.signin_uri,
                 chain_id=settings.signin_chain_id,
                 session_ttl_s=settings.session_ttl_s,
-            ),
-            data_dir=settings.data_dir,
+            )
         )
-        self.account_service = AccountService(store=self.store, accounts=self.accounts, ledger=self.ledger)
-        self.coordinator = Coordinator(settings=settings, store=self.store, ledger=self.ledger)
-        self.images = ImageService(
-            coordinator=self.coordinator,
-            store=self.store,
-            accounts=self.accounts,
-            timeout_s=settings.image_timeout_s,
+        self.accounts = AccountService(
+            store=self.store, directory=self.directory, wallets=self.wallets, ledger=self.ledger
         )
+        self.image_files = ImageFiles(settings.data_dir / "images")
+        self.jobs = JobSystem(
+            settings=settings, store=self.store, ledger=self.ledger, images=self.image_files
+        )
+        self.images = ImageService(jobs=self.jobs, files=self.image_files, timeout_s=settings.image_timeout_s)
         self.treasury = Treasury(
             store=self.store, ledger=self.ledger, interval_s=settings.snapshot_interval_s
         )
@@ -76,9 +89,7 @@ class CoreApp:
             classifier_failure=settings.moderation_classifier_failure,
         )
         floor = NetworkProvider(
-            coordinator=self.coordinator,
-            tier=settings.relay_floor_tier,
-            model_id=TIERS[settings.relay_floor_tier].model,
+            jobs=self.jobs, tier=settings.relay_floor_tier, model_id=TIERS[settings.relay_floor_tier].model
         )
         self.cascade = Cascade(
             [*hosted_providers(settings), floor],
@@ -90,6 +101,7 @@ class CoreApp:
             per_ip=(settings.relay_rate_per_ip, settings.relay_burst_per_ip),
             daily_quota=settings.relay_daily_quota,
         )
+        self.prices = PriceBoard(default_output_tokens=TIERS[settings.relay_floor_tier].max_tokens)
         self.relay = Relay(
             persona=settings.relay_persona,
             signer=self.signer,
@@ -97,10 +109,8 @@ class CoreApp:
             safety=self.safety,
             cascade=self.cascade,
             limiter=self.limiter,
-            accounts=self.accounts,
-            ledger=self.ledger,
-            store=self.store,
-            prices=PriceBoard(default_output_tokens=TIERS[settings.relay_floor_tier].max_tokens),
+            payments=PaymentGate(prices=self.prices, directory=self.directory, ledger=self.ledger),
+            prices=self.prices,
             require_auth=settings.relay_require_auth,
             billing_gate=settings.relay_billing_gate,
             floor_required=settings.relay_floor_required,
@@ -108,7 +118,7 @@ class CoreApp:
         )
         self.lag = LoopLag()
         self.vitals = Vitals(
-            coordinator=self.coordinator,
+            jobs=self.jobs.snapshot,
             ledger=self.ledger,
             treasury=self.treasury,
             cascade=self.cascade,
@@ -123,6 +133,10 @@ class CoreApp:
         self.documents = RelayDocuments(
             relay=self.relay, vitals=self.vitals, endpoint=settings.relay_endpoint
         )
+        self.loops = Supervisor("ashao-core")
+        self.loops.every("reaper", Reaper.INTERVAL_S, self.jobs.reaper.tick)
+        self.loops.every("treasury", self.treasury.interval_s, self.treasury.tick)
+        self.loops.every("loop-lag", LoopLag.PERIOD_S, self.lag.tick)
 
     @property
     def address(self) -> str:
@@ -131,14 +145,13 @@ class CoreApp:
         return f"{host}:{self.port}"
 
     async def start(self) -> None:
-        """Open the store, recover jobs, start serving."""
+        """Open the store, load what lives in memory, recover jobs, start the loops, start serving."""
         await self.store.open()
         await self.ledger.load()
-        await self.accounts.load()
+        await self.directory.load()
         await self.safety.load()
-        await self.coordinator.start()
-        self.treasury.start()
-        self.lag.start()
+        await self.jobs.start()
+        self.loops.start()
         self._server, self.port = build_server(self)
         await self._server.start()
         log.info("core listening on %s (data in %s)", self.address, self.settings.data_dir)
@@ -148,19 +161,19 @@ class CoreApp:
         await self._stopped.wait()
 
     async def shutdown(self, grace: float = 3.0) -> None:
-        """Stop accepting, let calls finish for ``grace`` seconds, then close the store. Idempotent."""
+        """Stop admitting, let calls finish for ``grace`` seconds, drain writes, then close. Idempotent."""
         if self._shutting_down:
             await self._stopped.wait()
             return
         self._shutting_down = True
         try:
+            self.jobs.stop_admitting()
             if self._server is not None:
                 await self._server.stop(grace)
-            await self.treasury.shutdown()
-            await self.lag.shutdown()
+            await self.loops.stop()
             await self.moderator.aclose()
             await self.cascade.aclose()
-            await self.coordinator.shutdown()
+            await self.jobs.drain()
             await self.store.close()
         finally:
             self._stopped.set()

@@ -77,7 +77,10 @@ SNAPSHOT_INTERVAL_S = 60.0
 """How often a treasury snapshot is taken (and staking rewards paid)."""
 
 SNAPSHOTS_KEPT = 10_080
-"""How many snapshots are kept for charts (a week at one a minute)."""
+"""How many snapshots are kept for charts (a week at one a minute); also the largest page served."""
+
+SNAPSHOT_PAGE_DEFAULT = 500
+"""How many snapshots a treasury page holds when the caller does not say."""
 
 
 def price(*, treasury_balance: int, circulating_supply: int) -> float:

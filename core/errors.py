@@ -1,27 +1,15 @@
-"""Domain errors of the core, and the one table that maps them to gRPC status.
-
-Every error travels as a gRPC status code with a ``google.rpc.ErrorInfo`` detail
-(domain ``ashao``, ``reason`` the stable name below, ``metadata`` with ``field`` for bad input)
-and, when the caller should wait, a ``google.rpc.RetryInfo``. Clients (the facade first) decode
-those details; they never parse the message text.
-"""
+"""Domain errors of the core: one hierarchy, and on each class the one table row that maps it to a
+gRPC status and a stable ``reason`` (core/grpc/status.py applies the table to every RPC)."""
 
 from __future__ import annotations
 
-import inspect
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-import orjson
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import error_details_pb2, status_pb2
 
 log = logging.getLogger("ashao.core.errors")
-
-ERROR_DOMAIN = "ashao"
 
 
 class AshaoError(Exception):
@@ -121,49 +109,8 @@ class ProviderFailedError(UnavailableError):
     reason = "PROVIDER_ERROR"
 
 
-Signer = Callable[[bytes], tuple[str, str]]
-"""Signs body bytes: returns (signature, key id)."""
-
-
-def status_details(err: AshaoError, signer: Signer | None = None) -> bytes:
-    """Serialise ``err`` as a ``google.rpc.Status`` for the ``grpc-status-details-bin`` trailer."""
-    info = error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN)
-    if err.field:
-        info.metadata["field"] = err.field
-    if err.envelope is not None:
-        body = orjson.dumps(err.envelope)
-        info.metadata["envelope"] = body.decode()
-        if signer is not None:
-            info.metadata["signature"], info.metadata["key_id"] = signer(body)
-    details = [any_pb2.Any()]
-    details[0].Pack(info)
-    if err.retry_after_s > 0:
-        retry = error_details_pb2.RetryInfo(
-            retry_delay=duration_pb2.Duration(
-                seconds=int(err.retry_after_s), nanos=int((err.retry_after_s % 1) * 1e9)
-            )
-        )
-        packed = any_pb2.Any()
-        packed.Pack(retry)
-        details.append(packed)
-    status = status_pb2.Status(code=err.code.value[0], message=err.message, details=details)
-    data: bytes = status.SerializeToString()
-    return data
-
-
 def _internal(trace_id: str) -> AshaoError:
-    err = AshaoError(f"internal error (trace id {trace_id})")
-    err.code = grpc.StatusCode.INTERNAL
-    err.reason = "INTERNAL"
-    return err
-
-
-async def abort_with(
-    context: grpc.aio.ServicerContext[Any, Any], err: AshaoError, signer: Signer | None = None
-) -> None:
-    """End the call with ``err``'s status and details."""
-    context.set_trailing_metadata((("grpc-status-details-bin", status_details(err, signer)),))
-    await context.abort(err.code, err.message)
+    return AshaoError(f"internal error (trace id {trace_id})")
 
 
 def as_domain_error(exc: BaseException) -> AshaoError:
@@ -175,88 +122,9 @@ def as_domain_error(exc: BaseException) -> AshaoError:
     return _internal(trace_id)
 
 
-_Handler = Callable[..., Any]
-
-
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Applies the mapping table to every RPC: domain errors become their status with details."""
-
-    def __init__(self, signer: Signer | None = None) -> None:
-        self._signer = signer
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, self._signer),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, self._signer),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream(handler.stream_stream, self._signer),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary, self._signer),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
-
-
-def _wrap_unary(behaviour: _Handler, signer: Signer | None) -> _Handler:
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        try:
-            return await behaviour(request, context)
-        except AshaoError as err:
-            await abort_with(context, err, signer)
-        except (grpc.aio.AbortError, grpc.aio.UsageError):
-            raise
-        except Exception as exc:
-            await abort_with(context, as_domain_error(exc), signer)
-
-    return wrapper
-
-
-def _wrap_stream(behaviour: _Handler, signer: Signer | None) -> _Handler:
-    if not inspect.isasyncgenfunction(behaviour):
-        # A handler using the read()/write() API is a plain coroutine.
-        return _wrap_unary(behaviour, signer)
-
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        try:
-            async for response in behaviour(request, context):
-                yield response
-        except AshaoError as err:
-            await abort_with(context, err, signer)
-        except (grpc.aio.AbortError, grpc.aio.UsageError):
-            raise
-        except Exception as exc:
-            await abort_with(context, as_domain_error(exc), signer)
-
-    return wrapper
-
-
 __all__ = [
-    "ERROR_DOMAIN",
     "AshaoError",
     "ConflictError",
-    "ErrorInterceptor",
     "InvalidArgumentError",
     "NoFloorError",
     "NotFoundError",
@@ -267,7 +135,5 @@ __all__ = [
     "RefusedError",
     "UnauthenticatedError",
     "UnavailableError",
-    "abort_with",
     "as_domain_error",
-    "status_details",
 ]

@@ -13,8 +13,8 @@ from nacl.signing import SigningKey
 
 from ashao.v1 import account_pb2, account_pb2_grpc, chat_pb2, chat_pb2_grpc, worker_pb2, worker_pb2_grpc
 from ashao_cli.devnet import LocalNetwork
-from core.auth import b58encode
 from core.economics import SIGNUP_GRANT
+from core.identity.base58 import b58encode
 from tests.helpers.net import free_port
 
 pytestmark = pytest.mark.timeout(120)

@@ -20,8 +20,8 @@ import pytest
 from nacl.signing import SigningKey
 
 from ashao.v1 import worker_pb2
-from core.auth import b58encode
 from core.economics import SIGNUP_GRANT, TIERS
+from core.identity.base58 import b58encode
 from tests.helpers.core import connect_worker
 from tests.helpers.images import png
 from tests.helpers.stack import Stack, start_stack, stop_stack
@@ -248,11 +248,12 @@ async def test_every_sign_in_failure_is_401_saying_why(net: Net) -> None:
     assert "already used" in await refused(wallet.address, message, wallet.sign(message))
 
     message = await challenge(http, wallet.address)
-    nonce = message.split("Nonce: ")[1].split("\n")[0]
-    challenges = net.stack.core.app.accounts._challenges
-    issued = challenges[nonce]
-    challenges[nonce] = type(issued)(issued.address, issued.message, time.time() - 1)
-    assert "expired" in await refused(wallet.address, message, wallet.sign(message))
+    wallets = net.stack.core.app.wallets
+    wallets.clock = lambda: time.time() + wallets.settings.nonce_ttl_s + 1  # the message has expired
+    try:
+        assert "expired" in await refused(wallet.address, message, wallet.sign(message))
+    finally:
+        wallets.clock = time.time
 
     message = await challenge(http, wallet.address)
     tampered = message.replace("Sign in to ashao.", "Sign in to ashao and send all funds.")
@@ -545,7 +546,7 @@ async def test_worker_me_shows_earnings_after_a_job_on_the_pull_path(net: Net) -
     assert r.status_code == 200
     r = await worker.post("/api/worker/complete", json={"jobId": job})
     assert r.status_code == 200 and r.json()["tokens"] == 2
-    await eventually(lambda: net.stack.core.app.coordinator.jobs_completed >= 1)
+    await eventually(lambda: net.stack.core.app.jobs.snapshot().jobs_completed >= 1)
     me = (await worker.get("/api/worker/me")).json()
     assert me["earnings"] == TIERS["pro"].split(TIERS["pro"].credit_cost)[0]
     assert me["jobsCompleted"] == 1 and me["tokensGenerated"] == 2 and me["workerId"]

@@ -25,9 +25,9 @@ import pytest
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from core.auth import b58encode
-from core.relay import commitment_bytes
-from core.signing import verify as core_verify
+from core.identity.base58 import b58encode
+from core.relay.payments import commitment_bytes
+from core.relay.signing import verify as core_verify
 from tests.helpers.core import connect_worker
 from tests.helpers.stack import Stack, start_stack, stop_stack
 from tests.helpers.upstream import FakeUpstream, providers

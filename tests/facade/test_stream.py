@@ -81,7 +81,7 @@ async def test_idle_stream_gets_keepalives_and_release_on_disconnect(tmp_path: P
         assert comments == 2
         # the client left: the facade and the core both let go of the subscription
         await eventually(lambda: len(s.facade.core_client.mux) == 0)
-        log = s.core.app.coordinator.jobs[job].log
+        log = s.core.app.jobs.board.get(job).log
         await eventually(lambda: log.listeners == 0)
     finally:
         await stop_stack(s)
@@ -144,7 +144,7 @@ async def test_restart_mid_answer_is_an_error_not_a_splice(tmp_path: Path) -> No
         await worker.assignment()
         await eventually(lambda: len(s.facade.core_client.mux) == 1)
         await worker.tokens(job, ["first ", "attempt "])
-        log = s.core.app.coordinator.jobs[job].log
+        log = s.core.app.jobs.board.get(job).log
         await eventually(lambda: len(log.tokens) == 2)
         await asyncio.sleep(0.2)  # let the two tokens reach the client
         worker.cancel()

@@ -21,8 +21,8 @@ from ashao.v1 import (
     worker_pb2_grpc,
 )
 from core.app import CoreApp
-from core.auth import b58encode
 from core.config import CoreSettings
+from core.identity.base58 import b58encode
 
 
 def core_settings(tmp_path: Path, **overrides: Any) -> CoreSettings:

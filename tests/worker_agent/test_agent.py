@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from ashao.v1 import image_pb2, image_pb2_grpc
-from core.jobs import JobState
+from core.jobs.model import JobState
 from tests.helpers.agents import account, agent_settings, running
 from tests.helpers.core import Core, collect, core_settings, start_core, stop_core
 from tests.helpers.images import ImageServer, png
@@ -95,7 +95,7 @@ async def test_cancel_stops_the_job(tmp_path: Path, core: Core) -> None:
     async with running(s, backend) as (agent, _):
         job_id, _ = await core.send("long")
         await eventually(lambda: agent.tokens_sent >= 3)
-        core.app.coordinator.cancel(job_id, "cancelled by its owner")
+        core.app.jobs.lifecycle.cancel(job_id, "cancelled by its owner")
         await eventually(lambda: agent.running == 0 and backend.clock.active == 0)
         events = await collect(core, job_id)
         assert events[-1][1:] == ("error", "CANCELLED")
@@ -112,7 +112,7 @@ async def test_cancel_stops_the_upstream_request(tmp_path: Path, core: Core) -> 
         async with running(s, backend) as (agent, _):
             job_id, _ = await core.send("long")
             await eventually(lambda: agent.tokens_sent >= 2)
-            core.app.coordinator.cancel(job_id, "cancelled by its owner")
+            core.app.jobs.lifecycle.cancel(job_id, "cancelled by its owner")
             await eventually(lambda: agent.running == 0)
         await backend.aclose()
 
@@ -175,7 +175,7 @@ async def test_drain_timeout_hands_jobs_back_and_another_worker_continues(tmp_pa
         await eventually(lambda: agent.tokens_sent >= 3)
         agent.drain()
         await asyncio.wait_for(task, 5)
-    job = core.app.coordinator.jobs[job_id]
+    job = core.app.jobs.board.get(job_id)
     assert job.state == JobState.QUEUED and job.attempts == 1
     done = len(job.log.tokens)
     s2 = agent_settings(tmp_path, core.app.address, name="second", tokens_per_sec=0, synthetic_tokens=40)

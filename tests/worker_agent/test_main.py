@@ -83,7 +83,7 @@ async def agent_process(core: Core, tmp_path: Path, *args: str) -> AsyncIterator
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        await eventually(lambda: core.app.coordinator.serving("free"), timeout=20)
+        await eventually(lambda: core.app.jobs.serving("free"), timeout=20)
         yield proc
     finally:
         if proc.returncode is None:
@@ -94,7 +94,7 @@ async def agent_process(core: Core, tmp_path: Path, *args: str) -> AsyncIterator
 async def test_sigterm_drains_running_jobs_and_exits_0(core: Core, tmp_path: Path) -> None:
     async with agent_process(core, tmp_path, "--tokens-per-sec", "40", "--synthetic-tokens", "30") as proc:
         job_id, _ = await core.send("finish me")
-        await eventually(lambda: len(core.app.coordinator.jobs[job_id].log.tokens) >= 2)
+        await eventually(lambda: len(core.app.jobs.board.get(job_id).log.tokens) >= 2)
         proc.send_signal(signal.SIGTERM)
         events = await collect(core, job_id)
         assert events[-1][1:] == ("done", 30)
@@ -108,13 +108,13 @@ async def test_sigterm_drains_running_jobs_and_exits_0(core: Core, tmp_path: Pat
 async def test_second_signal_aborts_at_once(core: Core, tmp_path: Path) -> None:
     async with agent_process(core, tmp_path, "--tokens-per-sec", "5", "--synthetic-tokens", "1000") as proc:
         job_id, _ = await core.send("never finishes")
-        await eventually(lambda: len(core.app.coordinator.jobs[job_id].log.tokens) >= 1)
+        await eventually(lambda: len(core.app.jobs.board.get(job_id).log.tokens) >= 1)
         proc.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.2)
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 5) == 1
         # the core takes the job back for another worker
-        await eventually(lambda: core.app.coordinator.jobs[job_id].worker_id == "")
+        await eventually(lambda: core.app.jobs.board.get(job_id).worker_id == "")
 
 
 async def test_sigterm_when_idle_exits_promptly(core: Core, tmp_path: Path) -> None:

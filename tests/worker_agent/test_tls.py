@@ -35,7 +35,7 @@ async def test_agent_serves_a_tls_core_and_plaintext_is_refused(tmp_path: Path) 
                 assert agent.connected
                 chat = chat_pb2_grpc.ChatServiceStub(channel)
                 job = (await chat.SendMessage(chat_pb2.SendMessageRequest(tier="free", content="hi"))).job_id
-                await eventually(lambda: app.coordinator.jobs_completed == 1)
+                await eventually(lambda: app.jobs.snapshot().jobs_completed == 1)
                 done = (await chat.GetJob(chat_pb2.GetJobRequest(job_id=job))).job
                 assert done.tokens == 3
         # a client that does not speak TLS gets nowhere

@@ -1,0 +1,252 @@
+"""ChatService: send, follow, read. Thin: decode, call the job system, encode."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import Any
+
+import grpc
+
+from ashao.v1 import chat_pb2, chat_pb2_grpc, common_pb2
+from core.errors import as_domain_error
+from core.grpc.context import Ctx, bearer, client_ip
+from core.identity.directory import Directory
+from core.identity.principal import Principal
+from core.jobs.model import JobState
+from core.jobs.system import JobSystem
+from core.streams.fanout import Accepted, Follower, Item, Multiplexer, Rejected
+from core.streams.log import Events
+
+log = logging.getLogger("ashao.core.grpc")
+
+MAX_SENDS_IN_FLIGHT = 256
+"""Sends one SendMany stream may have in progress; beyond it the core stops reading the stream, so
+the client feels backpressure instead of the core growing a task per message without bound."""
+
+
+def _state(value: str) -> common_pb2.JobState.ValueType:
+    return JobState(value).to_proto()
+
+
+def _events(sub_id: int, ev: Events, out: list[chat_pb2.SubscriptionEvent]) -> None:
+    if ev.tokens:
+        out.append(
+            chat_pb2.SubscriptionEvent(
+                sub_id=sub_id, seq=ev.first_seq, chunk=common_pb2.TokenChunk(tokens=ev.tokens)
+            )
+        )
+    t = ev.terminal
+    if t is not None:
+        if t.kind == "done":
+            out.append(
+                chat_pb2.SubscriptionEvent(
+                    sub_id=sub_id, seq=ev.terminal_seq, done=common_pb2.JobDone(tokens=t.tokens)
+                )
+            )
+        else:
+            out.append(
+                chat_pb2.SubscriptionEvent(
+                    sub_id=sub_id,
+                    seq=ev.terminal_seq,
+                    error=common_pb2.JobError(message=t.message, reason=t.reason),
+                )
+            )
+
+
+def encode_items(items: list[Item]) -> chat_pb2.SubscribeResponse:
+    """One Subscribe message for a batch of items."""
+    out: list[chat_pb2.SubscriptionEvent] = []
+    for item in items:
+        if isinstance(item, Accepted):
+            out.append(
+                chat_pb2.SubscriptionEvent(
+                    sub_id=item.sub_id,
+                    accepted=chat_pb2.WatchAccepted(state=_state(item.state), tokens=item.tokens),
+                )
+            )
+        elif isinstance(item, Rejected):
+            out.append(
+                chat_pb2.SubscriptionEvent(
+                    sub_id=item.sub_id, rejected=chat_pb2.WatchRejected(code=item.code, message=item.message)
+                )
+            )
+        else:
+            _events(item.sub_id, item.events, out)
+    return chat_pb2.SubscribeResponse(events=out)
+
+
+def call_error(exc: BaseException) -> chat_pb2.CallError:
+    """The in-band form of a refusal (what its gRPC status would have said)."""
+    err = as_domain_error(exc)
+    return chat_pb2.CallError(
+        code=err.code.name,
+        message=err.message,
+        reason=err.reason,
+        field=err.field,
+        retry_after_s=err.retry_after_s,
+    )
+
+
+class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
+    """Chat: send, follow, read."""
+
+    def __init__(self, *, jobs: JobSystem, directory: Directory, max_tokens_per_message: int) -> None:
+        self._jobs = jobs
+        self._directory = directory
+        self._limit = max_tokens_per_message
+
+    def _principal(self, context: Ctx) -> Principal:
+        return self._directory.resolve(bearer(context), client_ip(context))
+
+    def _watcher(self, watch: chat_pb2.Watch, context: Ctx) -> Principal:
+        """Who a watch is for: the end user a relay names, else the stream's own caller."""
+        if watch.credential or watch.client_ip:
+            return self._directory.resolve(watch.credential, watch.client_ip or client_ip(context))
+        return self._principal(context)
+
+    async def SendMessage(
+        self, request: chat_pb2.SendMessageRequest, context: Ctx
+    ) -> chat_pb2.SendMessageResponse:
+        """Persist the message and queue its job."""
+        job_id, conv = await self._jobs.admission.send(
+            tier=request.tier,
+            content=request.content,
+            conversation_id=request.conversation_id,
+            principal=self._principal(context),
+        )
+        return chat_pb2.SendMessageResponse(job_id=job_id, conversation_id=conv)
+
+    async def SendMany(self, request_iterator: Any, context: Ctx) -> None:  # type: ignore[override]
+        """Sends relayed for many end users over one stream; results as each becomes durable."""
+        await context.send_initial_metadata(())
+        ready: list[chat_pb2.SendResult] = []
+        wake = asyncio.Event()
+        room = asyncio.Semaphore(MAX_SENDS_IN_FLIGHT)
+        running: set[asyncio.Task[None]] = set()
+
+        async def one(item: chat_pb2.RelayedSend) -> None:
+            try:
+                principal = self._directory.resolve(item.credential, item.client_ip or client_ip(context))
+                r = item.send
+                job_id, conv = await self._jobs.admission.send(
+                    tier=r.tier, content=r.content, conversation_id=r.conversation_id, principal=principal
+                )
+                result = chat_pb2.SendResult(
+                    id=item.id, sent=chat_pb2.SendMessageResponse(job_id=job_id, conversation_id=conv)
+                )
+            except Exception as exc:  # every failure is the caller's answer, never the stream's end
+                result = chat_pb2.SendResult(id=item.id, error=call_error(exc))
+            finally:
+                room.release()
+            ready.append(result)
+            wake.set()
+
+        reading = True
+
+        async def read_requests() -> None:
+            nonlocal reading
+            try:
+                while (req := await context.read()) is not grpc.aio.EOF:
+                    assert isinstance(req, chat_pb2.SendManyRequest)
+                    for item in req.sends:
+                        await room.acquire()
+                        task = asyncio.create_task(one(item))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+            finally:
+                reading = False
+                wake.set()
+
+        reader = asyncio.create_task(read_requests(), name="ashao-sendmany-read")
+        try:
+            while reading or running or ready:
+                await wake.wait()
+                wake.clear()
+                if ready:
+                    batch = ready[:]
+                    ready.clear()
+                    await context.write(chat_pb2.SendManyResponse(results=batch))
+            if not reader.cancelled() and (exc := reader.exception()) is not None:
+                raise exc
+        finally:
+            reader.cancel()
+            for t in running:
+                t.cancel()
+            await asyncio.gather(reader, *running, return_exceptions=True)
+
+    async def StreamJob(self, request: chat_pb2.StreamJobRequest, context: Ctx):  # type: ignore[no-untyped-def]
+        """One job's events after ``after_seq``, until it ends."""
+        job_log, _ = await self._jobs.queries.open_log(request.job_id, self._principal(context))
+        follower = Follower(job_log, request.after_seq, max_tokens_per_message=self._limit)
+        try:
+            while (ev := await follower.next()) is not None:
+                if ev.tokens:
+                    yield chat_pb2.StreamJobResponse(
+                        job_id=request.job_id, seq=ev.first_seq, chunk=common_pb2.TokenChunk(tokens=ev.tokens)
+                    )
+                t = ev.terminal
+                if t is not None:
+                    if t.kind == "done":
+                        yield chat_pb2.StreamJobResponse(
+                            job_id=request.job_id,
+                            seq=ev.terminal_seq,
+                            done=common_pb2.JobDone(tokens=t.tokens),
+                        )
+                    else:
+                        yield chat_pb2.StreamJobResponse(
+                            job_id=request.job_id,
+                            seq=ev.terminal_seq,
+                            error=common_pb2.JobError(message=t.message, reason=t.reason),
+                        )
+        finally:
+            follower.close()
+
+    async def Subscribe(self, request_iterator: Any, context: Ctx) -> None:  # type: ignore[override]
+        """Many jobs over one stream."""
+        mux = Multiplexer(self._jobs.queries.open_log, max_tokens_per_message=self._limit)
+        await context.send_initial_metadata(())  # tells the relay at once that its stream is up
+
+        async def read_requests() -> None:
+            try:
+                while (req := await context.read()) is not grpc.aio.EOF:
+                    assert isinstance(req, chat_pb2.SubscribeRequest)
+                    action = req.WhichOneof("action")
+                    if action == "watch":
+                        w = req.watch
+                        await mux.watch(
+                            w.sub_id, w.job_id, w.after_seq, functools.partial(self._watcher, w, context)
+                        )
+                    elif action == "unwatch":
+                        mux.unwatch(req.unwatch.sub_id)
+                mux.end_input()
+            except BaseException:
+                mux.abort()  # the stream ends with the reader's error rather than going deaf
+                raise
+
+        reader = asyncio.create_task(read_requests(), name="ashao-subscribe-read")
+        try:
+            while items := await mux.next_batch():
+                await context.write(encode_items(items))
+            if reader.done() and not reader.cancelled() and (exc := reader.exception()) is not None:
+                raise exc
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            mux.close()
+
+    async def GetJob(self, request: chat_pb2.GetJobRequest, context: Ctx) -> chat_pb2.GetJobResponse:
+        """One job's state."""
+        snap = await self._jobs.queries.get_job(request.job_id, self._principal(context))
+        return chat_pb2.GetJobResponse(job=snap.to_proto())
+
+    async def GetConversation(
+        self, request: chat_pb2.GetConversationRequest, context: Ctx
+    ) -> chat_pb2.GetConversationResponse:
+        """A conversation's messages."""
+        msgs = await self._jobs.queries.get_conversation(request.conversation_id, self._principal(context))
+        return chat_pb2.GetConversationResponse(
+            conversation_id=request.conversation_id,
+            messages=[common_pb2.ChatMessage(role=r, content=c) for r, c in msgs],
+        )

@@ -1,0 +1,83 @@
+"""The gRPC server of the core."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import grpc
+
+from ashao.v1 import (
+    account_pb2_grpc,
+    chat_pb2_grpc,
+    image_pb2_grpc,
+    network_pb2_grpc,
+    relay_pb2_grpc,
+    treasury_pb2_grpc,
+    worker_pb2_grpc,
+)
+from core.grpc.account import AccountServicer
+from core.grpc.chat import ChatServicer
+from core.grpc.image import ImageServicer
+from core.grpc.network import NetworkServicer
+from core.grpc.relay import RelayServicer
+from core.grpc.status import ErrorInterceptor
+from core.grpc.treasury import TreasuryServicer
+from core.grpc.worker import WorkerServicer
+
+if TYPE_CHECKING:
+    from core.app import CoreApp
+
+# Keepalive chosen deliberately: clients (workers behind NAT, the facade) may ping every 10 s or
+# more to keep long-lived streams open; faster pings are refused rather than tolerated.
+SERVER_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.so_reuseport", 0),
+]
+
+
+def build_server(app: CoreApp) -> tuple[grpc.aio.Server, int]:
+    """A server with every servicer of ``app`` added, bound to its address; returns (server, port)."""
+    settings, jobs, directory = app.settings, app.jobs, app.directory
+    signer = app.signer
+
+    def sign(body: bytes) -> tuple[str, str]:
+        return signer.sign(body), signer.key_id
+
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(sign)], options=SERVER_OPTIONS)
+    chat_pb2_grpc.add_ChatServiceServicer_to_server(
+        ChatServicer(
+            jobs=jobs, directory=directory, max_tokens_per_message=settings.subscribe_max_tokens_per_message
+        ),
+        server,
+    )
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(jobs=jobs, settings=settings), server)
+    network_pb2_grpc.add_NetworkServiceServicer_to_server(
+        NetworkServicer(jobs=jobs, settings=settings), server
+    )
+    account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(service=app.accounts), server)
+    treasury_pb2_grpc.add_TreasuryServiceServicer_to_server(
+        TreasuryServicer(treasury=app.treasury, directory=directory), server
+    )
+    image_pb2_grpc.add_ImageServiceServicer_to_server(
+        ImageServicer(images=app.images, directory=directory), server
+    )
+    relay_pb2_grpc.add_RelayServiceServicer_to_server(
+        RelayServicer(relay=app.relay, documents=app.documents, directory=directory), server
+    )
+    if settings.tls_cert_file is not None or settings.tls_key_file is not None:
+        if settings.tls_cert_file is None or settings.tls_key_file is None:
+            raise ValueError("ASHAO_TLS_CERT_FILE and ASHAO_TLS_KEY_FILE go together")
+        credentials = grpc.ssl_server_credentials(
+            [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())]
+        )
+        port = server.add_secure_port(settings.grpc_addr, credentials)
+    else:
+        port = server.add_insecure_port(settings.grpc_addr)
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.grpc_addr}")
+    return server, port

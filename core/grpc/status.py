@@ -1,0 +1,136 @@
+"""The error table applied to every RPC: domain errors become gRPC status with ``google.rpc`` details.
+
+Every error travels as a gRPC status code with a ``google.rpc.ErrorInfo`` detail (domain ``ashao``,
+``reason`` the stable name of the error class, ``metadata`` with ``field`` for bad input and, for the
+relay surface, the exact ``envelope`` body with its signature) and, when the caller should wait, a
+``google.rpc.RetryInfo``. Clients (the facade first) decode those details; they never parse text.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import orjson
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from core.errors import AshaoError, as_domain_error
+
+ERROR_DOMAIN = "ashao"
+
+Signer = Callable[[bytes], tuple[str, str]]
+"""Signs body bytes: returns (signature, key id)."""
+
+
+def status_details(err: AshaoError, signer: Signer | None = None) -> bytes:
+    """Serialise ``err`` as a ``google.rpc.Status`` for the ``grpc-status-details-bin`` trailer."""
+    info = error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN)
+    if err.field:
+        info.metadata["field"] = err.field
+    if err.envelope is not None:
+        body = orjson.dumps(err.envelope)
+        info.metadata["envelope"] = body.decode()
+        if signer is not None:
+            info.metadata["signature"], info.metadata["key_id"] = signer(body)
+    details = [any_pb2.Any()]
+    details[0].Pack(info)
+    if err.retry_after_s > 0:
+        retry = error_details_pb2.RetryInfo(
+            retry_delay=duration_pb2.Duration(
+                seconds=int(err.retry_after_s), nanos=int((err.retry_after_s % 1) * 1e9)
+            )
+        )
+        packed = any_pb2.Any()
+        packed.Pack(retry)
+        details.append(packed)
+    status = status_pb2.Status(code=err.code.value[0], message=err.message, details=details)
+    data: bytes = status.SerializeToString()
+    return data
+
+
+async def abort_with(
+    context: grpc.aio.ServicerContext[Any, Any], err: AshaoError, signer: Signer | None = None
+) -> None:
+    """End the call with ``err``'s status and details."""
+    context.set_trailing_metadata((("grpc-status-details-bin", status_details(err, signer)),))
+    await context.abort(err.code, err.message)
+
+
+_Handler = Callable[..., Any]
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Applies the mapping table to every RPC: domain errors become their status with details."""
+
+    def __init__(self, signer: Signer | None = None) -> None:
+        self._signer = signer
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, self._signer),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream, self._signer),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_stream(handler.stream_stream, self._signer),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary(handler.stream_unary, self._signer),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _wrap_unary(behaviour: _Handler, signer: Signer | None) -> _Handler:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await behaviour(request, context)
+        except AshaoError as err:
+            await abort_with(context, err, signer)
+        except (grpc.aio.AbortError, grpc.aio.UsageError):
+            raise
+        except Exception as exc:
+            await abort_with(context, as_domain_error(exc), signer)
+
+    return wrapper
+
+
+def _wrap_stream(behaviour: _Handler, signer: Signer | None) -> _Handler:
+    if not inspect.isasyncgenfunction(behaviour):
+        # A handler using the read()/write() API is a plain coroutine.
+        return _wrap_unary(behaviour, signer)
+
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        try:
+            async for response in behaviour(request, context):
+                yield response
+        except AshaoError as err:
+            await abort_with(context, err, signer)
+        except (grpc.aio.AbortError, grpc.aio.UsageError):
+            raise
+        except Exception as exc:
+            await abort_with(context, as_domain_error(exc), signer)
+
+    return wrapper

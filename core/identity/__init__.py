@@ -1,0 +1,1 @@
+"""Who is calling: wallet sign-in, users, sessions, API keys, the operator, and rate limits per caller."""

@@ -1,0 +1,78 @@
+"""Image generation: validation, the job's wait for its picture, and reading stored images."""
+
+from __future__ import annotations
+
+import asyncio
+
+from core.errors import InvalidArgumentError, NotFoundError, UnavailableError
+from core.identity.principal import Principal, require_user
+from core.ids import is_id
+from core.jobs.model import ImageOutcome, ImageParams, StoredImage
+from core.jobs.system import JobSystem
+from core.store.images import ImageFiles
+
+STYLES = (
+    "Photographic",
+    "Cinematic",
+    "Anime",
+    "Digital Art",
+    "Fantasy",
+    "Line Art",
+    "Pixel Art",
+    "Watercolor",
+)
+"""The styles a caller may ask for."""
+
+ASPECTS = {"Square": (1024, 1024), "Landscape": (1344, 768), "Portrait": (768, 1344)}
+"""The aspects a caller may ask for, with the pixel size each maps to."""
+
+MAX_PROMPT_CHARS = 1000
+
+
+class ImageService:
+    """Generate and fetch images."""
+
+    def __init__(self, *, jobs: JobSystem, files: ImageFiles, timeout_s: float) -> None:
+        self._jobs = jobs
+        self._files = files
+        self._timeout = timeout_s
+
+    async def generate(
+        self, principal: Principal, *, prompt: str, style: str, aspect: str, nsfw: bool
+    ) -> StoredImage:
+        """Validate, charge, dispatch, wait for the picture (refunded if none comes in time)."""
+        prompt = prompt.strip()
+        if not prompt:
+            raise InvalidArgumentError("prompt: must not be empty", field="prompt")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise InvalidArgumentError(f"prompt: longer than {MAX_PROMPT_CHARS} characters", field="prompt")
+        if style not in STYLES:
+            raise InvalidArgumentError(f"style: must be one of {', '.join(STYLES)}", field="style")
+        if aspect not in ASPECTS:
+            raise InvalidArgumentError(f"aspect: must be one of {', '.join(ASPECTS)}", field="aspect")
+        require_user(principal)
+        width, height = ASPECTS[aspect]
+        job_id, result = await self._jobs.admission.submit_image(
+            principal, ImageParams(prompt, style, aspect, width, height, nsfw)
+        )
+        try:
+            outcome: ImageOutcome = await asyncio.wait_for(asyncio.shield(result), self._timeout)
+        except TimeoutError:
+            self._jobs.lifecycle.cancel(job_id, "no image worker delivered in time")
+            raise UnavailableError("no image worker delivered in time; the credits were refunded") from None
+        if outcome.error:
+            raise UnavailableError(f"image generation failed: {outcome.error}; the credits were refunded")
+        assert outcome.image is not None
+        return outcome.image
+
+    async def get(self, image_id: str) -> tuple[StoredImage, bytes]:
+        """An image and its bytes (images are public by their unguessable id, as their URL is)."""
+        image = await self._jobs.repo.image(image_id) if is_id(image_id, "img") else None
+        if image is None:
+            raise NotFoundError(f"imageId: no image {image_id!r}", field="imageId")
+        path = self._files.path(image.sha256, image.mime_type)
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except OSError as exc:
+            raise NotFoundError(f"imageId: the file of {image_id!r} is missing", field="imageId") from exc
+        return image, data

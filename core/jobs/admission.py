@@ -1,0 +1,139 @@
+"""Admission: a send (or an image request) becomes a charged, durable, queued job.
+
+Everything is checked before anything is written; the message, the conversation, the job and the
+charge go in one unit, and the job is queued (and dispatched) only once that unit has committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from core.config import CoreSettings
+from core.economics import CHAT_TIERS, TIERS
+from core.errors import InvalidArgumentError, UnauthenticatedError, UnavailableError
+from core.identity.principal import Principal
+from core.ids import is_id, new_id
+from core.jobs.board import JobBoard
+from core.jobs.model import ImageOutcome, ImageParams, Job
+from core.jobs.repository import JobRepository
+from core.money.billing import Billing
+from core.store import Statement, Store, StoreError, now_ms
+
+
+class Admission:
+    """Turns requests into queued jobs."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        board: JobBoard,
+        repo: JobRepository,
+        billing: Billing,
+        settings: CoreSettings,
+        wake: Callable[[], None],
+    ) -> None:
+        self._store = store
+        self._board = board
+        self._repo = repo
+        self._billing = billing
+        self._settings = settings
+        self._wake = wake
+
+    async def send(
+        self, *, tier: str, content: str, conversation_id: str, principal: Principal
+    ) -> tuple[str, str]:
+        """Validate, charge, persist the message (and conversation), queue the job.
+
+        Returns (job id, conversation id) once all of it is durable in one unit.
+        """
+        if self._board.closing:
+            raise UnavailableError("the core is shutting down")
+        spec = TIERS.get(tier)
+        if spec is None or not spec.chat:
+            raise InvalidArgumentError(f"tier: must be one of {', '.join(CHAT_TIERS)}", field="tier")
+        if not content.strip():
+            raise InvalidArgumentError("content: must not be empty", field="content")
+        if len(content) > self._settings.max_content_chars:
+            raise InvalidArgumentError(
+                f"content: longer than {self._settings.max_content_chars} characters", field="content"
+            )
+        if spec.credit_cost and principal.kind not in ("user", "service"):
+            raise UnauthenticatedError(f"tier {tier} costs {spec.credit_cost} credits: sign in first")
+        owner = principal.owner
+        now = now_ms()
+        statements: list[Statement] = []
+        if conversation_id:
+            if not is_id(conversation_id, "conv"):
+                raise InvalidArgumentError("conversationId: malformed id", field="conversationId")
+            found = await self._repo.conversation_owner(conversation_id)
+            if found is None or not principal.may_see(found):
+                raise InvalidArgumentError("conversationId: unknown conversation", field="conversationId")
+            messages = await self._repo.latest_messages(
+                conversation_id, self._settings.max_history_messages - 1
+            )
+        else:
+            conversation_id = new_id("conv")
+            statements.append(JobRepository.new_conversation(conversation_id, owner, now))
+            messages = []
+        messages.append(("user", content))
+        payer = principal.user_id if spec.credit_cost and principal.kind == "user" else ""
+        job = Job(
+            new_id("job"),
+            tier,
+            spec.model,
+            conversation_id,
+            owner,
+            spec.max_tokens,
+            messages,
+            now,
+            spec.credit_cost,
+            payer,
+        )
+        statements += [
+            JobRepository.new_message(conversation_id, "user", content, job.id, now),
+            JobRepository.new_job(job, now),
+        ]
+        # No await between the balance check and the submit: admission is atomic per payer.
+        booking = self._billing.charge(job_id=job.id, tier=tier, payer=payer)
+        try:
+            await self._store.write(statements + booking.statements)
+        except StoreError as exc:
+            self._billing.undo(booking)
+            raise StoreError("could not store the message; nothing was queued or charged") from exc
+        except BaseException:
+            self._billing.undo(booking)
+            raise
+        self._board.last_send_at = time.monotonic()
+        self._board.add(job)
+        self._wake()
+        return job.id, conversation_id
+
+    async def submit_image(
+        self, principal: Principal, params: ImageParams
+    ) -> tuple[str, asyncio.Future[ImageOutcome]]:
+        """Charge the image tier and queue an image job; returns its id and the future of its picture."""
+        if self._board.closing:
+            raise UnavailableError("the core is shutting down")
+        spec = TIERS["image"]
+        now = now_ms()
+        payer = principal.user_id
+        job = Job(
+            new_id("job"), spec.name, spec.model, "", principal.owner, 0, [], now, spec.credit_cost, payer
+        )
+        job.image = params
+        job.result = asyncio.get_running_loop().create_future()
+        booking = self._billing.charge(job_id=job.id, tier=spec.name, payer=payer)
+        try:
+            await self._store.write([JobRepository.new_job(job, now), *booking.statements])
+        except StoreError as exc:
+            self._billing.undo(booking)
+            raise StoreError("could not store the request; nothing was charged") from exc
+        except BaseException:
+            self._billing.undo(booking)
+            raise
+        self._board.add(job)
+        self._wake()
+        return job.id, job.result

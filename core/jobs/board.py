@@ -1,0 +1,120 @@
+"""The job system's state in memory: live jobs, their queue, and the workers that can take them.
+
+Pure bookkeeping that keeps its invariants (a queued job is in the queue; a running job is in its
+worker's running set; an ended job leaves the board and its log retires to the bus's cache); no I/O.
+Everything else in ``core.jobs`` changes jobs through it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterator
+
+from core.errors import PermissionDeniedError
+from core.jobs.model import Job, JobState
+from core.jobs.queue import JobQueue
+from core.jobs.stats import JobsSnapshot, TokenMeter
+from core.streams.bus import TokenBus
+from core.workers.links import Connection
+from core.workers.registry import WorkerInfo, WorkerRegistry
+
+RECENT_OUTCOMES = 500
+STALLED_QUEUED_S = 30.0
+
+
+class JobBoard:
+    """Live jobs, by id; queued ones also in ``queue``; connected workers in ``connections``."""
+
+    def __init__(self, *, queue: JobQueue, bus: TokenBus, registry: WorkerRegistry) -> None:
+        self.queue = queue
+        self.bus = bus
+        self.registry = registry
+        self._jobs: dict[str, Job] = {}
+        self.connections: dict[str, Connection] = {}
+        """Stream workers that can be pushed to, by worker id."""
+        self.meter = TokenMeter()
+        self._outcomes: deque[JobState] = deque(maxlen=RECENT_OUTCOMES)
+        self.jobs_completed = 0
+        self.last_send_at = 0.0
+        self.closing = False
+        """Set when the core stops admitting work."""
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(list(self._jobs.values()))
+
+    def get(self, job_id: str) -> Job | None:
+        """The live job with ``job_id``."""
+        return self._jobs.get(job_id)
+
+    def add(self, job: Job) -> None:
+        """A new (or recovered) job: live, findable on the bus, queued on its tier."""
+        self._jobs[job.id] = job
+        self.bus.publish(job.log)
+        job.queued_at = time.monotonic()
+        self.queue.push(job.tier, job.owner, job.id)
+
+    def requeue(self, job: Job) -> None:
+        """Put a job taken from a worker back at the front of its caller's line."""
+        job.state = JobState.QUEUED
+        job.worker_id = ""
+        job.lease_expires = 0.0
+        job.queued_at = time.monotonic()
+        self.queue.push(job.tier, job.owner, job.id, front=True)
+
+    def unqueue(self, job: Job) -> bool:
+        """Take a queued job out of its queue; False if it was not there."""
+        return self.queue.remove(job.tier, job.owner, job.id)
+
+    def owned(self, info: WorkerInfo, job_id: str) -> Job:
+        """The running job ``job_id`` if ``info``'s worker holds it; PERMISSION_DENIED otherwise."""
+        job = self._jobs.get(job_id)
+        if job is None or job.worker_id != info.id or not job.state.running:
+            raise PermissionDeniedError(
+                f"jobId: job {job_id!r} is not assigned to this worker", field="jobId"
+            )
+        return job
+
+    def release(self, job: Job, info: WorkerInfo) -> None:
+        """The worker no longer holds the job (it ended, failed, or was taken back)."""
+        info.pulled.discard(job.id)
+        if info.connection is not None:
+            info.connection.running.discard(job.id)
+        job.lease_expires = 0.0
+
+    def ended(self, job: Job) -> None:
+        """A job left the board for good (its end is durable, or could not be made so)."""
+        self._jobs.pop(job.id, None)
+        self.bus.retire(job.log)
+        self._outcomes.append(job.state)
+        if job.state == JobState.DONE:
+            self.jobs_completed += 1
+
+    def serving(self, tier: str) -> bool:
+        """Whether a connected worker that serves ``tier`` takes jobs."""
+        return any(tier in c.tiers and not c.draining for c in self.connections.values())
+
+    def snapshot(self, *, recent_s: float, now: float | None = None) -> JobsSnapshot:
+        """Every figure at once (``recent_s``: how recently a pull worker must have been seen)."""
+        now = time.monotonic() if now is None else now
+        queued = [now - j.queued_at for j in self._jobs.values() if j.state == JobState.QUEUED]
+        conns = list(self.connections.values())
+        outcomes = list(self._outcomes)
+        return JobsSnapshot(
+            active_workers=self.registry.active(now, recent_s),
+            live_workers=len(conns),
+            slots=sum(c.slots for c in conns),
+            busy_slots=sum(len(c.running) for c in conns),
+            queue_depth=self.queue.depth(),
+            oldest_wait_s=max(queued, default=0.0),
+            stalled_queued=sum(1 for w in queued if w > STALLED_QUEUED_S),
+            jobs_streaming=sum(1 for j in self._jobs.values() if j.state == JobState.STREAMING),
+            jobs_completed=self.jobs_completed,
+            tokens_per_sec=self.meter.rate(now),
+            recent_outcomes=len(outcomes),
+            recent_failures=sum(1 for s in outcomes if s in (JobState.FAILED, JobState.EXPIRED)),
+            last_send_at=self.last_send_at,
+        )

@@ -1,0 +1,171 @@
+"""What happens to a job once it is queued: assigned, tokens, done | failed | cancelled, retried.
+
+Every transition goes through here, on either worker path (the push stream or the REST pull path).
+Ends are written by the Settler, so a caller learns an outcome only once it is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from core.config import CoreSettings
+from core.errors import InvalidArgumentError
+from core.ids import new_id
+from core.jobs.board import JobBoard
+from core.jobs.model import Job, JobState, StoredImage
+from core.jobs.repository import JobRepository
+from core.jobs.settle import Settler
+from core.money.billing import Billing
+from core.store import now_ms
+from core.store.images import MAX_IMAGE_BYTES, ImageFiles, sniff
+from core.streams.log import Terminal
+from core.workers.registry import WorkerInfo
+
+log = logging.getLogger("ashao.core.jobs")
+
+
+class Lifecycle:
+    """Job transitions."""
+
+    def __init__(
+        self,
+        *,
+        board: JobBoard,
+        settler: Settler,
+        billing: Billing,
+        images: ImageFiles,
+        settings: CoreSettings,
+    ) -> None:
+        self._board = board
+        self._settler = settler
+        self._billing = billing
+        self._images = images
+        self._settings = settings
+        self.wake: Callable[[], None] = lambda: None
+        """Called when a slot may have freed or a job was queued again (dispatch hands out work)."""
+
+    def assign(self, job: Job, worker_id: str) -> None:
+        """``worker_id`` takes the job: a new attempt begins after what earlier ones delivered."""
+        job.state = JobState.ASSIGNED
+        job.worker_id = worker_id
+        job.last_progress = time.monotonic()
+        job.attempts += 1
+        job.attempt_base = len(job.log.tokens)
+        self._settler.write_behind([JobRepository.assigned(job)])
+
+    def publish(self, info: WorkerInfo, job_id: str, offset: int | None, tokens: list[str]) -> int:
+        """Append tokens a worker produced; a resent run (by ``offset``) is not counted twice.
+
+        Returns how many tokens of the current attempt the core holds.
+        """
+        job = self._board.owned(info, job_id)
+        have = job.attempt_tokens
+        if offset is None:
+            offset = have
+        if offset > have:
+            raise InvalidArgumentError(
+                f"offset: {offset} leaves a gap after the {have} tokens received", field="offset"
+            )
+        fresh = tokens[have - offset :]
+        room = job.remaining_tokens
+        if len(fresh) > room:
+            fresh = fresh[:room]
+        if fresh:
+            job.state = JobState.STREAMING
+            job.log.append(fresh)
+            job.last_progress = time.monotonic()
+            self._board.meter.add(len(fresh))
+        if job.lease_expires:
+            job.lease_expires = time.monotonic() + self._settings.lease_timeout_s
+        return job.attempt_tokens
+
+    def complete(self, info: WorkerInfo, job_id: str) -> int:
+        """The worker finished the job: persist the reply and pay out, then publish ``done``."""
+        job = self._board.owned(info, job_id)
+        n = len(job.log.tokens)
+        self._board.release(job, info)
+        now = now_ms()
+        booking = self._billing.payout(job_id=job.id, tier=job.tier, cost=job.cost, worker_id=info.id)
+        statements = JobRepository.completed(job, info.id, now)
+        self._settler.finalize(job, JobState.DONE, statements, booking, Terminal("done", tokens=n))
+        self.wake()
+        return n
+
+    def fail(self, info: WorkerInfo, job_id: str, message: str, retryable: bool) -> JobState:
+        """The worker gave the job up: retried elsewhere when allowed, else failed and refunded."""
+        job = self._board.owned(info, job_id)
+        self._board.release(job, info)
+        if retryable:
+            self.retry_or_fail(job, message or "worker failed", "WORKER_FAILED")
+        else:
+            self.finish_failed(job, message or "the worker could not run this job", "WORKER_FAILED")
+        self.wake()
+        return job.state
+
+    def take_back(self, job: Job, info: WorkerInfo | None, message: str, reason: str) -> None:
+        """The core takes a running job away from its worker (lost, stalled, lease expired)."""
+        if info is not None:
+            self._board.release(job, info)
+        self.retry_or_fail(job, message, reason)
+
+    def retry_or_fail(self, job: Job, message: str, reason: str) -> None:
+        """Queue the job again for another worker, or fail it once its attempts are used up."""
+        job.avoid = job.worker_id  # another worker, if there is one, gets the next attempt
+        if job.attempts >= self._settings.max_attempts:
+            self.finish_failed(job, f"{message} (after {job.attempts} attempts)", "ATTEMPTS_EXHAUSTED")
+            return
+        self._board.requeue(job)
+        self._settler.write_behind([JobRepository.requeued(job.id)])
+        log.info("job %s requeued: %s", job.id, message)
+
+    def finish_failed(self, job: Job, message: str, reason: str, state: JobState = JobState.FAILED) -> None:
+        """End the job without an answer and refund it."""
+        job.error = message
+        booking = self._billing.refund(job_id=job.id, cost=job.cost, payer=job.payer)
+        statements = [JobRepository.ended(job, state, message)]
+        self._settler.finalize(
+            job, state, statements, booking, Terminal("error", message=message, reason=reason)
+        )
+
+    def cancel(self, job_id: str, reason: str) -> None:
+        """Stop a live job (its worker is told) and refund it. A finished job is left as it is."""
+        job = self._board.get(job_id)
+        if job is None or job.state.terminal:
+            return
+        if job.state == JobState.QUEUED:
+            self._board.unqueue(job)
+        else:
+            info = self._board.registry.get(job.worker_id)
+            if info is not None:
+                conn = info.connection
+                self._board.release(job, info)
+                if conn is not None:
+                    conn.link.cancel(job.id, reason)
+        self.finish_failed(job, reason, "CANCELLED", JobState.CANCELLED)
+        self.wake()
+
+    async def complete_image(self, info: WorkerInfo, job_id: str, data: bytes, mime_type: str) -> None:
+        """A worker delivered the picture: store it, then end the job and pay out in one unit."""
+        job = self._board.owned(info, job_id)
+        if job.image is None:
+            raise InvalidArgumentError("image: this is not an image job", field="image")
+        real = sniff(data)
+        if not real or len(data) > MAX_IMAGE_BYTES:
+            raise InvalidArgumentError(
+                f"image: not a PNG, JPEG or WebP of at most {MAX_IMAGE_BYTES} bytes", field="image"
+            )
+        if mime_type and mime_type != real:
+            raise InvalidArgumentError(f"image: bytes are {real}, not {mime_type}", field="image")
+        digest = await asyncio.to_thread(self._images.put, data, real)
+        job = self._board.owned(info, job_id)  # it may have been cancelled while the file was written
+        self._board.release(job, info)
+        p = job.image
+        assert p is not None
+        image = StoredImage(new_id("img"), p.prompt, p.style, p.aspect, digest, real)
+        statements = JobRepository.image_completed(job, image, info.id, now_ms())
+        booking = self._billing.payout(job_id=job.id, tier=job.tier, cost=job.cost, worker_id=info.id)
+        self._settler.finalize(job, JobState.DONE, statements, booking, Terminal("done"), image)
+        self.wake()

@@ -1,0 +1,224 @@
+"""Every SQL statement about jobs, messages and conversations (writes returned as statements, so the
+callers can put them in one unit with the money they move)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from core.jobs.model import Job, JobSnapshot, JobState, StoredImage
+from core.store import Statement, Store, now_ms
+
+_UNFINISHED = ("queued", "assigned", "streaming")
+
+
+class JobRepository:
+    """Reads and the statements of writes."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    # -- writes (statements for the caller's unit) --------------------------------------------
+
+    @staticmethod
+    def new_conversation(conversation_id: str, owner: str, now: int) -> Statement:
+        """Create a conversation."""
+        return (
+            "INSERT INTO conversations (id, owner, created_at) VALUES (?, ?, ?)",
+            (conversation_id, owner, now),
+        )
+
+    @staticmethod
+    def new_message(conversation_id: str, role: str, content: str, job_id: str, now: int) -> Statement:
+        """Append a message to a conversation."""
+        return (
+            "INSERT INTO messages (conversation_id, role, content, job_id, created_at) VALUES (?,?,?,?,?)",
+            (conversation_id, role, content, job_id, now),
+        )
+
+    @staticmethod
+    def new_job(job: Job, now: int) -> Statement:
+        """Insert a queued job."""
+        return (
+            "INSERT INTO jobs (id, tier, model, conversation_id, owner, state, max_tokens, cost, payer,"
+            " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                job.id,
+                job.tier,
+                job.model,
+                job.conversation_id,
+                job.owner,
+                JobState.QUEUED.value,
+                job.max_tokens,
+                job.cost,
+                job.payer,
+                now,
+                now,
+            ),
+        )
+
+    @staticmethod
+    def requeued(job_id: str) -> Statement:
+        """The job waits in its queue again."""
+        return ("UPDATE jobs SET state='queued', worker_id='', updated_at=? WHERE id=?", (now_ms(), job_id))
+
+    @staticmethod
+    def assigned(job: Job) -> Statement:
+        """The job went to a worker."""
+        return (
+            "UPDATE jobs SET state='assigned', worker_id=?, attempts=?, updated_at=? WHERE id=?",
+            (job.worker_id, job.attempts, now_ms(), job.id),
+        )
+
+    @staticmethod
+    def completed(job: Job, worker_id: str, now: int) -> list[Statement]:
+        """A chat job is done: its output, the reply message, the worker's stats."""
+        n = len(job.log.tokens)
+        return [
+            (
+                "UPDATE jobs SET state='done', tokens=?, output=?, updated_at=? WHERE id=?",
+                (n, orjson.dumps(job.log.tokens).decode(), now, job.id),
+            ),
+            JobRepository.new_message(job.conversation_id, "assistant", job.log.text, job.id, now),
+            (
+                "UPDATE workers SET jobs_completed = jobs_completed + 1, tokens_generated = tokens_generated + ?,"
+                " last_seen = ? WHERE id = ?",
+                (n, now, worker_id),
+            ),
+        ]
+
+    @staticmethod
+    def image_completed(job: Job, image: StoredImage, worker_id: str, now: int) -> list[Statement]:
+        """An image job is done: the image row, the worker's stats."""
+        return [
+            ("UPDATE jobs SET state='done', updated_at=? WHERE id=?", (now, job.id)),
+            (
+                "INSERT INTO images (id, job_id, owner, prompt, style, aspect, sha256, mime_type, created_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    image.id,
+                    job.id,
+                    job.owner,
+                    image.prompt,
+                    image.style,
+                    image.aspect,
+                    image.sha256,
+                    image.mime_type,
+                    now,
+                ),
+            ),
+            (
+                "UPDATE workers SET jobs_completed = jobs_completed + 1, last_seen = ? WHERE id = ?",
+                (now, worker_id),
+            ),
+        ]
+
+    @staticmethod
+    def ended(job: Job, state: JobState, message: str) -> Statement:
+        """A job failed, expired or was cancelled (what it produced is kept)."""
+        return (
+            "UPDATE jobs SET state=?, error=?, tokens=?, output=?, updated_at=? WHERE id=?",
+            (
+                state.value,
+                message,
+                len(job.log.tokens),
+                orjson.dumps(job.log.tokens).decode(),
+                now_ms(),
+                job.id,
+            ),
+        )
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def conversation_owner(self, conversation_id: str) -> str | None:
+        """The owner of a conversation, or None."""
+        row = await self._store.fetchone("SELECT owner FROM conversations WHERE id = ?", (conversation_id,))
+        return None if row is None else str(row[0])
+
+    async def latest_messages(self, conversation_id: str, limit: int) -> list[tuple[str, str]]:
+        """The newest ``limit`` messages of a conversation, oldest first."""
+        rows = await self._store.fetchall(
+            "SELECT role, content FROM messages WHERE conversation_id = ? ORDER BY id DESC LIMIT ?",
+            (conversation_id, limit),
+        )
+        return [(r, c) for r, c in reversed(rows)]
+
+    async def messages(self, conversation_id: str) -> list[tuple[str, str]]:
+        """Every message of a conversation, oldest first."""
+        rows = await self._store.fetchall(
+            "SELECT role, content FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+        )
+        return [(r, c) for r, c in rows]
+
+    async def history_for(self, conversation_id: str, job_id: str, limit: int) -> list[tuple[str, str]]:
+        """The conversation up to a job's own user message (the newest ``limit``), oldest first."""
+        rows = await self._store.fetchall(
+            "SELECT role, content FROM messages WHERE conversation_id = ? AND id <= ("
+            " SELECT id FROM messages WHERE job_id = ? AND role = 'user') ORDER BY id",
+            (conversation_id, job_id),
+        )
+        return [(r, c) for r, c in rows][-limit:]
+
+    async def unfinished(self) -> list[tuple[Any, ...]]:
+        """Rows of every job not yet ended, oldest first."""
+        return await self._store.fetchall(
+            "SELECT id, tier, model, conversation_id, owner, max_tokens, created_at, attempts, state, cost, payer"
+            " FROM jobs WHERE state IN (?,?,?) ORDER BY created_at",
+            _UNFINISHED,
+        )
+
+    async def completed_count(self) -> int:
+        """Jobs done since the network began."""
+        row = await self._store.fetchone("SELECT COUNT(*) FROM jobs WHERE state = 'done'")
+        return int(row[0]) if row else 0
+
+    async def snapshot(self, job_id: str) -> tuple[str, JobSnapshot] | None:
+        """(owner, snapshot) of a stored job."""
+        row = await self._store.fetchone(
+            "SELECT id, tier, model, conversation_id, state, attempts, worker_id, tokens, created_at, error,"
+            " owner FROM jobs WHERE id = ?",
+            (job_id,),
+        )
+        if row is None:
+            return None
+        snap = JobSnapshot(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            JobState(row[4]),
+            int(row[5]),
+            row[6],
+            int(row[7]),
+            int(row[8]),
+            row[9],
+        )
+        return str(row[10]), snap
+
+    async def outcome(self, job_id: str) -> tuple[str, JobState, list[str], str] | None:
+        """(owner, state, output tokens, error) of a stored job."""
+        row = await self._store.fetchone(
+            "SELECT state, output, error, owner FROM jobs WHERE id = ?", (job_id,)
+        )
+        if row is None:
+            return None
+        tokens: list[str] = orjson.loads(row[1]) if row[1] else []
+        return str(row[3]), JobState(row[0]), tokens, str(row[2])
+
+    async def worker_stats(self, worker_id: str) -> tuple[int, int]:
+        """(jobs completed, tokens generated) of a worker."""
+        row = await self._store.fetchone(
+            "SELECT jobs_completed, tokens_generated FROM workers WHERE id = ?", (worker_id,)
+        )
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    async def image(self, image_id: str) -> StoredImage | None:
+        """A stored image's description."""
+        row = await self._store.fetchone(
+            "SELECT id, prompt, style, aspect, sha256, mime_type FROM images WHERE id = ?", (image_id,)
+        )
+        return StoredImage(*row) if row else None
+
+
+__all__ = ["JobRepository"]

@@ -1,0 +1,115 @@
+"""The job system assembled: its state, its transitions, dispatch, admission, queries and the reaper,
+with start-up recovery and an ordered shutdown."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from core.config import CoreSettings
+from core.economics import TIERS
+from core.jobs.admission import Admission
+from core.jobs.board import JobBoard
+from core.jobs.dispatch import Dispatcher
+from core.jobs.lifecycle import Lifecycle
+from core.jobs.model import Job, JobState
+from core.jobs.queries import JobQueries
+from core.jobs.queue import JobQueue, LocalQueues
+from core.jobs.reaper import Reaper
+from core.jobs.repository import JobRepository
+from core.jobs.settle import Settler
+from core.jobs.stats import JobsSnapshot
+from core.money.billing import Billing
+from core.money.ledger import Ledger
+from core.store import Store
+from core.store.images import ImageFiles
+from core.streams.bus import LocalBus, TokenBus
+from core.workers.registry import WorkerRegistry
+
+log = logging.getLogger("ashao.core.jobs")
+
+
+class JobSystem:
+    """Everything about jobs and the workers that run them."""
+
+    def __init__(
+        self,
+        *,
+        settings: CoreSettings,
+        store: Store,
+        ledger: Ledger,
+        images: ImageFiles,
+        queue: JobQueue | None = None,
+        bus: TokenBus | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = WorkerRegistry(store)
+        self.board = JobBoard(
+            queue=queue if queue is not None else LocalQueues(),
+            bus=bus if bus is not None else LocalBus(finished_tokens_kept=settings.finished_tokens_kept),
+            registry=self.registry,
+        )
+        self.repo = JobRepository(store)
+        billing = Billing(ledger)
+        self.settler = Settler(store=store, billing=billing, board=self.board)
+        self.lifecycle = Lifecycle(
+            board=self.board, settler=self.settler, billing=billing, images=images, settings=settings
+        )
+        self.dispatcher = Dispatcher(board=self.board, lifecycle=self.lifecycle, settings=settings)
+        self.admission = Admission(
+            store=store,
+            board=self.board,
+            repo=self.repo,
+            billing=billing,
+            settings=settings,
+            wake=self.dispatcher.pump,
+        )
+        self.queries = JobQueries(board=self.board, repo=self.repo, ledger=ledger)
+        self.reaper = Reaper(
+            board=self.board, dispatcher=self.dispatcher, lifecycle=self.lifecycle, settings=settings
+        )
+
+    async def start(self) -> None:
+        """Load workers and unfinished jobs from the store and queue the jobs again."""
+        await self.registry.load()
+        self.board.jobs_completed = await self.repo.completed_count()
+        rows = await self.repo.unfinished()
+        requeued = []
+        for jid, tier, model, conv, owner, max_tokens, created, attempts, state, cost, payer in rows:
+            history = (
+                await self.repo.history_for(conv, jid, self.settings.max_history_messages) if conv else []
+            )
+            job = Job(
+                jid, tier, model, conv, owner, max_tokens, history, created, cost, payer, attempts=attempts
+            )
+            self.board.add(job)
+            if not TIERS[tier].chat:
+                # What to draw was never stored: an image request cannot outlive the call that waited.
+                self.board.unqueue(job)
+                self.lifecycle.finish_failed(job, "the core restarted before the picture came", "RESTARTED")
+            elif state != JobState.QUEUED:
+                requeued.append(JobRepository.requeued(jid))
+        if requeued:
+            await self.store.write(requeued)
+        if rows:
+            log.info("recovered %d unfinished jobs from the store", len(rows))
+        self.dispatcher.pump()
+
+    def snapshot(self) -> JobsSnapshot:
+        """Every live figure."""
+        return self.board.snapshot(recent_s=self.settings.lease_timeout_s)
+
+    def serving(self, tier: str) -> bool:
+        """Whether a connected worker serves ``tier`` now."""
+        return self.board.serving(tier)
+
+    def stop_admitting(self) -> None:
+        """Refuse new sends from now on (shutdown's first step)."""
+        self.board.closing = True
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Wait (bounded) for pending writes."""
+        started = time.monotonic()
+        await self.settler.drain(timeout_s)
+        log.debug("drained job writes in %.3f s", time.monotonic() - started)

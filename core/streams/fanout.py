@@ -1,0 +1,181 @@
+"""Serving job events to readers: many jobs over one stream (the facade), or one job per stream.
+
+Each subscription is a cursor into its job's shared log. A change to a log only marks the
+subscription dirty; the stream's single writer then takes everything new from every dirty
+subscription into ONE message. While a write is in flight, further tokens simply accumulate in the
+log, so under load consecutive tokens coalesce instead of queueing up as separate messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import AshaoError, as_domain_error
+from core.streams.log import Cursor, Events, JobLog
+
+OpenLog = Callable[[str, Any], Awaitable[tuple[JobLog, str]]]
+"""Opens a job's log for a caller (its principal): (log, the job's state); raises a domain error."""
+Resolve = Callable[[], Any]
+"""Resolves the caller a watch is for (raising UNAUTHENTICATED for a bad credential)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A watch started."""
+
+    sub_id: int
+    state: str
+    """The job's state when the watch started (``JobState`` value)."""
+    tokens: int
+    """Tokens in the job's log when the watch started."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A watch was refused."""
+
+    sub_id: int
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubEvents:
+    """New events of one subscription."""
+
+    sub_id: int
+    events: Events
+
+
+Item = Accepted | Rejected | SubEvents
+
+
+class _Sub:
+    __slots__ = ("cursor", "listener")
+
+    def __init__(self, cursor: Cursor, listener: Callable[[], None]) -> None:
+        self.cursor = cursor
+        self.listener = listener
+
+
+class Multiplexer:
+    """The subscriptions of one Subscribe stream."""
+
+    def __init__(self, open_log: OpenLog, *, max_tokens_per_message: int) -> None:
+        self._open_log = open_log
+        self._limit = max_tokens_per_message
+        self._subs: dict[int, _Sub] = {}
+        self._dirty: dict[int, None] = {}
+        self._control: list[Item] = []
+        self._wake = asyncio.Event()
+        self._input_done = False
+        self._aborted = False
+
+    def __len__(self) -> int:
+        return len(self._subs)
+
+    async def watch(self, sub_id: int, job_id: str, after_seq: int, principal: Resolve) -> None:
+        """Start following ``job_id`` after ``after_seq`` as the caller ``principal()`` resolves to.
+
+        The answer (accepted or rejected) goes out before any event of the subscription.
+        """
+        if sub_id in self._subs:
+            self._control.append(Rejected(sub_id, "ALREADY_EXISTS", f"sub_id {sub_id} is already watching"))
+            self._wake.set()
+            return
+        try:
+            log, state = await self._open_log(job_id, principal())
+        except Exception as exc:  # a store failure too: the watch is refused, the stream lives on
+            err: AshaoError = as_domain_error(exc)
+            self._control.append(Rejected(sub_id, err.code.name, err.message))
+            self._wake.set()
+            return
+        cursor = Cursor(log, after_seq)
+
+        def listener() -> None:
+            self._dirty[sub_id] = None
+            self._wake.set()
+
+        self._subs[sub_id] = _Sub(cursor, listener)
+        log.listen(listener)
+        self._control.append(Accepted(sub_id, state, len(log.tokens)))
+        listener()  # send the backlog, if any
+
+    def unwatch(self, sub_id: int) -> None:
+        """Stop following; safe to call twice."""
+        sub = self._subs.pop(sub_id, None)
+        self._dirty.pop(sub_id, None)
+        if sub is not None:
+            sub.cursor.log.unlisten(sub.listener)
+
+    async def next_batch(self) -> list[Item]:
+        """Wait for something to send, then take everything there is (bounded per subscription)."""
+        while True:
+            await self._wake.wait()
+            if self._aborted:
+                return []
+            items = self._control
+            self._control = []
+            dirty = self._dirty
+            self._dirty = {}
+            for sub_id in dirty:
+                sub = self._subs.get(sub_id)
+                if sub is None:
+                    continue
+                events = sub.cursor.take(self._limit)
+                if events is None:
+                    continue
+                items.append(SubEvents(sub_id, events))
+                if sub.cursor.done:
+                    self.unwatch(sub_id)
+                elif sub.cursor.seq < len(sub.cursor.log.tokens) or sub.cursor.log.terminal is not None:
+                    self._dirty[sub_id] = None  # more than one message's worth: continue next time
+            if not self._dirty and not self._control and not (self._input_done and not self._subs):
+                self._wake.clear()
+            if items or (self._input_done and not self._subs):
+                return items
+
+    def end_input(self) -> None:
+        """The client sends no more watches: the stream may end once every watched job has."""
+        self._input_done = True
+        self._wake.set()
+
+    def abort(self) -> None:
+        """End the stream now: ``next_batch`` returns an empty batch at once."""
+        self._aborted = True
+        self._wake.set()
+
+    def close(self) -> None:
+        """Release every subscription."""
+        for sub_id in list(self._subs):
+            self.unwatch(sub_id)
+
+
+class Follower:
+    """One job's events for a per-job stream (StreamJob)."""
+
+    def __init__(self, log: JobLog, after_seq: int, *, max_tokens_per_message: int) -> None:
+        self._cursor = Cursor(log, after_seq)
+        self._limit = max_tokens_per_message
+        self._wake = asyncio.Event()
+        self._wake.set()
+        log.listen(self._wake.set)
+
+    async def next(self) -> Events | None:
+        """The next events, or None when the job has ended and everything was taken."""
+        while not self._cursor.done:
+            await self._wake.wait()
+            self._wake.clear()
+            events = self._cursor.take(self._limit)
+            if events is not None:
+                if not self._cursor.done and self._cursor.seq < len(self._cursor.log.tokens):
+                    self._wake.set()
+                return events
+        return None
+
+    def close(self) -> None:
+        """Stop listening."""
+        self._cursor.log.unlisten(self._wake.set)
