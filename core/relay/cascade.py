@@ -93,21 +93,51 @@ class Cascade:
             return p, first, self._watch(p, it), usage
         raise ProviderError("; ".join(errors) or "no provider configured")
 
-    async def _watch(self, p: Provider, it: AsyncIterator[str]) -> AsyncIterator[str]:
-        breaker = self.breakers[p.name]
-        verdict = False
+    def _watch(self, p: Provider, it: AsyncIterator[str]) -> AsyncIterator[str]:
+        return _Watched(self, p.name, it)
+
+
+class _Watched:
+    """The rest of a provider's stream, reporting to its breaker exactly once: success at its end,
+    failure on a ProviderError, release when it is closed (or cancelled) before either."""
+
+    def __init__(self, cascade: Cascade, name: str, it: AsyncIterator[str]) -> None:
+        self._cascade = cascade
+        self._name = name
+        self._it = it
+        self._reported = False
+
+    def __aiter__(self) -> _Watched:
+        return self
+
+    async def __anext__(self) -> str:
         try:
-            async for piece in it:
-                yield piece
-            verdict = True
-            breaker.success()
-            self.served[p.name] += 1
-        except ProviderError:
-            verdict = True
-            breaker.failure()
-            self.failed[p.name] += 1
+            return await anext(self._it)
+        except StopAsyncIteration:
+            self._report("served")
             raise
-        finally:
-            if not verdict:  # closed early, or cancelled: no verdict on the provider
-                breaker.release()
-            await close_stream(it)
+        except ProviderError:
+            self._report("failed")
+            raise
+        except BaseException:
+            self._report("")
+            raise
+
+    def _report(self, outcome: str) -> None:
+        if self._reported:
+            return
+        self._reported = True
+        breaker = self._cascade.breakers[self._name]
+        if outcome == "served":
+            breaker.success()
+            self._cascade.served[self._name] += 1
+        elif outcome == "failed":
+            breaker.failure()
+            self._cascade.failed[self._name] += 1
+        else:
+            breaker.release()
+
+    async def aclose(self) -> None:
+        """Stop the provider; without a verdict yet, free the breaker's probe slot."""
+        self._report("")
+        await close_stream(self._it)

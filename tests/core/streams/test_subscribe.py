@@ -10,6 +10,7 @@ import pytest
 
 from ashao.v1 import chat_pb2
 from tests.helpers.core import Core, connect_worker
+from tests.helpers.faults import failing_reads
 from tests.helpers.wait import eventually
 
 pytestmark = pytest.mark.timeout(30)
@@ -135,3 +136,24 @@ async def test_backlog_is_coalesced_into_few_messages(core: Core) -> None:
     assert tokens == [f"t{i} " for i in range(200)]
     assert len(messages) <= 2  # the ack and the whole backlog, not 200 messages
     call.cancel()
+
+
+async def test_a_store_error_refuses_one_watch_and_the_stream_serves_the_next(core: Core) -> None:
+    """A watch on a finished job is read from the store; if that read fails, that watch is refused
+    (UNAVAILABLE) and the same stream goes on serving watches."""
+    worker = await connect_worker(core, slots=1)
+    sub = Sub(core)
+    try:
+        with failing_reads(core.app.store, when="FROM jobs WHERE id") as failed:
+            await sub.watch(1, "job_" + "A" * 22)  # well-formed, unknown: answered from the store
+            await sub.read_until(lambda evs: any(e[0] == 1 for e in evs))
+        assert failed and sub.of(1) == [(0, "rejected", "UNAVAILABLE")]
+        fresh, _ = await core.send("later")
+        await sub.watch(2, fresh)
+        await worker.assignment()
+        await worker.tokens(fresh, ["y"])
+        await worker.complete(fresh)
+        await sub.read_until(ended({2}))
+        assert sub.of(2) == [(0, "accepted", None), (1, "token", "y"), (2, "done", 1)]
+    finally:
+        sub.call.cancel()
