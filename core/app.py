@@ -152,7 +152,16 @@ class CoreApp:
         await self.safety.load()
         await self.jobs.start()
         self.loops.start()
-        self._server, self.port = build_server(self)
+        self._server, self.port = build_server(
+            settings=self.settings,
+            jobs=self.jobs,
+            accounts=self.accounts,
+            treasury=self.treasury,
+            images=self.images,
+            relay=self.relay,
+            documents=self.documents,
+            signer=self.signer,
+        )
         await self._server.start()
         log.info("core listening on %s (data in %s)", self.address, self.settings.data_dir)
 

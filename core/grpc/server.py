@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import grpc
 
 from ashao.v1 import (
@@ -15,6 +13,7 @@ from ashao.v1 import (
     treasury_pb2_grpc,
     worker_pb2_grpc,
 )
+from core.config import CoreSettings
 from core.grpc.account import AccountServicer
 from core.grpc.chat import ChatServicer
 from core.grpc.image import ImageServicer
@@ -23,9 +22,13 @@ from core.grpc.relay import RelayServicer
 from core.grpc.status import ErrorInterceptor
 from core.grpc.treasury import TreasuryServicer
 from core.grpc.worker import WorkerServicer
-
-if TYPE_CHECKING:
-    from core.app import CoreApp
+from core.identity.accounts import AccountService
+from core.images.service import ImageService
+from core.jobs.system import JobSystem
+from core.money.treasury import Treasury
+from core.relay.documents import RelayDocuments
+from core.relay.pipeline import Relay
+from core.relay.signing import Signer
 
 # Keepalive chosen deliberately: clients (workers behind NAT, the facade) may ping every 10 s or
 # more to keep long-lived streams open; faster pings are refused rather than tolerated.
@@ -40,10 +43,19 @@ SERVER_OPTIONS = [
 ]
 
 
-def build_server(app: CoreApp) -> tuple[grpc.aio.Server, int]:
-    """A server with every servicer of ``app`` added, bound to its address; returns (server, port)."""
-    settings, jobs, directory = app.settings, app.jobs, app.directory
-    signer = app.signer
+def build_server(
+    *,
+    settings: CoreSettings,
+    jobs: JobSystem,
+    accounts: AccountService,
+    treasury: Treasury,
+    images: ImageService,
+    relay: Relay,
+    documents: RelayDocuments,
+    signer: Signer,
+) -> tuple[grpc.aio.Server, int]:
+    """A server with every servicer added, bound to ``settings.grpc_addr``; returns (server, port)."""
+    directory = accounts.directory
 
     def sign(body: bytes) -> tuple[str, str]:
         return signer.sign(body), signer.key_id
@@ -59,15 +71,15 @@ def build_server(app: CoreApp) -> tuple[grpc.aio.Server, int]:
     network_pb2_grpc.add_NetworkServiceServicer_to_server(
         NetworkServicer(jobs=jobs, settings=settings), server
     )
-    account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(service=app.accounts), server)
+    account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(service=accounts), server)
     treasury_pb2_grpc.add_TreasuryServiceServicer_to_server(
-        TreasuryServicer(treasury=app.treasury, directory=directory), server
+        TreasuryServicer(treasury=treasury, directory=directory), server
     )
     image_pb2_grpc.add_ImageServiceServicer_to_server(
-        ImageServicer(images=app.images, directory=directory), server
+        ImageServicer(images=images, directory=directory), server
     )
     relay_pb2_grpc.add_RelayServiceServicer_to_server(
-        RelayServicer(relay=app.relay, documents=app.documents, directory=directory), server
+        RelayServicer(relay=relay, documents=documents, directory=directory), server
     )
     if settings.tls_cert_file is not None or settings.tls_key_file is not None:
         if settings.tls_cert_file is None or settings.tls_key_file is None:
