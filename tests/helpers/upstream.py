@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 class FakeUpstream:
@@ -29,6 +30,8 @@ class FakeUpstream:
         self.first_delay_s = first_delay_s
         self.requests: list[dict[str, Any]] = []
         self.port = 0
+        self.connections = 0
+        """TCP connections accepted: a client that reuses its connections opens few."""
 
     async def _chat(self, request: Request) -> StreamingResponse | JSONResponse:
         body = orjson.loads(await request.body())
@@ -70,7 +73,14 @@ class FakeUpstream:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        upstream = self
+
+        class Counting(HttpToolsProtocol):
+            def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+                upstream.connections += 1
+                super().connection_made(transport)
+
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", http=Counting))
         task = asyncio.create_task(server.serve(sockets=[sock]))
         try:
             for _ in range(1000):  # uvicorn offers a flag, not an event, for "started"
