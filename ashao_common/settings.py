@@ -38,6 +38,8 @@ class Flag:
     """Settable from the environment only (a secret: flags show in the process list)."""
     default: str | None = None
     """What the help says the default is, when the value itself would not say it well."""
+    metavar: str | None = None
+    """What the help calls the value (``JSON``); derived from the field's type if None."""
 
 
 ENV_ONLY = Flag(env_only=True)
@@ -78,6 +80,8 @@ def _choices(annotation: Any) -> list[str] | None:
 
 def _metavar(o: _Option) -> str:
     """What the value of a flag is: N, SECONDS, NUMBER, PATH, or the flag's own name (``--core CORE``)."""
+    if o.meta.metavar is not None:
+        return o.meta.metavar
     kinds = [a for a in typing.get_args(o.info.annotation) or (o.info.annotation,) if a is not type(None)]
     kind = kinds[0] if len(kinds) == 1 else None
     if typing.get_origin(kind) is Annotated:
@@ -192,4 +196,4 @@ def describe_error(cls: type[BaseSettings], error: ErrorDetails) -> str:
     option = next((o for o in _options(cls) if head in (o.field, o.env, o.info.validation_alias)), None)
     where = f"{option.flag} / {option.env}" if option and option.flag else option.env if option else str(head)
     inside = ", ".join(f"entry {p}" if isinstance(p, int) else str(p) for p in loc)
-    return f"{where}{', ' + inside if inside else ''}: {message}"
+    return f"{where}: {inside}: {message}" if inside else f"{where}: {message}"

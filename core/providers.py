@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,7 +22,7 @@ import httpx
 import orjson
 
 from core.auth import Principal
-from core.config import CoreSettings
+from core.config import ProviderSpec
 from core.coordinator import Coordinator
 from core.fanout import Follower
 
@@ -111,8 +111,11 @@ class HostedProvider:
         api_key: str = "",
         first_chunk_timeout_s: float = 10.0,
         total_timeout_s: float = 120.0,
+        max_connections: int = 100,
         client: httpx.AsyncClient | None = None,
     ) -> None:
+        """``max_connections`` bounds the pool: streams beyond it wait for a connection, within their
+        first-chunk deadline."""
         self.name = name
         self.model_id = model
         base = base_url.rstrip("/")
@@ -120,7 +123,10 @@ class HostedProvider:
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._first = first_chunk_timeout_s
         self._total = total_timeout_s
-        self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(total_timeout_s, connect=5.0))
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(total_timeout_s, connect=5.0, pool=first_chunk_timeout_s),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
 
     def healthy(self) -> bool:
         """Hosted providers are judged by their breaker alone."""
@@ -347,22 +353,18 @@ RELAY = Principal("service", ip="relay")
 """The principal the relay acts as when it sends work to the network."""
 
 
-def hosted_providers(settings: CoreSettings) -> list[Provider]:
-    """The hosted providers configured in ``settings.relay_providers`` (JSON), in order."""
-    try:
-        specs = orjson.loads(settings.relay_providers or "[]")
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"ASHAO_RELAY_PROVIDERS is not JSON: {exc}") from exc
-    out: list[Provider] = []
-    for spec in specs:
-        out.append(
-            HostedProvider(
-                name=spec["name"],
-                base_url=spec["base_url"],
-                model=spec["model"],
-                api_key=os.environ.get(spec.get("api_key_env", ""), "") if spec.get("api_key_env") else "",
-                first_chunk_timeout_s=float(spec.get("first_chunk_timeout_s", 10.0)),
-                total_timeout_s=float(spec.get("total_timeout_s", 120.0)),
-            )
+def hosted_providers(specs: Sequence[ProviderSpec]) -> list[Provider]:
+    """The hosted providers of ``specs`` (``CoreSettings.relay_providers``, validated), in order; each
+    key is read from its environment variable now, at start-up."""
+    return [
+        HostedProvider(
+            name=spec.name,
+            base_url=str(spec.base_url),
+            model=spec.model,
+            api_key=os.environ.get(spec.api_key_env, "") if spec.api_key_env else "",
+            first_chunk_timeout_s=spec.first_chunk_timeout_s,
+            total_timeout_s=spec.total_timeout_s,
+            max_connections=spec.max_connections,
         )
-    return out
+        for spec in specs
+    ]
