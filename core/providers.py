@@ -28,6 +28,10 @@ from core.fanout import Follower
 
 log = logging.getLogger("ashao.core.providers")
 
+DONE_TAIL_S = 2.0
+"""After ``[DONE]``, how long a hosted stream is read on for the end of its body (so that its connection
+goes back to the pool)."""
+
 
 class ProviderError(Exception):
     """A provider could not serve (before or during the stream)."""
@@ -147,28 +151,49 @@ class HostedProvider:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        deadline = time.monotonic() + self._total
-        finished = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._total
+        # The first chunk's deadline runs from asking for a connection: a full pool, a server slow to
+        # answer and a slow first token all count, so the cascade moves on instead of waiting.
+        first_deadline = min(deadline, loop.time() + self._first)
+        first = True
+        finished = done = False
+        request = self._client.build_request("POST", self._url, json=body, headers=self._headers)
         try:
-            async with self._client.stream("POST", self._url, json=body, headers=self._headers) as r:
+            try:
+                async with asyncio.timeout_at(first_deadline):
+                    r = await self._client.send(request, stream=True)
+            except TimeoutError as exc:
+                raise ProviderError(f"{self.name}: no first chunk within {self._first:.1f} s") from exc
+            try:
                 if r.status_code != 200:
                     raise ProviderError(f"{self.name}: upstream answered {r.status_code}")
                 lines = r.aiter_lines()
-                first = True
                 while True:
-                    timeout = self._first if first else max(0.1, deadline - time.monotonic())
                     try:
-                        line = await asyncio.wait_for(anext(lines), timeout)
+                        async with asyncio.timeout_at(first_deadline if first else deadline):
+                            line = await anext(lines)
                     except StopAsyncIteration:
                         break
                     except TimeoutError as exc:
-                        raise ProviderError(f"{self.name}: no data within {timeout:.1f} s") from exc
-                    if not line.startswith("data:"):
+                        if done:
+                            break  # the answer is whole; only the end of its body was slow
+                        if first:
+                            raise ProviderError(
+                                f"{self.name}: no first chunk within {self._first:.1f} s"
+                            ) from exc
+                        raise ProviderError(
+                            f"{self.name}: the answer took longer than {self._total:.1f} s"
+                        ) from exc
+                    if done or not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
                     if data == "[DONE]":
-                        finished = True
-                        break
+                        # Read on to the end of the body (briefly): a response left unread closes its
+                        # connection instead of handing it back to the pool.
+                        finished = done = True
+                        deadline = first_deadline = min(deadline, loop.time() + DONE_TAIL_S)
+                        continue
                     try:
                         chunk = orjson.loads(data)
                     except orjson.JSONDecodeError as exc:
@@ -183,6 +208,8 @@ class HostedProvider:
                             yield text
                         if choice.get("finish_reason"):
                             finished = True
+            finally:
+                await r.aclose()
         except httpx.HTTPError as exc:
             raise ProviderError(f"{self.name}: {type(exc).__name__}") from exc
         if not finished:
