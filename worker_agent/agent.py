@@ -212,7 +212,7 @@ class Agent:
         async with self._channel() as channel:
             network: NetworkStub = network_pb2_grpc.NetworkServiceStub(channel)
             info = await self._retrying(
-                "say what the network offers",
+                "learn what the network offers",
                 lambda: fetch_network_info(network, timeout_s=self._s.call_timeout_s),
             )
             if info is None:
@@ -277,12 +277,12 @@ class Agent:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in RETRY_CODES:
                     raise AgentError(
-                        f"the core refused to {what}: {exc.code().name}: {exc.details()}"
+                        f"could not {what}: the core answered {exc.code().name}: {exc.details()}"
                     ) from exc
                 delay = self._backoff(attempt)
                 attempt += 1
                 log.info(
-                    "core at %s unreachable (%s); asking it to %s again in %.1f s",
+                    "core at %s unreachable (%s); trying again to %s in %.1f s",
                     self._s.core,
                     exc.code().name,
                     what,
