@@ -7,14 +7,13 @@ stops them in order on SIGINT/SIGTERM.
 
 from __future__ import annotations
 
-import argparse
-import os
 import signal
 import sys
 import time
-from pathlib import Path
 
+from ashao_cli.config import UpSettings
 from ashao_cli.devnet import LocalNetwork
+from ashao_common.settings import load_settings
 
 USAGE = """ashao <command> [options]
 
@@ -58,16 +57,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def up(argv: list[str]) -> int:
     """Run core, facade and ``--local-workers`` synthetic workers until SIGINT/SIGTERM."""
-    p = argparse.ArgumentParser(prog="ashao up", description="Start the whole network on this machine.")
-    p.add_argument("--http-addr", default=os.environ.get("ASHAO_HTTP_ADDR", "127.0.0.1:8080"))
-    p.add_argument("--grpc-addr", default=os.environ.get("ASHAO_GRPC_ADDR", "127.0.0.1:50051"))
-    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("ASHAO_DATA_DIR", ".ashao")))
-    p.add_argument("--local-workers", type=int, default=1, help="synthetic development workers to start")
-    p.add_argument("--worker-slots", type=int, default=8)
-    p.add_argument("--tokens-per-sec", type=float, default=20.0, help="pace of the synthetic workers")
-    args = p.parse_args(argv)
-    if args.local_workers < 0:
-        p.error("--local-workers must be >= 0")
+    args = load_settings(
+        UpSettings, argv, prog="ashao up", description="Start the whole network on this machine."
+    )
 
     stopping = False
 

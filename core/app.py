@@ -92,7 +92,7 @@ class CoreApp:
             jobs=self.jobs, tier=settings.relay_floor_tier, model_id=TIERS[settings.relay_floor_tier].model
         )
         self.cascade = Cascade(
-            [*hosted_providers(settings), floor],
+            [*hosted_providers(settings.relay_providers), floor],
             threshold=settings.relay_breaker_threshold,
             cooldown_s=settings.relay_breaker_cooldown_s,
         )

@@ -1,26 +1,51 @@
-"""Settings of the core process (environment prefix ``ASHAO_``)."""
+"""Settings of the core process: flags over the environment (prefix ``ASHAO_``) over defaults."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ashao_common.settings import Flag
+
+
+class ProviderSpec(BaseModel):
+    """One hosted provider of the relay's cascade: an OpenAI-compatible streaming upstream."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    name: str = Field(min_length=1)
+    """Its name in the cascade, the health report and the relay's responses."""
+    base_url: HttpUrl
+    """Base URL of its API, with or without the trailing ``/v1``."""
+    model: str = Field(min_length=1)
+    """The model asked for."""
+    api_key_env: str = ""
+    """Environment variable holding its bearer key (read at start-up); none if empty."""
+    first_chunk_timeout_s: float = Field(10.0, gt=0)
+    """Longest wait for the first chunk, from asking for a connection on; then the cascade moves on."""
+    total_timeout_s: float = Field(120.0, gt=0)
+    """Longest a whole answer may take."""
+    max_connections: int = Field(100, ge=1)
+    """Most connections open to it at once (streams beyond wait for one, within the first-chunk deadline)."""
 
 
 class CoreSettings(BaseSettings):
     """Everything the core reads from its environment; built once in ``main()`` and passed down."""
 
-    model_config = SettingsConfigDict(env_prefix="ASHAO_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="ASHAO_", extra="ignore", use_attribute_docstrings=True)
 
-    grpc_addr: str = Field("127.0.0.1:50051", description="Address the gRPC server listens on.")
+    grpc_addr: str = "127.0.0.1:50051"
     """Address the gRPC server listens on (``host:port``; port 0 picks a free one)."""
     tls_cert_file: Path | None = None
     """PEM certificate chain to serve gRPC over TLS (with ``tls_key_file``); plaintext if unset. Workers
     reach the core across the internet: their tokens must not travel in clear."""
     tls_key_file: Path | None = None
     """PEM private key of ``tls_cert_file``."""
-    data_dir: Path = Field(Path(".ashao"), description="Directory of the SQLite store and keys.")
+    data_dir: Path = Path(".ashao")
     """Directory holding the SQLite store (``ashao.db``) and the service's keys."""
     db_synchronous: str = "FULL"
     """SQLite ``synchronous`` pragma: FULL makes every acknowledged group commit survive power loss."""
@@ -78,9 +103,9 @@ class CoreSettings(BaseSettings):
     """Refuse (503 NoFloorEnvelope) while the open-weights floor (the network's workers) is unhealthy."""
     relay_floor_tier: str = "free"
     """The network tier the floor sends relay work on."""
-    relay_providers: str = "[]"
+    relay_providers: Annotated[list[ProviderSpec], NoDecode, Flag(metavar="JSON")] = []
     """Hosted providers, in cascade order, as JSON: ``[{"name", "base_url", "model", "api_key_env",
-    "first_chunk_timeout_s", "total_timeout_s"}]``; the floor comes after them."""
+    "first_chunk_timeout_s", "total_timeout_s", "max_connections"}]``; the floor comes after them."""
     relay_breaker_threshold: int = 3
     """Consecutive failures that open a provider's breaker."""
     relay_breaker_cooldown_s: float = 30.0
@@ -97,3 +122,23 @@ class CoreSettings(BaseSettings):
     """What an unreachable classifier means: "refuse" or "allow" (policy only)."""
     subscribe_max_tokens_per_message: int = 4096
     """Most tokens one Subscribe/StreamJob message carries; longer backlogs are split."""
+
+    @field_validator("relay_providers", mode="before")
+    @classmethod
+    def _providers_json(cls, value: object) -> object:
+        """The JSON text of a flag or the environment (Python callers may pass the list itself)."""
+        if isinstance(value, str | bytes):
+            try:
+                return orjson.loads(value or "[]")
+            except orjson.JSONDecodeError as exc:
+                raise ValueError(f"not JSON: {exc}") from None
+        return value
+
+    @field_validator("relay_providers")
+    @classmethod
+    def _providers_unique(cls, value: list[ProviderSpec]) -> list[ProviderSpec]:
+        names = [p.name for p in value]
+        for i, name in enumerate(names):
+            if name in names[:i] or name == "network":
+                raise ValueError(f"entry {i}: the name {name!r} is taken (by an earlier entry or the floor)")
+        return value

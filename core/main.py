@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import logging
 import signal
-from pathlib import Path
+from collections.abc import Mapping
 
+from ashao_common.settings import load_settings
 from core.app import CoreApp
 from core.config import CoreSettings
 
 
-def parse(argv: list[str] | None) -> CoreSettings:
-    """Settings from the environment, overridden by flags."""
-    p = argparse.ArgumentParser(prog="ashao core", description="Run the ashao core (gRPC).")
-    p.add_argument("--grpc-addr", help="listen address host:port (env ASHAO_GRPC_ADDR)")
-    p.add_argument("--data-dir", type=Path, help="data directory (env ASHAO_DATA_DIR)")
-    args = p.parse_args(argv)
-    overrides = {k: v for k, v in {"grpc_addr": args.grpc_addr, "data_dir": args.data_dir}.items() if v}
-    return CoreSettings(**overrides)
+def parse(argv: list[str] | None, environ: Mapping[str, str] | None = None) -> CoreSettings:
+    """Settings from flags over ``environ`` (``os.environ`` if None); exits with a usage error naming
+    what does not validate."""
+    return load_settings(
+        CoreSettings, argv, prog="ashao core", description="Run the ashao core (gRPC).", environ=environ
+    )
 
 
 async def serve(settings: CoreSettings, *, ready: asyncio.Event | None = None) -> None:

@@ -1,22 +1,33 @@
-"""Settings of the HTTP facade (environment prefix ``ASHAO_``)."""
+"""Settings of the HTTP facade: flags over the environment (prefix ``ASHAO_``) over defaults."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ashao_common.settings import Flag
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``) → (host, port); ValueError if malformed."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"not host:port: {addr!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 class FacadeSettings(BaseSettings):
     """Everything the facade reads from its environment; built once in ``main()`` and passed down."""
 
-    model_config = SettingsConfigDict(env_prefix="ASHAO_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="ASHAO_", extra="ignore", use_attribute_docstrings=True)
 
-    http_addr: str = Field("127.0.0.1:8080", description="Address the HTTP server listens on.")
+    http_addr: str = "127.0.0.1:8080"
     """Address the HTTP server listens on (``host:port``, ``[::1]:port`` for IPv6)."""
-    grpc_addr: str = Field("127.0.0.1:50051", description="Address of the core.")
-    """Address of the core's gRPC server."""
+    grpc_addr: Annotated[str, Flag("--core")] = "127.0.0.1:50051"
+    """Address of the core's gRPC server (``host:port``)."""
     core_tls: bool = False
     """Reach the core over TLS (verified against the system's roots, or ``core_tls_ca_file``)."""
     core_tls_ca_file: Path | None = None
@@ -45,3 +56,9 @@ class FacadeSettings(BaseSettings):
     """A client that does not read for this long is disconnected."""
     graceful_shutdown_s: float = 3.0
     """How long a stopping facade lets requests finish."""
+
+    @field_validator("http_addr")
+    @classmethod
+    def _listen_addr(cls, value: str) -> str:
+        split_addr(value)
+        return value

@@ -2,34 +2,28 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
+from collections.abc import Mapping
 from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
 
+from ashao_common.settings import load_settings
 from facade.app import create_app
-from facade.config import FacadeSettings
+from facade.config import FacadeSettings, split_addr
 
 
-def split_addr(addr: str) -> tuple[str, int]:
-    """``host:port`` (or ``[v6]:port``) → (host, port); ValueError if malformed."""
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"not host:port: {addr!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def parse(argv: list[str] | None) -> FacadeSettings:
-    """Settings from the environment, overridden by flags."""
-    p = argparse.ArgumentParser(prog="ashao facade", description="Run the ashao HTTP/SSE facade.")
-    p.add_argument("--http-addr", help="listen address host:port (env ASHAO_HTTP_ADDR)")
-    p.add_argument("--core", dest="grpc_addr", help="the core's gRPC address (env ASHAO_GRPC_ADDR)")
-    args = p.parse_args(argv)
-    overrides = {k: v for k, v in {"http_addr": args.http_addr, "grpc_addr": args.grpc_addr}.items() if v}
-    return FacadeSettings(**overrides)
+def parse(argv: list[str] | None, environ: Mapping[str, str] | None = None) -> FacadeSettings:
+    """Settings from flags over ``environ`` (``os.environ`` if None); exits with a usage error naming
+    what does not validate."""
+    return load_settings(
+        FacadeSettings,
+        argv,
+        prog="ashao facade",
+        description="Run the ashao HTTP/SSE facade.",
+        environ=environ,
+    )
 
 
 class _Server(uvicorn.Server):
@@ -75,11 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = parse(argv)
-    try:
-        host, port = split_addr(settings.http_addr)
-    except ValueError as exc:
-        print(f"ashao facade: ASHAO_HTTP_ADDR: {exc}", file=sys.stderr)
-        return 2
+    host, port = split_addr(settings.http_addr)  # validated with the settings
     app = create_app(settings)
     config = uvicorn_config(app, settings, host=host, port=port)
     print(f"ashao facade: HTTP on http://{settings.http_addr} (core at {settings.grpc_addr})", flush=True)

@@ -1,6 +1,7 @@
 """The agent: its identity at the core, and the loop that keeps one Connect stream open.
 
-It registers once (or again, if the core has forgotten its token), then dials: hello → Welcome →
+It asks the core what the network offers (its tiers and limits), registers once (or again, if the
+core has forgotten its token), then dials: hello → Welcome →
 a ``Session`` runs the stream's jobs until the stream ends. When the stream breaks, its jobs are
 dropped (the core requeues them on other workers) and the agent dials again with exponential
 backoff and jitter. ``drain()`` lets the session finish its jobs and close the stream cleanly;
@@ -14,30 +15,34 @@ import contextlib
 import importlib.metadata
 import logging
 import random
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
-from ashao.v1 import worker_pb2, worker_pb2_grpc
+from ashao.v1 import network_pb2_grpc, worker_pb2, worker_pb2_grpc
 from worker_agent import AgentError
 from worker_agent.backends import ChatBackend
 from worker_agent.backends.images import ImageBackend
 from worker_agent.config import AgentSettings
 from worker_agent.identity import (
-    RETRY_REGISTER,
     Credentials,
     credentials_path,
     load_credentials,
     register,
     save_credentials,
 )
+from worker_agent.network import fetch_network_info
 from worker_agent.session import Session, SessionEnd
 
 if TYPE_CHECKING:
     Call = grpc.aio.StreamStreamCall[worker_pb2.ConnectRequest, worker_pb2.ConnectResponse]
     Stub = worker_pb2_grpc.WorkerServiceAsyncStub
+    NetworkStub = network_pb2_grpc.NetworkServiceAsyncStub
 
 log = logging.getLogger("ashao.worker")
+
+T = TypeVar("T")
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 CHANNEL_OPTIONS: list[tuple[str, int]] = [
@@ -56,6 +61,8 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
+RETRY_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+"""Statuses of a unary call worth retrying (the core is down or busy); others are configuration errors."""
 FATAL_CONNECT = frozenset({grpc.StatusCode.INVALID_ARGUMENT})
 """Connect statuses that reconnecting cannot cure (a hello the core refuses, e.g. an unknown tier)."""
 
@@ -89,8 +96,8 @@ class Agent:
         self._s = settings
         self._backend = backend
         self._image = image_backend
-        self.tiers = settings.announced_tiers
-        """Tiers announced to the core."""
+        self.tiers: tuple[str, ...] = ()
+        """Tiers announced to the core (known once the core has said what the network offers)."""
         self._path = credentials_path(settings.data_dir, settings.name)
         self._draining = asyncio.Event()
         self._aborted = asyncio.Event()
@@ -168,9 +175,11 @@ class Agent:
     # -- the connection loop ----------------------------------------------------------------
 
     async def run(self) -> None:
-        """Register if needed, then hold a stream to the core, reconnecting, until drained or aborted.
+        """Learn what the network offers, register if needed, then hold a stream to the core,
+        reconnecting, until drained or aborted.
 
-        Raises AgentError when the core refuses the worker for good (e.g. a bad name or tier).
+        Raises AgentError when the settings do not fit the network, or the core refuses the worker for
+        good (e.g. a bad name or tier).
         """
         task = asyncio.current_task()
         self._task = task
@@ -191,7 +200,7 @@ class Agent:
             self._own_cancels = 0
 
     def _channel(self) -> grpc.aio.Channel:
-        if not self._s.tls:
+        if not self._s.use_tls:
             return grpc.aio.insecure_channel(self._s.core, options=CHANNEL_OPTIONS)
         roots = self._s.tls_ca_file.read_bytes() if self._s.tls_ca_file is not None else None
         return grpc.aio.secure_channel(
@@ -201,6 +210,14 @@ class Agent:
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         async with self._channel() as channel:
+            network: NetworkStub = network_pb2_grpc.NetworkServiceStub(channel)
+            info = await self._retrying(
+                "learn what the network offers",
+                lambda: fetch_network_info(network, timeout_s=self._s.call_timeout_s),
+            )
+            if info is None:
+                return  # drained while the core was unreachable
+            self.tiers = info.tiers_for(self._s)
             stub: Stub = worker_pb2_grpc.WorkerServiceStub(channel)
             creds = await asyncio.to_thread(load_credentials, self._path)
             if creds is not None:
@@ -248,37 +265,50 @@ class Agent:
             async with asyncio.timeout(seconds):
                 await self._draining.wait()
 
-    async def _register(self, stub: Stub) -> Credentials | None:
-        """Register (retrying while the core is unreachable) and save the credentials; None if drained."""
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T | None:
+        """``call()``, retried with backoff while the core is unreachable; None if drained first.
+
+        Raises AgentError when the core answers with a status that retrying cannot cure.
+        """
         attempt = 0
         while not self._draining.is_set():
             try:
-                creds = await register(
-                    stub,
-                    name=self._s.name,
-                    tiers=self.tiers,
-                    slots=self._s.slots,
-                    timeout_s=self._s.call_timeout_s,
-                )
+                return await call()
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in RETRY_REGISTER:
+                if exc.code() not in RETRY_CODES:
                     raise AgentError(
-                        f"the core refused to register this worker: {exc.code().name}: {exc.details()}"
+                        f"could not {what}: the core answered {exc.code().name}: {exc.details()}"
                     ) from exc
                 delay = self._backoff(attempt)
                 attempt += 1
                 log.info(
-                    "core at %s unreachable (%s); registering in %.1f s", self._s.core, exc.code().name, delay
+                    "core at %s unreachable (%s); trying again to %s in %.1f s",
+                    self._s.core,
+                    exc.code().name,
+                    what,
+                    delay,
                 )
                 await self._pause(delay)
-                continue
-            await asyncio.to_thread(save_credentials, self._path, creds)
-            self.registrations += 1
-            log.info(
-                "registered as %s (%s); credentials saved to %s", creds.worker_id, self._s.name, self._path
-            )
-            return creds
         return None
+
+    async def _register(self, stub: Stub) -> Credentials | None:
+        """Register (retrying while the core is unreachable) and save the credentials; None if drained."""
+        creds = await self._retrying(
+            "register this worker",
+            lambda: register(
+                stub,
+                name=self._s.name,
+                tiers=self.tiers,
+                slots=self._s.slots,
+                timeout_s=self._s.call_timeout_s,
+            ),
+        )
+        if creds is None:
+            return None
+        await asyncio.to_thread(save_credentials, self._path, creds)
+        self.registrations += 1
+        log.info("registered as %s (%s); credentials saved to %s", creds.worker_id, self._s.name, self._path)
+        return creds
 
     async def _connect(self, stub: Stub, creds: Credentials) -> SessionEnd:
         """One stream: hello, Welcome, then the session until it ends."""

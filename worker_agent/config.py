@@ -1,76 +1,121 @@
-"""Settings of the worker agent: built once in ``main()`` from flags and environment, passed down."""
+"""Settings of the worker agent: flags over the environment (``ASHAO_WORKER_…``) over defaults.
+
+Built once in ``main()`` and passed down; nothing else reads flags or the environment. What the
+network offers (its tiers, how many slots a worker may announce) is not configured here: the agent
+asks the core when it starts (see ``worker_agent.network``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import socket
 from pathlib import Path
+from typing import Annotated, Literal
 
-CHAT_TIERS = ("free", "basic", "pro", "ultra")
-"""The chat tiers of the contract (``WorkerHello.tiers``); a chat backend serves all of them unless told."""
-IMAGE_TIER = "image"
-"""The tier of image jobs."""
+from pydantic import Field, FilePath, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ashao_common.settings import ENV_ONLY, Flag
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AgentSettings:
-    """Everything the agent needs to run; nothing else reads flags or the environment."""
+class AgentSettings(BaseSettings):
+    """Everything the agent needs to run.
 
-    core: str
+    Worker-only settings read ``ASHAO_WORKER_<NAME>`` (so that one environment can hold a core, a
+    facade and workers without their settings colliding); the core's address and the data directory
+    read the names every ashao program shares, ``ASHAO_GRPC_ADDR`` and ``ASHAO_DATA_DIR``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="ASHAO_WORKER_",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        use_attribute_docstrings=True,
+    )
+
+    core: str = Field("127.0.0.1:50051", validation_alias="ASHAO_GRPC_ADDR", min_length=1)
     """``host:port`` of the core's gRPC server."""
-    name: str
-    """Display name of the worker; also names its credentials file."""
     tls: bool = False
-    """Reach the core over TLS (verified against the system's roots, or ``tls_ca_file``)."""
-    tls_ca_file: Path | None = None
-    """PEM roots to verify the core's certificate with (implies ``tls``)."""
-    data_dir: Path
+    """Reach the core over TLS, verified against the system's roots (or ``--tls-ca``)."""
+    tls_ca_file: Annotated[FilePath | None, Flag("--tls-ca")] = None
+    """PEM roots to verify the core's certificate with (implies ``--tls``)."""
+    name: Annotated[str, Flag(default="the host name")] = Field(default_factory=socket.gethostname)
+    """Display name of the worker; also names its credentials file."""
+    data_dir: Path = Field(Path(".ashao"), validation_alias="ASHAO_DATA_DIR")
     """Directory holding ``worker-<name>.json`` (the worker's id and token)."""
-    backend: str | None = None
-    """Chat backend: "openai" (a model server) or "synthetic" (development and load tests); None for none."""
+    backend: Literal["openai", "synthetic"] | None = None
+    """Chat backend: openai (an OpenAI-compatible model server) or synthetic (development and load
+    tests only; runs no model). Required unless an image backend is given."""
     upstream: str = ""
-    """Base URL of the OpenAI-compatible model server (with or without a trailing ``/v1``)."""
+    """Base URL of the OpenAI-compatible model server, e.g. ``http://127.0.0.1:8000/v1``."""
     model: str = ""
     """Model name the model server serves."""
-    api_key: str = field(default="", repr=False)
-    """Bearer key for the model server (from ``ASHAO_WORKER_API_KEY``)."""
-    slots: int = 1
-    """How many jobs run at once."""
-    tiers: tuple[str, ...] = ()
-    """Tiers to announce; empty derives them from the configured backends (see ``announced_tiers``)."""
-    tokens_per_sec: float = 0.0
-    """Pace of each synthetic job (0 = as fast as possible)."""
-    synthetic_tokens: int = 16
-    """Length of a synthetic answer in tokens."""
+    api_key: Annotated[str, ENV_ONLY] = Field("", repr=False)
+    """Bearer key for the model server."""
+    slots: int = Field(1, ge=1)
+    """How many jobs run at once (the core says how many it allows)."""
+    tiers: Annotated[tuple[str, ...], NoDecode, Flag(default="every tier the backends serve")] = ()
+    """Comma-separated tiers to serve; by default every tier of the core that the backends can serve."""
+    tokens_per_sec: float = Field(0.0, ge=0)
+    """Synthetic backend: pace of each job in tokens per second (0 = as fast as possible)."""
+    synthetic_tokens: int = Field(16, ge=0)
+    """Synthetic backend: length of an answer in tokens."""
     synthetic_stamp: bool = False
-    """Stamp each synthetic token with its emission time in ns (``tok3@1700000000000000000 ``)."""
-    image_backend: str | None = None
-    """Image backend: "openai" (``/v1/images/generations``) or "a1111" (``/sdapi/v1/txt2img``); None for none."""
+    """Synthetic backend: stamp each token with its emission time in ns (``tok3@1700000000000000000``)."""
+    image_backend: Literal["openai", "a1111"] | None = None
+    """Image backend: openai (``/v1/images/generations``) or a1111 (``/sdapi/v1/txt2img``)."""
     image_upstream: str = ""
     """Base URL of the image server."""
     image_model: str = ""
     """Model name for the OpenAI-compatible image server."""
-    image_api_key: str = field(default="", repr=False)
-    """Bearer key for the image server (from ``ASHAO_WORKER_IMAGE_API_KEY``)."""
-    drain_timeout_s: float = 300.0
-    """On SIGTERM, how long running jobs may take to finish before they are handed back."""
-    call_timeout_s: float = 10.0
-    """Deadline of RegisterWorker and of the core's Welcome on a new stream."""
-    backoff_initial_s: float = 0.2
-    """First pause before reconnecting; it doubles on every failed attempt."""
-    backoff_max_s: float = 10.0
-    """Longest pause before reconnecting."""
-    stable_session_s: float = 5.0
-    """A stream that lived this long resets the backoff (shorter ones keep it growing, so two agents
-    fighting over one identity do not reconnect in a tight loop)."""
-    max_pending_tokens: int = 4096
+    image_api_key: Annotated[str, ENV_ONLY] = Field("", repr=False)
+    """Bearer key for the image server."""
+    drain_timeout_s: Annotated[float, Flag("--drain-timeout")] = Field(300.0, ge=0)
+    """On SIGTERM, how long (seconds) running jobs may take to finish before they are handed back."""
+    call_timeout_s: float = Field(10.0, gt=0)
+    """Deadline (seconds) of each unary call to the core and of the core's Welcome on a new stream."""
+    backoff_initial_s: float = Field(0.2, gt=0)
+    """First pause (seconds) before reconnecting; it doubles on every failed attempt."""
+    backoff_max_s: float = Field(10.0, gt=0)
+    """Longest pause (seconds) before reconnecting."""
+    stable_session_s: float = Field(5.0, ge=0)
+    """A stream that lived this long (seconds) resets the backoff (shorter ones keep it growing, so two
+    agents fighting over one identity do not reconnect in a tight loop)."""
+    max_pending_tokens: int = Field(4096, ge=1)
     """Tokens held before a batch is flushed early, whatever the flush interval."""
-    shutdown_grace_s: float = 5.0
-    """After draining, how long to wait for the core to close the half-closed stream."""
+    shutdown_grace_s: float = Field(5.0, ge=0)
+    """After draining, how long (seconds) to wait for the core to close the half-closed stream."""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @field_validator("tiers", mode="before")
+    @classmethod
+    def _tiers(cls, value: object) -> object:
+        """``free,pro`` (a flag or the environment) as well as a sequence (Python)."""
+        if isinstance(value, str):
+            return tuple(t.strip() for t in value.split(",") if t.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _backends(self) -> AgentSettings:
+        if self.backend is None and self.image_backend is None:
+            raise ValueError(
+                "--backend is required (openai for a model server; synthetic for development only)"
+            )
+        if self.backend == "openai" and not (self.upstream and self.model):
+            raise ValueError("--backend openai needs --upstream and --model")
+        if self.image_backend and not self.image_upstream:
+            raise ValueError("--image-backend needs --image-upstream")
+        if self.image_backend == "openai" and not self.image_model:
+            raise ValueError("--image-backend openai needs --image-model")
+        return self
 
     @property
-    def announced_tiers(self) -> tuple[str, ...]:
-        """``tiers`` if given, else every chat tier with a chat backend plus "image" with an image backend."""
-        if self.tiers:
-            return self.tiers
-        tiers: tuple[str, ...] = CHAT_TIERS if self.backend else ()
-        return (*tiers, IMAGE_TIER) if self.image_backend else tiers
+    def use_tls(self) -> bool:
+        """Whether the core is reached over TLS (``tls``, or roots given to verify it with)."""
+        return self.tls or self.tls_ca_file is not None

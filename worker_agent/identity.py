@@ -11,7 +11,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import orjson
 
 from ashao.v1 import worker_pb2, worker_pb2_grpc
@@ -78,7 +77,3 @@ async def register(
         worker_pb2.RegisterWorkerRequest(name=name, tiers=tiers, slots=slots), timeout=timeout_s
     )
     return Credentials(r.worker_id, r.worker_token)
-
-
-RETRY_REGISTER = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-"""Codes of RegisterWorker worth retrying (the core is down or busy); others are configuration errors."""

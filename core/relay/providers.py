@@ -8,17 +8,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import httpx
 import orjson
 
-from core.config import CoreSettings
+from core.config import ProviderSpec
 
 log = logging.getLogger("ashao.core.providers")
+
+DONE_TAIL_S = 2.0
+"""After ``[DONE]``, how long a hosted stream is read on for the end of its body (so that its connection
+goes back to the pool)."""
 
 
 class ProviderError(Exception):
@@ -63,8 +66,11 @@ class HostedProvider:
         api_key: str = "",
         first_chunk_timeout_s: float = 10.0,
         total_timeout_s: float = 120.0,
+        max_connections: int = 100,
         client: httpx.AsyncClient | None = None,
     ) -> None:
+        """``max_connections`` bounds the pool: streams beyond it wait for a connection, within their
+        first-chunk deadline."""
         self.name = name
         self.model_id = model
         base = base_url.rstrip("/")
@@ -72,7 +78,10 @@ class HostedProvider:
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._first = first_chunk_timeout_s
         self._total = total_timeout_s
-        self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(total_timeout_s, connect=5.0))
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(total_timeout_s, connect=5.0, pool=first_chunk_timeout_s),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
 
     def healthy(self) -> bool:
         """Hosted providers are judged by their breaker alone."""
@@ -93,28 +102,49 @@ class HostedProvider:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        deadline = time.monotonic() + self._total
-        finished = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._total
+        # The first chunk's deadline runs from asking for a connection: a full pool, a server slow to
+        # answer and a slow first token all count, so the cascade moves on instead of waiting.
+        first_deadline = min(deadline, loop.time() + self._first)
+        first = True
+        finished = done = False
+        request = self._client.build_request("POST", self._url, json=body, headers=self._headers)
         try:
-            async with self._client.stream("POST", self._url, json=body, headers=self._headers) as r:
+            try:
+                async with asyncio.timeout_at(first_deadline):
+                    r = await self._client.send(request, stream=True)
+            except TimeoutError as exc:
+                raise ProviderError(f"{self.name}: no first chunk within {self._first:.1f} s") from exc
+            try:
                 if r.status_code != 200:
                     raise ProviderError(f"{self.name}: upstream answered {r.status_code}")
                 lines = r.aiter_lines()
-                first = True
                 while True:
-                    timeout = self._first if first else max(0.1, deadline - time.monotonic())
                     try:
-                        line = await asyncio.wait_for(anext(lines), timeout)
+                        async with asyncio.timeout_at(first_deadline if first else deadline):
+                            line = await anext(lines)
                     except StopAsyncIteration:
                         break
                     except TimeoutError as exc:
-                        raise ProviderError(f"{self.name}: no data within {timeout:.1f} s") from exc
-                    if not line.startswith("data:"):
+                        if done:
+                            break  # the answer is whole; only the end of its body was slow
+                        if first:
+                            raise ProviderError(
+                                f"{self.name}: no first chunk within {self._first:.1f} s"
+                            ) from exc
+                        raise ProviderError(
+                            f"{self.name}: the answer took longer than {self._total:.1f} s"
+                        ) from exc
+                    if done or not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
                     if data == "[DONE]":
-                        finished = True
-                        break
+                        # Read on to the end of the body (briefly): a response left unread closes its
+                        # connection instead of handing it back to the pool.
+                        finished = done = True
+                        deadline = first_deadline = min(deadline, loop.time() + DONE_TAIL_S)
+                        continue
                     try:
                         chunk = orjson.loads(data)
                     except orjson.JSONDecodeError as exc:
@@ -129,6 +159,8 @@ class HostedProvider:
                             yield text
                         if choice.get("finish_reason"):
                             finished = True
+            finally:
+                await r.aclose()
         except httpx.HTTPError as exc:
             raise ProviderError(f"{self.name}: {type(exc).__name__}") from exc
         if not finished:
@@ -145,22 +177,18 @@ async def close_stream(it: AsyncIterator[str]) -> None:
             log.debug("closing a provider stream failed", exc_info=True)
 
 
-def hosted_providers(settings: CoreSettings) -> list[Provider]:
-    """The hosted providers configured in ``settings.relay_providers`` (JSON), in order."""
-    try:
-        specs = orjson.loads(settings.relay_providers or "[]")
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"ASHAO_RELAY_PROVIDERS is not JSON: {exc}") from exc
-    out: list[Provider] = []
-    for spec in specs:
-        out.append(
-            HostedProvider(
-                name=spec["name"],
-                base_url=spec["base_url"],
-                model=spec["model"],
-                api_key=os.environ.get(spec.get("api_key_env", ""), "") if spec.get("api_key_env") else "",
-                first_chunk_timeout_s=float(spec.get("first_chunk_timeout_s", 10.0)),
-                total_timeout_s=float(spec.get("total_timeout_s", 120.0)),
-            )
+def hosted_providers(specs: Sequence[ProviderSpec]) -> list[Provider]:
+    """The hosted providers of ``specs`` (``CoreSettings.relay_providers``, validated), in order; each
+    key is read from its environment variable now, at start-up."""
+    return [
+        HostedProvider(
+            name=spec.name,
+            base_url=str(spec.base_url),
+            model=spec.model,
+            api_key=os.environ.get(spec.api_key_env, "") if spec.api_key_env else "",
+            first_chunk_timeout_s=spec.first_chunk_timeout_s,
+            total_timeout_s=spec.total_timeout_s,
+            max_connections=spec.max_connections,
         )
-    return out
+        for spec in specs
+    ]

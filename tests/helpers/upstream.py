@@ -14,21 +14,33 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 class FakeUpstream:
     """Streams ``words`` as chat-completion chunks; records every request body it gets."""
 
     def __init__(
-        self, words: list[str], *, delay_s: float = 0.0, mode: str = "ok", first_delay_s: float = 0.0
+        self,
+        words: list[str],
+        *,
+        delay_s: float = 0.0,
+        mode: str = "ok",
+        first_delay_s: float = 0.0,
+        headers_delay_s: float = 0.0,
     ) -> None:
-        """``mode``: "ok", "fail" (HTTP 500), or "cut" (the stream stops mid-way without finishing)."""
+        """``mode``: "ok", "fail" (HTTP 500), or "cut" (the stream stops mid-way without finishing);
+        ``headers_delay_s`` holds back the status line (a queueing server), ``first_delay_s`` the first
+        chunk after it."""
         self.words = words
         self.delay_s = delay_s
         self.mode = mode
         self.first_delay_s = first_delay_s
+        self.headers_delay_s = headers_delay_s
         self.requests: list[dict[str, Any]] = []
         self.port = 0
+        self.connections = 0
+        """TCP connections accepted: a client that reuses its connections opens few."""
 
     async def _chat(self, request: Request) -> StreamingResponse | JSONResponse:
         body = orjson.loads(await request.body())
@@ -37,6 +49,12 @@ class FakeUpstream:
             return JSONResponse({"error": "only streaming"}, status_code=400)
         if self.mode == "fail":
             return JSONResponse({"error": {"message": "upstream exploded"}}, status_code=500)
+        if self.headers_delay_s:
+            # Wait, but not past the client's leaving (a handler left sleeping would hold up shutdown).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.headers_delay_s):
+                    while (await request.receive())["type"] != "http.disconnect":
+                        pass
 
         async def gen() -> AsyncIterator[bytes]:
             if self.first_delay_s:
@@ -70,7 +88,14 @@ class FakeUpstream:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        upstream = self
+
+        class Counting(HttpToolsProtocol):
+            def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+                upstream.connections += 1
+                super().connection_made(transport)
+
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", http=Counting))
         task = asyncio.create_task(server.serve(sockets=[sock]))
         try:
             for _ in range(1000):  # uvicorn offers a flag, not an event, for "started"

@@ -6,12 +6,13 @@ import asyncio
 import hashlib
 import stat
 from pathlib import Path
+from typing import Any
 
 import grpc
 import orjson
 import pytest
 
-from ashao.v1 import image_pb2, image_pb2_grpc
+from ashao.v1 import image_pb2, image_pb2_grpc, network_pb2
 from core.jobs.model import JobState
 from tests.helpers.agents import account, agent_settings, running
 from tests.helpers.core import Core, collect, core_settings, start_core, stop_core
@@ -23,9 +24,21 @@ from worker_agent.agent import Agent
 from worker_agent.backends.images import OpenAIImagesBackend
 from worker_agent.backends.openai import OpenAIBackend
 from worker_agent.backends.synthetic import SyntheticBackend
+from worker_agent.config import AgentSettings
 from worker_agent.identity import credentials_path
 
 pytestmark = pytest.mark.timeout(60)
+
+
+def backend_url(up: FakeUpstream) -> str:
+    return f"http://127.0.0.1:{up.port}/v1"
+
+
+def image_settings(tmp_path: Path, core: Core, srv: ImageServer, **overrides: Any) -> AgentSettings:
+    """An image-only agent of ``srv``."""
+    upstream = f"http://127.0.0.1:{srv.port}/v1"
+    base = {"backend": None, "image_backend": "openai", "image_upstream": upstream, "image_model": "sdxl"}
+    return agent_settings(tmp_path, core.app.address, **{**base, **overrides})
 
 
 def tokens_of(events: list[tuple[int, str, object]]) -> list[object]:
@@ -108,7 +121,7 @@ async def test_cancel_stops_the_job(tmp_path: Path, core: Core) -> None:
 async def test_cancel_stops_the_upstream_request(tmp_path: Path, core: Core) -> None:
     async with FakeUpstream([f"w{i} " for i in range(200)], delay_s=0.02).running() as up:
         backend = OpenAIBackend(upstream=f"http://127.0.0.1:{up.port}/v1", model="m")
-        s = agent_settings(tmp_path, core.app.address, backend="openai")
+        s = agent_settings(tmp_path, core.app.address, backend="openai", upstream=backend_url(up), model="m")
         async with running(s, backend) as (agent, _):
             job_id, _ = await core.send("long")
             await eventually(lambda: agent.tokens_sent >= 2)
@@ -120,7 +133,9 @@ async def test_cancel_stops_the_upstream_request(tmp_path: Path, core: Core) -> 
 async def test_openai_backend_job_end_to_end(tmp_path: Path, core: Core) -> None:
     async with FakeUpstream(["Hello", ",", " world"]).running() as up:
         backend = OpenAIBackend(upstream=f"http://127.0.0.1:{up.port}", model="tiny")
-        s = agent_settings(tmp_path, core.app.address, backend="openai")
+        s = agent_settings(
+            tmp_path, core.app.address, backend="openai", upstream=backend_url(up), model="tiny"
+        )
         async with running(s, backend):
             job_id, _ = await core.send("Say hello.", tier="free")
             events = await collect(core, job_id)
@@ -132,7 +147,7 @@ async def test_openai_backend_job_end_to_end(tmp_path: Path, core: Core) -> None
 async def test_failing_upstream_fails_the_job_not_the_stream(tmp_path: Path, core: Core) -> None:
     async with FakeUpstream(["a", "b", "c", "d"], mode="cut").running() as up:
         backend = OpenAIBackend(upstream=f"http://127.0.0.1:{up.port}", model="m")
-        s = agent_settings(tmp_path, core.app.address, backend="openai")
+        s = agent_settings(tmp_path, core.app.address, backend="openai", upstream=backend_url(up), model="m")
         async with running(s, backend) as (agent, _):
             job_id, _ = await core.send("x")
             events = await collect(core, job_id)
@@ -268,9 +283,9 @@ async def test_waits_for_an_unreachable_core_then_registers(tmp_path: Path) -> N
 async def test_image_job_through_an_image_backend(tmp_path: Path, core: Core) -> None:
     async with ImageServer().running() as srv:
         images = OpenAIImagesBackend(upstream=f"http://127.0.0.1:{srv.port}/v1", model="sdxl")
-        s = agent_settings(tmp_path, core.app.address, backend=None, image_backend="openai")
-        assert s.announced_tiers == ("image",)
-        async with running(s, image_backend=images):
+        s = image_settings(tmp_path, core, srv)
+        async with running(s, image_backend=images) as (agent, _):
+            assert agent.tiers == ("image",)
             user = await core.sign_in()
             stub = image_pb2_grpc.ImageServiceStub(core.channel)
             r = await stub.GenerateImage(
@@ -286,7 +301,7 @@ async def test_image_job_through_an_image_backend(tmp_path: Path, core: Core) ->
 async def test_failed_image_is_refunded(tmp_path: Path, core: Core) -> None:
     async with ImageServer("garbage").running() as srv:
         images = OpenAIImagesBackend(upstream=f"http://127.0.0.1:{srv.port}", model="sdxl")
-        s = agent_settings(tmp_path, core.app.address, backend=None, image_backend="openai")
+        s = image_settings(tmp_path, core, srv)
         async with running(s, image_backend=images):
             user = await core.sign_in()
             stub = image_pb2_grpc.ImageServiceStub(core.channel)
@@ -337,3 +352,57 @@ async def test_a_hello_the_core_refuses_is_fatal(tmp_path: Path, core: Core) -> 
     )
     with pytest.raises(AgentError, match="gold"):
         await asyncio.wait_for(agent.run(), 5)
+
+
+async def network_info(core: Core) -> network_pb2.GetNetworkInfoResponse:
+    return await core.network.GetNetworkInfo(network_pb2.GetNetworkInfoRequest(), timeout=5)
+
+
+async def test_the_agent_announces_the_tiers_the_core_offers_for_its_backends(
+    tmp_path: Path, core: Core
+) -> None:
+    info = await network_info(core)
+    chat = tuple(t.name for t in info.tiers if t.kind == network_pb2.TIER_KIND_CHAT)
+    image = tuple(t.name for t in info.tiers if t.kind == network_pb2.TIER_KIND_IMAGE)
+    assert chat and image
+    async with ImageServer().running() as srv:
+        images = OpenAIImagesBackend(upstream=f"http://127.0.0.1:{srv.port}/v1", model="sdxl")
+        try:
+            s = image_settings(tmp_path, core, srv, backend="synthetic")
+            async with running(s, image_backend=images) as (agent, _):
+                assert agent.tiers == (*chat, *image)
+                assert all(core.app.jobs.serving(t) for t in (*chat, *image))
+            s = image_settings(tmp_path, core, srv, name="images-only")
+            async with running(s, image_backend=images) as (agent, _):
+                assert agent.tiers == image
+        finally:
+            await images.aclose()
+    async with running(agent_settings(tmp_path, core.app.address, name="chat-only")) as (agent, _):
+        assert agent.tiers == chat
+
+
+async def test_slots_beyond_the_cores_limit_stop_the_agent_before_it_registers(
+    tmp_path: Path, core: Core
+) -> None:
+    limit = (await network_info(core)).max_worker_slots
+    s = agent_settings(tmp_path, core.app.address, slots=limit + 1)
+    agent = Agent(settings=s, backend=SyntheticBackend())
+    with pytest.raises(
+        AgentError, match=rf"--slots {limit + 1} is more than the core allows \(at most {limit} "
+    ):
+        await asyncio.wait_for(agent.run(), 10)
+    assert agent.registrations == 0 and not credentials_path(s.data_dir, s.name).exists()
+
+
+async def test_tiers_no_backend_of_the_worker_serves_stop_the_agent(tmp_path: Path, core: Core) -> None:
+    agent = Agent(
+        settings=agent_settings(tmp_path, core.app.address, tiers=("free", "image")),
+        backend=SyntheticBackend(),
+    )
+    with pytest.raises(AgentError, match=r"--tiers names image tiers \(image\) but no --image-backend"):
+        await asyncio.wait_for(agent.run(), 10)
+    async with ImageServer().running() as srv:
+        agent = Agent(settings=image_settings(tmp_path, core, srv, tiers=("pro",)))
+        with pytest.raises(AgentError, match=r"--tiers names chat tiers \(pro\) but no --backend"):
+            await asyncio.wait_for(agent.run(), 10)
+    assert agent.registrations == 0

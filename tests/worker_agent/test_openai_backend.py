@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import pytest
 
@@ -137,3 +138,32 @@ async def test_no_room_left_asks_nothing() -> None:
         finally:
             await backend.aclose()
         assert up.requests == []
+
+
+async def test_httpcore_detects_the_event_loop_through_sniffio() -> None:
+    # httpcore imports sniffio on every request to learn which event loop runs it; when the import
+    # fails it walks sys.path again each time. sniffio is a declared dependency so that it is found.
+    import sniffio
+
+    assert sniffio.current_async_library() == "asyncio"
+    async with FakeUpstream(["a"]).running() as up:
+        backend = OpenAIBackend(upstream=f"http://127.0.0.1:{up.port}", model="m")
+        try:
+            assert await backend.generate(request(), lambda _: None) == "stop"
+        finally:
+            await backend.aclose()
+    assert sys.modules.get("sniffio") is sniffio
+
+
+async def test_sequential_answers_reuse_one_connection() -> None:
+    # Reading each answer to the end of its body hands the connection back to the pool; leaving after
+    # [DONE] but before the body's end would close it and open a new one for the next request.
+    async with FakeUpstream(["a", "b"]).running() as up:
+        backend = OpenAIBackend(upstream=f"http://127.0.0.1:{up.port}", model="m")
+        try:
+            for _ in range(10):
+                assert await backend.generate(request(), lambda _: None) == "stop"
+        finally:
+            await backend.aclose()
+        assert len(up.requests) == 10
+        assert up.connections <= 2, up.connections

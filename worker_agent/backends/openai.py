@@ -24,7 +24,8 @@ import orjson
 from worker_agent.backends import BackendError, ChatRequest, Emit
 
 FINISH_TAIL_S = 2.0
-"""After a ``finish_reason``, how long to wait for ``[DONE]`` (reading it keeps the connection reusable)."""
+"""After a ``finish_reason`` or ``[DONE]``, how long to wait for the end of the body (reading it to its end
+hands the connection back to the pool; a response left unread closes it)."""
 ERROR_BODY_CHARS = 300
 
 
@@ -78,30 +79,40 @@ class OpenAIBackend:
         content = orjson.dumps(self.body(request))
         loop = asyncio.get_running_loop()
         finish: str | None = None
+        done = False
         try:
             async with asyncio.timeout(self._total_s) as deadline:
+
+                def wait_for_the_end() -> None:
+                    """The answer is finished: allow only a short tail for the rest of the body."""
+                    when, tail = deadline.when(), loop.time() + FINISH_TAIL_S
+                    deadline.reschedule(tail if when is None else min(when, tail))
+
                 async with self._client.stream(
                     "POST", self._url, content=content, headers=self._headers
                 ) as r:
                     if r.status_code != 200:
                         raise await _status_error(r)
+                    # Read to the end of the body even after [DONE]: a response left unread closes its
+                    # connection, so the next request would have to open a new one.
                     async for line in r.aiter_lines():
-                        if not line.startswith("data:"):
+                        if done or not line.startswith("data:"):
                             continue  # blank separators, ": keep-alive" comments, event:/id: fields
                         data = line[5:].strip()
                         if data == "[DONE]":
-                            return finish or "stop"
+                            done = True
+                            finish = finish or "stop"
+                            wait_for_the_end()
+                            continue
                         piece, reason = _parse_chunk(data)
                         if piece:
                             emit((piece,))
                         if reason and finish is None:
                             finish = reason
-                            when = deadline.when()
-                            tail = loop.time() + FINISH_TAIL_S
-                            deadline.reschedule(tail if when is None else min(when, tail))
+                            wait_for_the_end()
         except TimeoutError:
             if finish is not None:
-                return finish  # finished; only the trailing [DONE] was slow
+                return finish  # finished; only the tail ([DONE], the end of the body) was slow
             raise BackendError(f"the model server took longer than {self._total_s:.0f} s") from None
         except httpx.TimeoutException as exc:
             raise BackendError(f"the model server timed out ({type(exc).__name__})") from exc
