@@ -149,6 +149,40 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE UNIQUE INDEX IF NOT EXISTS safety_ledger_by_seq ON safety_ledger(seq)",
         ],
     ),
+    (
+        3,
+        [
+            # Workers join with a join token the operator issued, or bound to the wallet they are paid to.
+            "ALTER TABLE workers ADD COLUMN owner_address TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE workers ADD COLUMN join_token_id TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE workers ADD COLUMN revoked_at BIGINT NOT NULL DEFAULT 0",
+            """CREATE TABLE IF NOT EXISTS join_tokens (
+                id TEXT PRIMARY KEY,
+                token_hash TEXT NOT NULL UNIQUE,
+                label TEXT NOT NULL,
+                uses_left BIGINT NOT NULL CHECK (uses_left >= 0),
+                expires_at BIGINT NOT NULL,
+                revoked_at BIGINT NOT NULL DEFAULT 0,
+                created_at BIGINT NOT NULL
+            )""",
+            # A wallet's registration signature works once.
+            """CREATE TABLE IF NOT EXISTS used_signatures (
+                signature_sha256 TEXT PRIMARY KEY,
+                created_at BIGINT NOT NULL
+            )""",
+            # Retried sends: the first send's ids, per caller and key.
+            """CREATE TABLE IF NOT EXISTS idempotency_keys (
+                owner TEXT NOT NULL,
+                key TEXT NOT NULL,
+                request_sha256 TEXT NOT NULL,
+                job_id TEXT NOT NULL,
+                conversation_id TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (owner, key)
+            )""",
+            "CREATE INDEX IF NOT EXISTS idempotency_keys_by_age ON idempotency_keys(created_at)",
+        ],
+    ),
 ]
 
 

@@ -41,6 +41,8 @@ class FakeUpstream:
         self.port = 0
         self.connections = 0
         """TCP connections accepted: a client that reuses its connections opens few."""
+        self.abandoned = 0
+        """Streams whose client went away before their end (a cancelled job must stop its request)."""
 
     async def _chat(self, request: Request) -> StreamingResponse | JSONResponse:
         body = orjson.loads(await request.body())
@@ -57,6 +59,16 @@ class FakeUpstream:
                         pass
 
         async def gen() -> AsyncIterator[bytes]:
+            finished = False
+            try:
+                async for part in answer():
+                    yield part
+                finished = True
+            finally:
+                if not finished:
+                    self.abandoned += 1
+
+        async def answer() -> AsyncIterator[bytes]:
             if self.first_delay_s:
                 await asyncio.sleep(self.first_delay_s)
             for i, w in enumerate(self.words):

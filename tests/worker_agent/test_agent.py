@@ -127,6 +127,8 @@ async def test_cancel_stops_the_upstream_request(tmp_path: Path, core: Core) -> 
             await eventually(lambda: agent.tokens_sent >= 2)
             core.app.jobs.lifecycle.cancel(job_id, "cancelled by its owner")
             await eventually(lambda: agent.running == 0)
+            await eventually(lambda: up.abandoned == 1)  # the model server saw the request go away
+            assert len(up.requests) == 1
         await backend.aclose()
 
 

@@ -28,22 +28,29 @@ class SendMessageRequest(_message.Message):
     TIER_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
     CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     tier: _builtins.str
     """Tier name: "free", "basic", "pro", "ultra"."""
     content: _builtins.str
     """The user's message."""
     conversation_id: _builtins.str
     """Continue this conversation ("conv_…"); empty starts a new one."""
+    idempotency_key: _builtins.str
+    """Makes retries safe: a send repeated by the same caller with the same key (within 24 hours)
+    returns the first send's ids, and nothing is queued or charged again. Up to 128 characters.
+    Reusing a key for a different message is refused (FAILED_PRECONDITION, reason CONFLICT).
+    """
     def __init__(
         self,
         *,
         tier: _builtins.str = ...,
         content: _builtins.str = ...,
         conversation_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "conversation_id", b"conversation_id", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "conversation_id", b"conversation_id", "idempotency_key", b"idempotency_key", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -90,7 +97,9 @@ class RelayedSend(_message.Message):
     credential: _builtins.str
     """The end user's credential (session token or API key); empty for an anonymous user."""
     client_ip: _builtins.str
-    """The end user's IP address, as the relay saw it."""
+    """The end user's IP address, as the relay saw it. Honoured only from a trusted relay (one whose
+    call carries a valid "x-ashao-relay-key"); anyone else is judged by its own peer address.
+    """
     @_builtins.property
     def send(self) -> Global___SendMessageRequest:
         """The send."""
@@ -327,7 +336,7 @@ class Watch(_message.Message):
     facade watches on their behalf; empty means the stream's own call credentials.
     """
     client_ip: _builtins.str
-    """The end user's IP address, as the relay saw it."""
+    """The end user's IP address, as the relay saw it. Honoured only from a trusted relay."""
     def __init__(
         self,
         *,

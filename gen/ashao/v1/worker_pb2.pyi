@@ -28,10 +28,26 @@ class RegisterWorkerRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     TIERS_FIELD_NUMBER: _builtins.int
     SLOTS_FIELD_NUMBER: _builtins.int
+    JOIN_TOKEN_FIELD_NUMBER: _builtins.int
+    OWNER_ADDRESS_FIELD_NUMBER: _builtins.int
+    OWNER_SIGNATURE_FIELD_NUMBER: _builtins.int
+    SIGNED_AT_MS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """A display name chosen by the owner."""
     slots: _builtins.int
-    """How many jobs it runs at once (default 1)."""
+    """How many jobs it runs at once (default 1). A claim: the core gives a new worker a few jobs at
+    once and more as it delivers.
+    """
+    join_token: _builtins.str
+    """A join token the operator issued ("join_…")."""
+    owner_address: _builtins.str
+    """Or a wallet: the owner's base58 Ed25519 public key; its earnings belong to that wallet."""
+    owner_signature: _builtins.str
+    """The owner's signature (base58 or base64) of the UTF-8 bytes
+    "ashao-worker-registration/v1\\n<owner_address>\\n<name>\\n<signed_at_ms>".
+    """
+    signed_at_ms: _builtins.int
+    """When the owner signed, in Unix milliseconds; accepted within five minutes of the core's clock."""
     @_builtins.property
     def tiers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Tiers it serves; empty means every chat tier."""
@@ -42,10 +58,14 @@ class RegisterWorkerRequest(_message.Message):
         name: _builtins.str = ...,
         tiers: _abc.Iterable[_builtins.str] | None = ...,
         slots: _builtins.int = ...,
+        join_token: _builtins.str = ...,
+        owner_address: _builtins.str = ...,
+        owner_signature: _builtins.str = ...,
+        signed_at_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "slots", b"slots", "tiers", b"tiers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["join_token", b"join_token", "name", b"name", "owner_address", b"owner_address", "owner_signature", b"owner_signature", "signed_at_ms", b"signed_at_ms", "slots", b"slots", "tiers", b"tiers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -92,10 +112,16 @@ class WorkerHello(_message.Message):
     SLOTS_FIELD_NUMBER: _builtins.int
     TIERS_FIELD_NUMBER: _builtins.int
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
+    CONTINUES_PREFIX_FIELD_NUMBER: _builtins.int
     slots: _builtins.int
     """How many jobs it runs at once."""
     agent_version: _builtins.str
     """The agent's version string."""
+    continues_prefix: _builtins.bool
+    """Whether its backend continues a trailing assistant message (the `prefix` of an assignment)
+    seamlessly. Only such workers are given a job that another worker left mid-answer; without one,
+    that job ends with an error event and is refunded rather than starting the answer over.
+    """
     @_builtins.property
     def tiers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Tiers it serves now; empty means those it registered for."""
@@ -106,10 +132,11 @@ class WorkerHello(_message.Message):
         slots: _builtins.int = ...,
         tiers: _abc.Iterable[_builtins.str] | None = ...,
         agent_version: _builtins.str = ...,
+        continues_prefix: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "slots", b"slots", "tiers", b"tiers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "continues_prefix", b"continues_prefix", "slots", b"slots", "tiers", b"tiers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -880,6 +907,8 @@ class GetWorkerAccountResponse(_message.Message):
     TOKENS_GENERATED_FIELD_NUMBER: _builtins.int
     TOKENS_PER_SEC_FIELD_NUMBER: _builtins.int
     CONNECTED_FIELD_NUMBER: _builtins.int
+    OWNER_ADDRESS_FIELD_NUMBER: _builtins.int
+    TRUSTED_SLOTS_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """The worker's id."""
     name: _builtins.str
@@ -894,6 +923,10 @@ class GetWorkerAccountResponse(_message.Message):
     """Tokens per second it last reported."""
     connected: _builtins.bool
     """Whether it holds a Connect stream now."""
+    owner_address: _builtins.str
+    """The wallet its earnings belong to, if it registered with one."""
+    trusted_slots: _builtins.int
+    """How many jobs the core gives it at once now: it starts low and grows as it delivers."""
     def __init__(
         self,
         *,
@@ -904,10 +937,12 @@ class GetWorkerAccountResponse(_message.Message):
         tokens_generated: _builtins.int = ...,
         tokens_per_sec: _builtins.float = ...,
         connected: _builtins.bool = ...,
+        owner_address: _builtins.str = ...,
+        trusted_slots: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "earnings", b"earnings", "jobs_completed", b"jobs_completed", "name", b"name", "tokens_generated", b"tokens_generated", "tokens_per_sec", b"tokens_per_sec", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "earnings", b"earnings", "jobs_completed", b"jobs_completed", "name", b"name", "owner_address", b"owner_address", "tokens_generated", b"tokens_generated", "tokens_per_sec", b"tokens_per_sec", "trusted_slots", b"trusted_slots", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -28,6 +28,8 @@ if _version_not_supported:
 class WorkerServiceStub:
     """Workers: registration, the push stream, and the pull path for simple workers.
     Every call but RegisterWorker carries the worker token as metadata "authorization: Bearer <token>".
+    Registration needs a join token the operator issued, or a wallet signature binding the worker to
+    the owner who is paid (unless the operator opened registration to anyone).
     """
 
     def __init__(self, channel):
@@ -81,6 +83,8 @@ class WorkerServiceStub:
 class WorkerServiceServicer:
     """Workers: registration, the push stream, and the pull path for simple workers.
     Every call but RegisterWorker carries the worker token as metadata "authorization: Bearer <token>".
+    Registration needs a join token the operator issued, or a wallet signature binding the worker to
+    the owner who is paid (unless the operator opened registration to anyone).
     """
 
     def RegisterWorker(self, request, context):
@@ -194,6 +198,8 @@ def add_WorkerServiceServicer_to_server(servicer, server):
 class WorkerService:
     """Workers: registration, the push stream, and the pull path for simple workers.
     Every call but RegisterWorker carries the worker token as metadata "authorization: Bearer <token>".
+    Registration needs a join token the operator issued, or a wallet signature binding the worker to
+    the owner who is paid (unless the operator opened registration to anyone).
     """
 
     @staticmethod

@@ -29,6 +29,8 @@ GRPC_VERSION: str
 class WorkerServiceStub:
     """Workers: registration, the push stream, and the pull path for simple workers.
     Every call but RegisterWorker carries the worker token as metadata "authorization: Bearer <token>".
+    Registration needs a join token the operator issued, or a wallet signature binding the worker to
+    the owner who is paid (unless the operator opened registration to anyone).
     """
 
     @_typing.overload
@@ -58,6 +60,8 @@ class WorkerServiceStub:
 class WorkerServiceAsyncStub(WorkerServiceStub):
     """Workers: registration, the push stream, and the pull path for simple workers.
     Every call but RegisterWorker carries the worker token as metadata "authorization: Bearer <token>".
+    Registration needs a join token the operator issued, or a wallet signature binding the worker to
+    the owner who is paid (unless the operator opened registration to anyone).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -83,6 +87,8 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Workers: registration, the push stream, and the pull path for simple workers.
     Every call but RegisterWorker carries the worker token as metadata "authorization: Bearer <token>".
+    Registration needs a join token the operator issued, or a wallet signature binding the worker to
+    the owner who is paid (unless the operator opened registration to anyone).
     """
 
     @_abc_1.abstractmethod
