@@ -20,6 +20,7 @@ from core.grpc.server import build_server
 from core.identity.accounts import AccountService
 from core.identity.directory import Directory
 from core.identity.ratelimit import RateLimiter
+from core.identity.relays import RelayKeys
 from core.identity.wallet import SignInSettings, WalletSignIn
 from core.images.service import ImageService
 from core.jobs.reaper import Reaper
@@ -81,6 +82,7 @@ class CoreApp:
             store=self.store, ledger=self.ledger, interval_s=settings.snapshot_interval_s
         )
         self.signer = Signer.load_or_create(settings.data_dir)
+        self.relays = RelayKeys.load(settings.data_dir, settings.relay_keys)
         self.safety = SafetyLedger(self.store)
         self.moderator = Moderator.from_file(
             settings.moderation_policy,
@@ -137,6 +139,7 @@ class CoreApp:
         self.loops.every("reaper", Reaper.INTERVAL_S, self.jobs.reaper.tick)
         self.loops.every("treasury", self.treasury.interval_s, self.treasury.tick)
         self.loops.every("loop-lag", LoopLag.PERIOD_S, self.lag.tick)
+        self.loops.every("idempotency-keys", 3600.0, self.jobs.admission.prune_keys)
 
     @property
     def address(self) -> str:
@@ -161,6 +164,7 @@ class CoreApp:
             relay=self.relay,
             documents=self.documents,
             signer=self.signer,
+            relays=self.relays,
         )
         await self._server.start()
         log.info("core listening on %s (data in %s)", self.address, self.settings.data_dir)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
@@ -63,6 +63,9 @@ class CoreSettings(BaseSettings):
     """How many workers may try one job before it fails for good."""
     queue_timeout_s: float = 600.0
     """A job still queued after this long expires."""
+    continuation_timeout_s: float = 30.0
+    """A job cut off mid-answer waits this long for a worker that continues a partial answer; then it
+    ends with an error and is refunded (starting the answer over would splice two answers)."""
     max_content_chars: int = 32_000
     """Longest user message accepted."""
     max_history_messages: int = 200
@@ -122,6 +125,36 @@ class CoreSettings(BaseSettings):
     """What an unreachable classifier means: "refuse" or "allow" (policy only)."""
     subscribe_max_tokens_per_message: int = 4096
     """Most tokens one Subscribe/StreamJob message carries; longer backlogs are split."""
+    subscribe_max_watches: int = Field(100_000, ge=1)
+    """Most jobs one Subscribe stream may follow at once (a trusted relay follows all its clients')."""
+    subscribe_max_watches_untrusted: int = Field(1_000, ge=1)
+    """Most jobs one Subscribe stream of a caller that is not a trusted relay may follow at once."""
+    worker_probation_slots: int = Field(2, ge=1)
+    """Jobs a newly connected worker is given at once, whatever it claims; each answer it delivers earns
+    it one more, each job lost on its side halves what it earned."""
+    worker_registration: Literal["open", "token_or_wallet", "token", "wallet"] = "token_or_wallet"
+    """Who may register a worker: anyone ("open", for closed test networks), or only with a join token
+    the operator issued and/or an owner wallet's signature."""
+    register_rate_per_ip: float = Field(0.2, gt=0)
+    """Worker registrations per second each address may sustain."""
+    register_burst_per_ip: float = Field(10.0, ge=1)
+    """Worker registrations an address may make at once."""
+    send_rate_per_ip: float = Field(20.0, gt=0)
+    """Free-tier sends per second each caller (and each address) may sustain; priced tiers are bounded
+    by their credits."""
+    send_burst_per_ip: float = Field(100.0, ge=1)
+    """Free-tier sends each caller (and each address) may make at once."""
+    relay_keys: Annotated[list[str], NoDecode, Flag(metavar="KEYS")] = []
+    """Further relay keys accepted besides ``<data_dir>/relay.token`` (comma-separated): a call carrying
+    one as ``x-ashao-relay-key`` is a trusted relay, whose named end-user addresses are believed."""
+
+    @field_validator("relay_keys", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        """Comma-separated text from a flag or the environment."""
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
 
     @field_validator("relay_providers", mode="before")
     @classmethod

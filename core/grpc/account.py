@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ashao.v1 import account_pb2, account_pb2_grpc
-from core.grpc.context import Ctx, bearer, client_ip
+from core.grpc.context import Callers, Ctx, bearer
 from core.identity.accounts import AccountService
 from core.identity.principal import Principal, require_operator, require_user
 
@@ -11,12 +11,13 @@ from core.identity.principal import Principal, require_operator, require_user
 class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     """Sign-in, sessions, API keys, credits."""
 
-    def __init__(self, *, service: AccountService) -> None:
+    def __init__(self, *, service: AccountService, callers: Callers) -> None:
         self._s = service
         self._directory = service.directory
+        self._callers = callers
 
     def _principal(self, context: Ctx) -> Principal:
-        return self._directory.resolve(bearer(context), client_ip(context))
+        return self._directory.resolve(bearer(context), self._callers.ip(context))
 
     def _user(self, context: Ctx) -> str:
         return require_user(self._principal(context))

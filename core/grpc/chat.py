@@ -11,7 +11,7 @@ import grpc
 
 from ashao.v1 import chat_pb2, chat_pb2_grpc, common_pb2
 from core.errors import as_domain_error
-from core.grpc.context import Ctx, bearer, client_ip
+from core.grpc.context import Callers, Ctx, bearer, expect
 from core.identity.directory import Directory
 from core.identity.principal import Principal
 from core.jobs.model import JobState
@@ -92,18 +92,30 @@ def call_error(exc: BaseException) -> chat_pb2.CallError:
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     """Chat: send, follow, read."""
 
-    def __init__(self, *, jobs: JobSystem, directory: Directory, max_tokens_per_message: int) -> None:
+    def __init__(
+        self,
+        *,
+        jobs: JobSystem,
+        directory: Directory,
+        callers: Callers,
+        max_tokens_per_message: int,
+        max_watches: int,
+        max_watches_untrusted: int,
+    ) -> None:
         self._jobs = jobs
         self._directory = directory
         self._limit = max_tokens_per_message
+        self._callers = callers
+        self._max_watches = max_watches
+        self._max_watches_untrusted = max_watches_untrusted
 
     def _principal(self, context: Ctx) -> Principal:
-        return self._directory.resolve(bearer(context), client_ip(context))
+        return self._directory.resolve(bearer(context), self._callers.ip(context))
 
     def _watcher(self, watch: chat_pb2.Watch, context: Ctx) -> Principal:
         """Who a watch is for: the end user a relay names, else the stream's own caller."""
         if watch.credential or watch.client_ip:
-            return self._directory.resolve(watch.credential, watch.client_ip or client_ip(context))
+            return self._directory.resolve(watch.credential, self._callers.named_ip(context, watch.client_ip))
         return self._principal(context)
 
     async def SendMessage(
@@ -115,6 +127,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             content=request.content,
             conversation_id=request.conversation_id,
             principal=self._principal(context),
+            idempotency_key=request.idempotency_key,
         )
         return chat_pb2.SendMessageResponse(job_id=job_id, conversation_id=conv)
 
@@ -128,10 +141,16 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
 
         async def one(item: chat_pb2.RelayedSend) -> None:
             try:
-                principal = self._directory.resolve(item.credential, item.client_ip or client_ip(context))
+                principal = self._directory.resolve(
+                    item.credential, self._callers.named_ip(context, item.client_ip)
+                )
                 r = item.send
                 job_id, conv = await self._jobs.admission.send(
-                    tier=r.tier, content=r.content, conversation_id=r.conversation_id, principal=principal
+                    tier=r.tier,
+                    content=r.content,
+                    conversation_id=r.conversation_id,
+                    principal=principal,
+                    idempotency_key=r.idempotency_key,
                 )
                 result = chat_pb2.SendResult(
                     id=item.id, sent=chat_pb2.SendMessageResponse(job_id=job_id, conversation_id=conv)
@@ -148,8 +167,8 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         async def read_requests() -> None:
             nonlocal reading
             try:
-                while (req := await context.read()) is not grpc.aio.EOF:
-                    assert isinstance(req, chat_pb2.SendManyRequest)
+                while (msg := await context.read()) is not grpc.aio.EOF:
+                    req = expect(msg, chat_pb2.SendManyRequest, "sends")
                     for item in req.sends:
                         await room.acquire()
                         task = asyncio.create_task(one(item))
@@ -205,13 +224,14 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
 
     async def Subscribe(self, request_iterator: Any, context: Ctx) -> None:  # type: ignore[override]
         """Many jobs over one stream."""
-        mux = Multiplexer(self._jobs.queries.open_log, max_tokens_per_message=self._limit)
+        cap = self._max_watches if self._callers.trusted(context) else self._max_watches_untrusted
+        mux = Multiplexer(self._jobs.queries.open_log, max_tokens_per_message=self._limit, max_watches=cap)
         await context.send_initial_metadata(())  # tells the relay at once that its stream is up
 
         async def read_requests() -> None:
             try:
-                while (req := await context.read()) is not grpc.aio.EOF:
-                    assert isinstance(req, chat_pb2.SubscribeRequest)
+                while (msg := await context.read()) is not grpc.aio.EOF:
+                    req = expect(msg, chat_pb2.SubscribeRequest, "action")
                     action = req.WhichOneof("action")
                     if action == "watch":
                         w = req.watch

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ashao.v1 import image_pb2, image_pb2_grpc
-from core.grpc.context import Ctx, bearer, client_ip
+from core.grpc.context import Callers, Ctx, bearer
 from core.identity.directory import Directory
 from core.images.service import ImageService
 
@@ -11,15 +11,16 @@ from core.images.service import ImageService
 class ImageServicer(image_pb2_grpc.ImageServiceServicer):
     """Images."""
 
-    def __init__(self, *, images: ImageService, directory: Directory) -> None:
+    def __init__(self, *, images: ImageService, directory: Directory, callers: Callers) -> None:
         self._images = images
         self._directory = directory
+        self._callers = callers
 
     async def GenerateImage(
         self, request: image_pb2.GenerateImageRequest, context: Ctx
     ) -> image_pb2.GenerateImageResponse:
         """Generate, store and describe an image."""
-        principal = self._directory.resolve(bearer(context), client_ip(context))
+        principal = self._directory.resolve(bearer(context), self._callers.ip(context))
         image = await self._images.generate(
             principal, prompt=request.prompt, style=request.style, aspect=request.aspect, nsfw=request.nsfw
         )

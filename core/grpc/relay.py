@@ -6,7 +6,7 @@ import contextlib
 
 from ashao.v1 import relay_pb2, relay_pb2_grpc
 from core.errors import AshaoError
-from core.grpc.context import Ctx, bearer, client_ip
+from core.grpc.context import Callers, Ctx, bearer
 from core.identity.directory import Directory
 from core.identity.principal import Principal
 from core.relay.documents import RelayDocuments
@@ -29,13 +29,16 @@ def _prompt(request: relay_pb2.ChatRequest | relay_pb2.ChatStreamRequest) -> Pro
 class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
     """The relay surface."""
 
-    def __init__(self, *, relay: Relay, documents: RelayDocuments, directory: Directory) -> None:
+    def __init__(
+        self, *, relay: Relay, documents: RelayDocuments, directory: Directory, callers: Callers
+    ) -> None:
         self._relay = relay
         self._docs = documents
         self._directory = directory
+        self._callers = callers
 
     def _caller(self, context: Ctx) -> tuple[Principal, str]:
-        ip = client_ip(context)
+        ip = self._callers.ip(context)
         try:
             return self._directory.resolve(bearer(context), ip), ip
         except AshaoError as err:

@@ -9,6 +9,7 @@ from ashao.v1 import (
     chat_pb2_grpc,
     image_pb2_grpc,
     network_pb2_grpc,
+    operator_pb2_grpc,
     relay_pb2_grpc,
     treasury_pb2_grpc,
     worker_pb2_grpc,
@@ -16,13 +17,16 @@ from ashao.v1 import (
 from core.config import CoreSettings
 from core.grpc.account import AccountServicer
 from core.grpc.chat import ChatServicer
+from core.grpc.context import Callers
 from core.grpc.image import ImageServicer
 from core.grpc.network import NetworkServicer
+from core.grpc.operator import OperatorServicer
 from core.grpc.relay import RelayServicer
 from core.grpc.status import ErrorInterceptor
 from core.grpc.treasury import TreasuryServicer
 from core.grpc.worker import WorkerServicer
 from core.identity.accounts import AccountService
+from core.identity.relays import RelayKeys
 from core.images.service import ImageService
 from core.jobs.system import JobSystem
 from core.money.treasury import Treasury
@@ -53,9 +57,11 @@ def build_server(
     relay: Relay,
     documents: RelayDocuments,
     signer: Signer,
+    relays: RelayKeys,
 ) -> tuple[grpc.aio.Server, int]:
     """A server with every servicer added, bound to ``settings.grpc_addr``; returns (server, port)."""
     directory = accounts.directory
+    callers = Callers(relays)
 
     def sign(body: bytes) -> tuple[str, str]:
         return signer.sign(body), signer.key_id
@@ -63,23 +69,35 @@ def build_server(
     server = grpc.aio.server(interceptors=[ErrorInterceptor(sign)], options=SERVER_OPTIONS)
     chat_pb2_grpc.add_ChatServiceServicer_to_server(
         ChatServicer(
-            jobs=jobs, directory=directory, max_tokens_per_message=settings.subscribe_max_tokens_per_message
+            jobs=jobs,
+            directory=directory,
+            callers=callers,
+            max_tokens_per_message=settings.subscribe_max_tokens_per_message,
+            max_watches=settings.subscribe_max_watches,
+            max_watches_untrusted=settings.subscribe_max_watches_untrusted,
         ),
         server,
     )
-    worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(jobs=jobs, settings=settings), server)
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(
+        WorkerServicer(jobs=jobs, settings=settings, callers=callers), server
+    )
     network_pb2_grpc.add_NetworkServiceServicer_to_server(
         NetworkServicer(jobs=jobs, settings=settings), server
     )
-    account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(service=accounts), server)
+    account_pb2_grpc.add_AccountServiceServicer_to_server(
+        AccountServicer(service=accounts, callers=callers), server
+    )
     treasury_pb2_grpc.add_TreasuryServiceServicer_to_server(
-        TreasuryServicer(treasury=treasury, directory=directory), server
+        TreasuryServicer(treasury=treasury, directory=directory, callers=callers), server
     )
     image_pb2_grpc.add_ImageServiceServicer_to_server(
-        ImageServicer(images=images, directory=directory), server
+        ImageServicer(images=images, directory=directory, callers=callers), server
+    )
+    operator_pb2_grpc.add_OperatorServiceServicer_to_server(
+        OperatorServicer(jobs=jobs, directory=directory, callers=callers), server
     )
     relay_pb2_grpc.add_RelayServiceServicer_to_server(
-        RelayServicer(relay=relay, documents=documents, directory=directory), server
+        RelayServicer(relay=relay, documents=documents, directory=directory, callers=callers), server
     )
     if settings.tls_cert_file is not None or settings.tls_key_file is not None:
         if settings.tls_cert_file is None or settings.tls_key_file is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ashao.v1 import treasury_pb2, treasury_pb2_grpc
-from core.grpc.context import Ctx, bearer, client_ip
+from core.grpc.context import Callers, Ctx, bearer
 from core.identity.directory import Directory
 from core.identity.principal import require_user
 from core.money.treasury import Treasury
@@ -12,12 +12,13 @@ from core.money.treasury import Treasury
 class TreasuryServicer(treasury_pb2_grpc.TreasuryServiceServicer):
     """Treasury figures and staking."""
 
-    def __init__(self, *, treasury: Treasury, directory: Directory) -> None:
+    def __init__(self, *, treasury: Treasury, directory: Directory, callers: Callers) -> None:
         self._t = treasury
         self._directory = directory
+        self._callers = callers
 
     def _user(self, context: Ctx) -> str:
-        return require_user(self._directory.resolve(bearer(context), client_ip(context)))
+        return require_user(self._directory.resolve(bearer(context), self._callers.ip(context)))
 
     async def GetTreasury(
         self, request: treasury_pb2.GetTreasuryRequest, context: Ctx

@@ -12,7 +12,7 @@ import grpc
 from ashao.v1 import worker_pb2, worker_pb2_grpc
 from core.config import CoreSettings
 from core.errors import AshaoError, InvalidArgumentError
-from core.grpc.context import Ctx, bearer
+from core.grpc.context import Callers, Ctx, bearer, expect
 from core.grpc.worker_stream import StreamLink
 from core.jobs.system import JobSystem
 from core.workers.registry import WorkerInfo
@@ -23,12 +23,13 @@ log = logging.getLogger("ashao.core.workers")
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     """Workers: registration, the push stream, the pull path."""
 
-    def __init__(self, *, jobs: JobSystem, settings: CoreSettings) -> None:
+    def __init__(self, *, jobs: JobSystem, settings: CoreSettings, callers: Callers) -> None:
         self._jobs = jobs
         self._registry = jobs.registry
         self._dispatcher = jobs.dispatcher
         self._lifecycle = jobs.lifecycle
         self._settings = settings
+        self._callers = callers
 
     def _worker(self, context: Ctx) -> WorkerInfo:
         return self._registry.authenticate(bearer(context))
@@ -36,9 +37,16 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     async def RegisterWorker(
         self, request: worker_pb2.RegisterWorkerRequest, context: Ctx
     ) -> worker_pb2.RegisterWorkerResponse:
-        """Create a worker."""
+        """Create a worker, admitted by a join token or its owner's wallet signature."""
         info, token = await self._registry.register(
-            name=request.name, tiers=list(request.tiers), slots=request.slots
+            name=request.name,
+            tiers=list(request.tiers),
+            slots=request.slots,
+            ip=self._callers.ip(context),
+            join_token=request.join_token,
+            owner_address=request.owner_address,
+            owner_signature=request.owner_signature,
+            signed_at_ms=request.signed_at_ms,
         )
         return worker_pb2.RegisterWorkerResponse(
             worker_id=info.id, worker_token=token, tiers=sorted(info.tiers)
@@ -54,7 +62,11 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         # Assignments are bounded by slots, cancellations by running jobs.
         link = StreamLink(limit=4 * slots + 256, lookup=self._dispatcher.assignment)
         conn = self._dispatcher.attach(
-            info, slots=first.hello.slots, tiers=list(first.hello.tiers), link=link
+            info,
+            slots=first.hello.slots,
+            tiers=list(first.hello.tiers),
+            link=link,
+            continues_prefix=first.hello.continues_prefix,
         )
         lifecycle = self._lifecycle
 
@@ -65,8 +77,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 link.reject(job_id, err)
 
         async def read_loop() -> None:
-            while (msg := await context.read()) is not grpc.aio.EOF:
-                assert isinstance(msg, worker_pb2.ConnectRequest)
+            while (raw := await context.read()) is not grpc.aio.EOF:
+                msg = expect(raw, worker_pb2.ConnectRequest, "msg")
                 self._dispatcher.touch(info)
                 kind = msg.WhichOneof("msg")
                 try:
@@ -198,4 +210,6 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             tokens_per_sec=info.tokens_per_sec,
             tokens_generated=a.tokens_generated,
             connected=info.connection is not None,
+            owner_address=info.owner_address,
+            trusted_slots=info.standing.trusted(info.connection.slots if info.connection else info.slots),
         )

@@ -7,19 +7,25 @@ charge go in one unit, and the job is queued (and dispatched) only once that uni
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable
 
 from core.config import CoreSettings
 from core.economics import CHAT_TIERS, TIERS
-from core.errors import InvalidArgumentError, UnauthenticatedError, UnavailableError
+from core.errors import ConflictError, InvalidArgumentError, UnauthenticatedError, UnavailableError
 from core.identity.principal import Principal
+from core.identity.ratelimit import RateLimiter
 from core.ids import is_id, new_id
 from core.jobs.board import JobBoard
 from core.jobs.model import ImageOutcome, ImageParams, Job
 from core.jobs.repository import JobRepository
 from core.money.billing import Billing
 from core.store import Statement, Store, StoreError, now_ms
+
+MAX_IDEMPOTENCY_KEY = 128
+IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000
+"""How long a send's idempotency key protects it against a repeat."""
 
 
 class Admission:
@@ -34,6 +40,7 @@ class Admission:
         billing: Billing,
         settings: CoreSettings,
         wake: Callable[[], None],
+        limiter: RateLimiter,
     ) -> None:
         self._store = store
         self._board = board
@@ -41,14 +48,68 @@ class Admission:
         self._billing = billing
         self._settings = settings
         self._wake = wake
+        self._limiter = limiter
+        self._inflight: dict[tuple[str, str], asyncio.Future[tuple[str, str]]] = {}
 
     async def send(
-        self, *, tier: str, content: str, conversation_id: str, principal: Principal
+        self,
+        *,
+        tier: str,
+        content: str,
+        conversation_id: str,
+        principal: Principal,
+        idempotency_key: str = "",
     ) -> tuple[str, str]:
         """Validate, charge, persist the message (and conversation), queue the job.
 
-        Returns (job id, conversation id) once all of it is durable in one unit.
+        Returns (job id, conversation id) once all of it is durable in one unit. With an idempotency
+        key, a repeat of the same send by the same caller returns the first send's ids instead.
         """
+        if not idempotency_key:
+            return await self._send(tier, content, conversation_id, principal, None)
+        if len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
+            raise InvalidArgumentError(
+                f"idempotencyKey: longer than {MAX_IDEMPOTENCY_KEY} characters", field="idempotencyKey"
+            )
+        slot = (principal.owner, idempotency_key)
+        digest = hashlib.sha256(f"{tier}\n{conversation_id}\n{content}".encode()).hexdigest()
+        while (running := self._inflight.get(slot)) is not None:
+            try:
+                return await asyncio.shield(running)  # the same send is being admitted right now
+            except Exception:
+                continue  # it failed: this one tries for itself
+        done: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
+        self._inflight[slot] = done
+        try:
+            since = now_ms() - IDEMPOTENCY_WINDOW_MS
+            earlier = await self._repo.idempotent(principal.owner, idempotency_key, since)
+            if earlier is None:
+                result = await self._send(
+                    tier, content, conversation_id, principal, (idempotency_key, digest)
+                )
+            elif earlier[0] != digest:
+                raise ConflictError(
+                    "idempotencyKey: already used for a different message", field="idempotencyKey"
+                )
+            else:
+                result = earlier[1], earlier[2]
+            done.set_result(result)
+            return result
+        except BaseException as exc:
+            done.set_exception(exc if isinstance(exc, Exception) else UnavailableError("cancelled"))
+            done.exception()  # marked retrieved: there may be no waiter
+            raise
+        finally:
+            del self._inflight[slot]
+
+    async def _send(
+        self,
+        tier: str,
+        content: str,
+        conversation_id: str,
+        principal: Principal,
+        keyed: tuple[str, str] | None,
+    ) -> tuple[str, str]:
         if self._board.closing:
             raise UnavailableError("the core is shutting down")
         spec = TIERS.get(tier)
@@ -62,6 +123,8 @@ class Admission:
             )
         if spec.credit_cost and principal.kind not in ("user", "service"):
             raise UnauthenticatedError(f"tier {tier} costs {spec.credit_cost} credits: sign in first")
+        if not spec.credit_cost and principal.kind != "service":
+            self._limiter.check(principal.owner, principal.ip)  # free work is bounded per caller and address
         owner = principal.owner
         now = now_ms()
         statements: list[Statement] = []
@@ -96,6 +159,10 @@ class Admission:
             JobRepository.new_message(conversation_id, "user", content, job.id, now),
             JobRepository.new_job(job, now),
         ]
+        if keyed is not None:
+            statements.append(
+                JobRepository.idempotency(owner, keyed[0], keyed[1], job.id, conversation_id, now)
+            )
         # No await between the balance check and the submit: admission is atomic per payer.
         booking = self._billing.charge(job_id=job.id, tier=tier, payer=payer)
         try:
@@ -110,6 +177,10 @@ class Admission:
         self._board.add(job)
         self._wake()
         return job.id, conversation_id
+
+    async def prune_keys(self) -> None:
+        """Forget idempotency keys past their window (run on a schedule)."""
+        await self._repo.prune_idempotency(now_ms() - IDEMPOTENCY_WINDOW_MS)
 
     async def submit_image(
         self, principal: Principal, params: ImageParams

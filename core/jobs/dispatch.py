@@ -8,6 +8,7 @@ and the assignment goes down that worker's link at once.
 
 from __future__ import annotations
 
+import math
 import time
 
 from core.config import CoreSettings
@@ -32,7 +33,15 @@ class Dispatcher:
 
     # -- the push path ------------------------------------------------------------------------
 
-    def attach(self, info: WorkerInfo, *, slots: int, tiers: list[str], link: WorkerLink) -> Connection:
+    def attach(
+        self,
+        info: WorkerInfo,
+        *,
+        slots: int,
+        tiers: list[str],
+        link: WorkerLink,
+        continues_prefix: bool = False,
+    ) -> Connection:
         """A worker opened its stream: make it dispatchable. A previous stream of it is closed."""
         chosen = check_tiers(tiers) if tiers else info.tiers
         slots = check_slots(slots or info.slots)
@@ -40,8 +49,9 @@ class Dispatcher:
         if old is not None:
             self.detach(old, reason="replaced by a new connection")
             old.link.close("replaced by a new connection")
-        conn = Connection(info.id, chosen, slots, link)
+        conn = Connection(info.id, chosen, slots, link, continues_prefix=continues_prefix)
         info.connection = conn
+        info.sync_connection()
         info.last_seen = time.monotonic()
         self._board.connections[info.id] = conn
         self.pump()
@@ -59,6 +69,8 @@ class Dispatcher:
         for job_id in running:
             job = self._board.get(job_id)
             if job is not None and job.worker_id == conn.worker_id and job.state.running:
+                if info is not None:
+                    info.standing.failed_job()
                 self._lifecycle.retry_or_fail(job, f"worker lost: {reason}", "WORKER_LOST")
         self.pump()
 
@@ -74,8 +86,12 @@ class Dispatcher:
 
     def heartbeat(self, info: WorkerInfo, tokens_per_sec: float) -> None:
         """Liveness and throughput; renews the leases of its pulled jobs."""
+        if not math.isfinite(tokens_per_sec) or tokens_per_sec < 0:
+            raise InvalidArgumentError(
+                "tokens_per_sec: must be a finite number, at least 0", field="tokens_per_sec"
+            )
         info.last_seen = time.monotonic()
-        info.tokens_per_sec = max(0.0, tokens_per_sec)
+        info.tokens_per_sec = tokens_per_sec
         deadline = info.last_seen + self._settings.lease_timeout_s
         for job_id in info.pulled:
             job = self._board.get(job_id)
@@ -98,7 +114,12 @@ class Dispatcher:
                 if head is None:
                     continue
                 job = board.get(head)
-                conn = choose(board.connections.values(), tier, shunned=job.avoid if job else "")
+                conn = choose(
+                    board.connections.values(),
+                    tier,
+                    shunned=job.avoid if job else "",
+                    continuing=job.continuing if job else False,
+                )
                 if conn is None:
                     continue
                 job_id = queue.pop(tier)
@@ -128,8 +149,11 @@ class Dispatcher:
         for name in (tier,) if tier else TIERS_BY_PRIORITY:
             if not TIERS[name].chat or name not in info.tiers:
                 continue
-            while (job_id := queue.pop(name)) is not None:
+            while (job_id := queue.peek(name)) is not None:
                 job = self._board.get(job_id)
+                if job is not None and job.state == JobState.QUEUED and job.continuing:
+                    break  # a partial answer waits for a worker that continues it; the pull path cannot
+                queue.pop(name)
                 if job is None or job.state != JobState.QUEUED:
                     continue
                 self._lifecycle.assign(job, info.id)

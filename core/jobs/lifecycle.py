@@ -78,15 +78,29 @@ class Lifecycle:
             job.log.append(fresh)
             job.last_progress = time.monotonic()
             self._board.meter.add(len(fresh))
+            info.standing.relayed(len(fresh))
         if job.lease_expires:
             job.lease_expires = time.monotonic() + self._settings.lease_timeout_s
         return job.attempt_tokens
 
     def complete(self, info: WorkerInfo, job_id: str) -> int:
-        """The worker finished the job: persist the reply and pay out, then publish ``done``."""
+        """The worker finished the job: persist the reply and pay out, then publish ``done``.
+
+        Payment follows what the core relayed: a completion without a single token of this attempt
+        (while the job had room for more) is no answer; it counts against the worker, and the job goes
+        to another worker.
+        """
         job = self._board.owned(info, job_id)
         n = len(job.log.tokens)
         self._board.release(job, info)
+        if job.image is None and job.attempt_tokens == 0 and job.remaining_tokens > 0:
+            info.standing.failed_job()
+            info.sync_connection()
+            self.retry_or_fail(job, "the worker completed without producing a token", "EMPTY_ANSWER")
+            self.wake()
+            return 0
+        info.standing.delivered_answer(info.connection.slots if info.connection else info.slots)
+        info.sync_connection()
         now = now_ms()
         booking = self._billing.payout(job_id=job.id, tier=job.tier, cost=job.cost, worker_id=info.id)
         statements = JobRepository.completed(job, info.id, now)
@@ -98,6 +112,8 @@ class Lifecycle:
         """The worker gave the job up: retried elsewhere when allowed, else failed and refunded."""
         job = self._board.owned(info, job_id)
         self._board.release(job, info)
+        info.standing.failed_job()
+        info.sync_connection()
         if retryable:
             self.retry_or_fail(job, message or "worker failed", "WORKER_FAILED")
         else:
@@ -109,6 +125,8 @@ class Lifecycle:
         """The core takes a running job away from its worker (lost, stalled, lease expired)."""
         if info is not None:
             self._board.release(job, info)
+            info.standing.failed_job()
+            info.sync_connection()
         self.retry_or_fail(job, message, reason)
 
     def retry_or_fail(self, job: Job, message: str, reason: str) -> None:
@@ -117,6 +135,10 @@ class Lifecycle:
         if job.attempts >= self._settings.max_attempts:
             self.finish_failed(job, f"{message} (after {job.attempts} attempts)", "ATTEMPTS_EXHAUSTED")
             return
+        if job.log.tokens and job.image is None:
+            # Callers have part of the answer: only a worker that continues it seamlessly may go on
+            # (the reaper ends the job with an error if none takes it in time).
+            job.continuing = True
         self._board.requeue(job)
         self._settler.write_behind([JobRepository.requeued(job.id)])
         log.info("job %s requeued: %s", job.id, message)

@@ -166,6 +166,9 @@ class Job:
     queued_at: float = 0.0
     avoid: str = ""
     """The worker its last attempt failed, stalled or was lost on; the next goes elsewhere if it can."""
+    continuing: bool = False
+    """Callers already have part of its answer: only a worker that continues a partial answer
+    seamlessly may take it (else it would start over, and the answer would be spliced)."""
     last_progress: float = 0.0
     """Monotonic time of its assignment or its latest token (a stalled stream job is taken back)."""
     error: str = ""

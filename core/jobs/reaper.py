@@ -25,10 +25,33 @@ class Reaper:
         self._lifecycle = lifecycle
         self._settings = settings
         self.heartbeat_timeout_s = 3 * settings.heartbeat_interval_ms / 1000
+        self._last_tick = 0.0
+        self.pauses = 0
+        """Times the process was found to have been paused (stopped, or starved of CPU)."""
 
     async def tick(self) -> None:
-        """One pass now."""
-        self.reap(time.monotonic())
+        """One pass now; time the process itself lost (a pause) does not count against anyone."""
+        now = time.monotonic()
+        if self._last_tick:
+            lost = now - self._last_tick - self.INTERVAL_S
+            if lost > min(1.0, self.heartbeat_timeout_s / 3):
+                self.forgive(lost)
+        self._last_tick = now
+        self.reap(now)
+
+    def forgive(self, paused_s: float) -> None:
+        """The core was not running for ``paused_s`` seconds: the workers' heartbeats and the jobs'
+        progress from that time are still unread in the sockets, so every clock that judges them is
+        moved forward by the pause instead of blaming them for it."""
+        self.pauses += 1
+        for info in self._board.registry:
+            if info.last_seen:
+                info.last_seen += paused_s
+        for job in self._board:
+            job.last_progress += paused_s
+            job.queued_at += paused_s
+            if job.lease_expires:
+                job.lease_expires += paused_s
 
     def reap(self, now: float) -> None:
         """Lose silent stream workers, take back stalled jobs and expired pull leases, expire old

@@ -129,7 +129,31 @@ class JobRepository:
             ),
         )
 
+    @staticmethod
+    def idempotency(
+        owner: str, key: str, request_sha256: str, job_id: str, conversation_id: str, now: int
+    ) -> Statement:
+        """Remember which job a send with an idempotency key created (its primary key refuses a second)."""
+        return (
+            "INSERT INTO idempotency_keys (owner, key, request_sha256, job_id, conversation_id, created_at)"
+            " VALUES (?,?,?,?,?,?)",
+            (owner, key, request_sha256, job_id, conversation_id, now),
+        )
+
+    async def prune_idempotency(self, before_ms: int) -> None:
+        """Forget idempotency keys older than ``before_ms``."""
+        await self._store.write([("DELETE FROM idempotency_keys WHERE created_at < ?", (before_ms,))])
+
     # -- reads --------------------------------------------------------------------------------
+
+    async def idempotent(self, owner: str, key: str, since_ms: int) -> tuple[str, str, str] | None:
+        """(request sha256, job id, conversation id) of an earlier send with this key, if recent."""
+        row = await self._store.fetchone(
+            "SELECT request_sha256, job_id, conversation_id FROM idempotency_keys"
+            " WHERE owner = ? AND key = ? AND created_at >= ?",
+            (owner, key, since_ms),
+        )
+        return (str(row[0]), str(row[1]), str(row[2])) if row else None
 
     async def conversation_owner(self, conversation_id: str) -> str | None:
         """The owner of a conversation, or None."""

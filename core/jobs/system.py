@@ -8,6 +8,7 @@ import time
 
 from core.config import CoreSettings
 from core.economics import TIERS
+from core.identity.ratelimit import RateLimiter, TokenBuckets
 from core.jobs.admission import Admission
 from core.jobs.board import JobBoard
 from core.jobs.dispatch import Dispatcher
@@ -24,6 +25,7 @@ from core.money.ledger import Ledger
 from core.store import Store
 from core.store.images import ImageFiles
 from core.streams.bus import LocalBus, TokenBus
+from core.workers.joining import JoinPolicy
 from core.workers.registry import WorkerRegistry
 
 log = logging.getLogger("ashao.core.jobs")
@@ -44,7 +46,14 @@ class JobSystem:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.registry = WorkerRegistry(store)
+        self.registry = WorkerRegistry(
+            store,
+            joining=JoinPolicy(store=store, policy=settings.worker_registration),
+            registrations=TokenBuckets(
+                rate=settings.register_rate_per_ip, burst=settings.register_burst_per_ip
+            ),
+            probation_slots=settings.worker_probation_slots,
+        )
         self.board = JobBoard(
             queue=queue if queue is not None else LocalQueues(),
             bus=bus if bus is not None else LocalBus(finished_tokens_kept=settings.finished_tokens_kept),
@@ -64,6 +73,10 @@ class JobSystem:
             billing=billing,
             settings=settings,
             wake=self.dispatcher.pump,
+            limiter=RateLimiter(
+                per_principal=(settings.send_rate_per_ip, settings.send_burst_per_ip),
+                per_ip=(settings.send_rate_per_ip, settings.send_burst_per_ip),
+            ),
         )
         self.queries = JobQueries(board=self.board, repo=self.repo, ledger=ledger)
         self.reaper = Reaper(
@@ -103,6 +116,19 @@ class JobSystem:
     def serving(self, tier: str) -> bool:
         """Whether a connected worker serves ``tier`` now."""
         return self.board.serving(tier)
+
+    async def revoke_worker(self, worker_id: str) -> None:
+        """Revoke a worker (durably), close its stream, and give its jobs to others."""
+        info = await self.registry.revoke(worker_id)
+        conn = info.connection
+        if conn is not None:
+            self.dispatcher.detach(conn, reason="revoked by the operator")
+            conn.link.close("revoked by the operator")
+        for job_id in list(info.pulled):
+            job = self.board.get(job_id)
+            if job is not None and job.state.running:
+                self.lifecycle.take_back(job, info, "the worker was revoked", "WORKER_REVOKED")
+        self.dispatcher.pump()
 
     def stop_admitting(self) -> None:
         """Refuse new sends from now on (shutdown's first step)."""

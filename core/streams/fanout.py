@@ -64,9 +64,10 @@ class _Sub:
 class Multiplexer:
     """The subscriptions of one Subscribe stream."""
 
-    def __init__(self, open_log: OpenLog, *, max_tokens_per_message: int) -> None:
+    def __init__(self, open_log: OpenLog, *, max_tokens_per_message: int, max_watches: int = 100_000) -> None:
         self._open_log = open_log
         self._limit = max_tokens_per_message
+        self._max_watches = max_watches
         self._subs: dict[int, _Sub] = {}
         self._dirty: dict[int, None] = {}
         self._control: list[Item] = []
@@ -84,6 +85,14 @@ class Multiplexer:
         """
         if sub_id in self._subs:
             self._control.append(Rejected(sub_id, "ALREADY_EXISTS", f"sub_id {sub_id} is already watching"))
+            self._wake.set()
+            return
+        if len(self._subs) >= self._max_watches:
+            self._control.append(
+                Rejected(
+                    sub_id, "RESOURCE_EXHAUSTED", f"this stream already follows {self._max_watches} jobs"
+                )
+            )
             self._wake.set()
             return
         try:

@@ -36,16 +36,27 @@ class Connection:
     link: WorkerLink
     running: set[str] = field(default_factory=set)
     draining: bool = False
+    continues_prefix: bool = False
+    """Its backend continues a partial answer seamlessly (it may take a job left mid-answer)."""
+    trusted: int = 0
+    """Jobs the core gives it at once (its standing, at most ``slots``; 0 means ``slots``)."""
+    speed: float = 0.0
+    """Tokens per second the core measured relaying from it."""
     last_assigned: float = 0.0
     """Monotonic time it was last given a job (ties between equally free workers go to the one idle
     longest)."""
 
     @property
+    def capacity(self) -> int:
+        """Jobs it is given at once: its claim, capped by what it earned."""
+        return min(self.slots, self.trusted) if self.trusted else self.slots
+
+    @property
     def free(self) -> int:
         """Free slots."""
-        return 0 if self.draining else self.slots - len(self.running)
+        return 0 if self.draining else self.capacity - len(self.running)
 
     @property
     def load(self) -> float:
-        """Share of its slots in use."""
-        return len(self.running) / self.slots
+        """Share of its capacity in use."""
+        return len(self.running) / self.capacity

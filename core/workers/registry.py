@@ -1,4 +1,5 @@
-"""Worker identity: registration, the token a worker authenticates with, and what it is known by.
+"""Worker identity: registration (admitted by the join policy), the token a worker authenticates
+with, revocation, and what the core knows of each worker.
 
 Tokens are random, shown once, and stored only as SHA-256 hashes. The registry is loaded from the
 store at start-up and changes in memory only after the write it depends on has committed.
@@ -6,6 +7,7 @@ store at start-up and changes in memory only after the write it depends on has c
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -15,10 +17,14 @@ from dataclasses import dataclass, field
 import orjson
 
 from core.economics import CHAT_TIERS, TIERS
-from core.errors import InvalidArgumentError, UnauthenticatedError
+from core.errors import InvalidArgumentError, NotFoundError, RateLimitedError, UnauthenticatedError
+from core.identity.ratelimit import TokenBuckets
 from core.ids import new_id
 from core.store import Store, now_ms
+from core.workers.joining import JoinPolicy
 from core.workers.links import Connection
+from core.workers.standing import PROBATION_SLOTS, Standing
+
 
 MAX_WORKER_NAME = 64
 MAX_SLOTS = 1024
@@ -41,10 +47,21 @@ class WorkerInfo:
     last_seen: float = 0.0
     """Monotonic time of its last message (stream) or call (pull path)."""
     tokens_per_sec: float = 0.0
+    """What it last reported (the core measures its own figure in ``standing``)."""
+    owner_address: str = ""
+    """The wallet its earnings belong to, if it registered with one."""
     connection: Connection | None = None
     """Set while it holds a Connect stream."""
     pulled: set[str] = field(default_factory=set)
     """Jobs it took through the pull path."""
+    standing: Standing = field(default_factory=Standing)
+    """What it delivered since the core started, and how many jobs it is trusted with."""
+
+    def sync_connection(self) -> None:
+        """Carry its standing to its connection (what placement reads)."""
+        if self.connection is not None:
+            self.connection.trusted = self.standing.trusted(self.connection.slots)
+            self.connection.speed = self.standing.speed
 
 
 def check_tiers(tiers: list[str]) -> frozenset[str]:
@@ -68,18 +85,39 @@ def check_slots(slots: int) -> int:
 class WorkerRegistry:
     """Every registered worker, by id and by token hash."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        joining: JoinPolicy,
+        registrations: TokenBuckets,
+        probation_slots: int = PROBATION_SLOTS,
+    ) -> None:
         self._store = store
+        self._probation = probation_slots
+        self.joining = joining
+        self._registrations = registrations
         self._workers: dict[str, WorkerInfo] = {}
         self._by_token: dict[str, str] = {}
+        self._lock = asyncio.Lock()
 
     async def load(self) -> None:
-        """Read every worker from the store."""
-        for wid, name, token_hash, tiers, slots in await self._store.fetchall(
-            "SELECT id, name, token_hash, tiers, slots FROM workers"
+        """Read every worker that was not revoked from the store."""
+        for wid, name, token_hash, tiers, slots, owner in await self._store.fetchall(
+            "SELECT id, name, token_hash, tiers, slots, owner_address FROM workers WHERE revoked_at = 0"
         ):
-            self._workers[wid] = WorkerInfo(wid, name, frozenset(orjson.loads(tiers)), slots)
+            self._workers[wid] = WorkerInfo(
+                wid,
+                name,
+                frozenset(orjson.loads(tiers)),
+                slots,
+                owner_address=owner,
+                standing=self._standing(),
+            )
             self._by_token[token_hash] = wid
+
+    def _standing(self) -> Standing:
+        return Standing(earned=self._probation)
 
     def __iter__(self) -> Iterator[WorkerInfo]:
         return iter(self._workers.values())
@@ -88,34 +126,70 @@ class WorkerRegistry:
         """The worker with ``worker_id``, if registered."""
         return self._workers.get(worker_id)
 
-    async def register(self, *, name: str, tiers: list[str], slots: int) -> tuple[WorkerInfo, str]:
-        """Create a worker; returns it and its token (shown once)."""
+    async def register(
+        self,
+        *,
+        name: str,
+        tiers: list[str],
+        slots: int,
+        ip: str,
+        join_token: str = "",
+        owner_address: str = "",
+        owner_signature: str = "",
+        signed_at_ms: int = 0,
+    ) -> tuple[WorkerInfo, str]:
+        """Create a worker (if the join policy lets it in); returns it and its token (shown once).
+
+        Registrations are rate-limited per caller address (RESOURCE_EXHAUSTED with when to retry).
+        """
+        wait = self._registrations.wait_for(ip, time.monotonic())
+        if wait > 0:
+            raise RateLimitedError("too many worker registrations from this address", retry_after_s=wait)
+        self._registrations.take(ip, time.monotonic())
         if len(name) > MAX_WORKER_NAME:
             raise InvalidArgumentError(f"name: longer than {MAX_WORKER_NAME} characters", field="name")
         chosen = check_tiers(tiers)
         slots = check_slots(slots)
-        worker_id = new_id("wrk")
-        token = "wtok_" + secrets.token_urlsafe(32)
-        token_hash = hash_token(token)
-        now = now_ms()
-        await self._store.write(
-            [
-                (
-                    "INSERT INTO workers (id, name, token_hash, tiers, slots, created_at, last_seen)"
-                    " VALUES (?,?,?,?,?,?,?)",
+        async with self._lock:  # one registration at a time: a join token's uses are counted exactly
+            admitted = await self.joining.admit(
+                name=name,
+                join_token=join_token,
+                owner_address=owner_address,
+                owner_signature=owner_signature,
+                signed_at_ms=signed_at_ms,
+            )
+            worker_id = new_id("wrk")
+            token = "wtok_" + secrets.token_urlsafe(32)
+            token_hash = hash_token(token)
+            now = now_ms()
+            await self._store.write(
+                [
+                    *admitted.rows,
                     (
-                        worker_id,
-                        name or worker_id,
-                        token_hash,
-                        orjson.dumps(sorted(chosen)).decode(),
-                        slots,
-                        now,
-                        now,
+                        "INSERT INTO workers (id, name, token_hash, tiers, slots, created_at, last_seen,"
+                        " owner_address, join_token_id) VALUES (?,?,?,?,?,?,?,?,?)",
+                        (
+                            worker_id,
+                            name or worker_id,
+                            token_hash,
+                            orjson.dumps(sorted(chosen)).decode(),
+                            slots,
+                            now,
+                            now,
+                            admitted.owner_address,
+                            admitted.join_token_id,
+                        ),
                     ),
-                ),
-            ]
+                ]
+            )
+        info = WorkerInfo(
+            worker_id,
+            name or worker_id,
+            chosen,
+            slots,
+            owner_address=admitted.owner_address,
+            standing=self._standing(),
         )
-        info = WorkerInfo(worker_id, name or worker_id, chosen, slots)
         self._workers[worker_id] = info
         self._by_token[token_hash] = worker_id
         return info, token
@@ -129,6 +203,17 @@ class WorkerRegistry:
             raise UnauthenticatedError("unknown worker token")
         info = self._workers[worker_id]
         info.last_seen = time.monotonic()
+        return info
+
+    async def revoke(self, worker_id: str) -> WorkerInfo:
+        """Revoke a worker: its token stops working (durably first); returns it so its connection can be
+        closed. NOT_FOUND for an unknown or already revoked worker."""
+        info = self._workers.get(worker_id)
+        if info is None:
+            raise NotFoundError(f"worker_id: no worker {worker_id!r}", field="worker_id")
+        await self._store.write([("UPDATE workers SET revoked_at = ? WHERE id = ?", (now_ms(), worker_id))])
+        self._workers.pop(worker_id, None)
+        self._by_token = {h: w for h, w in self._by_token.items() if w != worker_id}
         return info
 
     def active(self, now: float, recent_s: float) -> int:

@@ -16,6 +16,8 @@ from ashao.v1 import (
     chat_pb2,
     chat_pb2_grpc,
     network_pb2_grpc,
+    operator_pb2,
+    operator_pb2_grpc,
     treasury_pb2_grpc,
     worker_pb2,
     worker_pb2_grpc,
@@ -32,6 +34,8 @@ def core_settings(tmp_path: Path, **overrides: Any) -> CoreSettings:
         "data_dir": tmp_path / "data",
         "db_synchronous": "NORMAL",
         "heartbeat_interval_ms": 5000,
+        # Workers of most tests run their claimed slots at once (tests of probation set it back).
+        "worker_probation_slots": 64,
     }
     base.update(overrides)
     return CoreSettings(**base)
@@ -48,6 +52,8 @@ class Core:
         self.network = network_pb2_grpc.NetworkServiceStub(channel)
         self.accounts = account_pb2_grpc.AccountServiceStub(channel)
         self.treasury = treasury_pb2_grpc.TreasuryServiceStub(channel)
+        self.operators = operator_pb2_grpc.OperatorServiceStub(channel)
+        self._join_token: str | None = None
 
     async def send(
         self, content: str = "hello", tier: str = "free", conversation_id: str = "", metadata: Any = ()
@@ -79,9 +85,20 @@ class Core:
         token = (self.app.settings.data_dir / "operator.token").read_text().strip()
         return (("authorization", f"Bearer {token}"),)
 
+    async def join_token(self, uses: int = 1000) -> str:
+        """A join token from the operator (workers register with it)."""
+        if self._join_token is None:
+            r = await self.operators.IssueJoinToken(
+                operator_pb2.IssueJoinTokenRequest(label="tests", uses=uses), metadata=self.operator
+            )
+            self._join_token = r.join_token
+        return self._join_token
+
     async def register(self, slots: int = 2, tiers: tuple[str, ...] = ()) -> tuple[str, str]:
         r = await self.workers.RegisterWorker(
-            worker_pb2.RegisterWorkerRequest(name="t", slots=slots, tiers=tiers)
+            worker_pb2.RegisterWorkerRequest(
+                name="t", slots=slots, tiers=tiers, join_token=await self.join_token()
+            )
         )
         return r.worker_id, r.worker_token
 
@@ -101,16 +118,26 @@ async def stop_core(core: Core) -> None:
 class StreamWorker:
     """A worker holding a Connect stream, driven by the test message by message."""
 
-    def __init__(self, core: Core, token: str, *, slots: int = 2, tiers: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        core: Core,
+        token: str,
+        *,
+        slots: int = 2,
+        tiers: tuple[str, ...] = (),
+        continues_prefix: bool = True,
+    ) -> None:
         self.call = core.workers.Connect(metadata=(("authorization", f"Bearer {token}"),))
         self.slots = slots
         self.tiers = tiers
+        self.continues_prefix = continues_prefix
         self.worker_id = ""
 
     async def hello(self) -> None:
-        await self.call.write(
-            worker_pb2.ConnectRequest(hello=worker_pb2.WorkerHello(slots=self.slots, tiers=self.tiers))
+        hello = worker_pb2.WorkerHello(
+            slots=self.slots, tiers=self.tiers, continues_prefix=self.continues_prefix
         )
+        await self.call.write(worker_pb2.ConnectRequest(hello=hello))
         first = await asyncio.wait_for(self.call.read(), 5)
         assert first.HasField("welcome")
         self.worker_id = first.welcome.worker_id
@@ -150,9 +177,11 @@ class StreamWorker:
         self.call.cancel()
 
 
-async def connect_worker(core: Core, *, slots: int = 2, tiers: tuple[str, ...] = ()) -> StreamWorker:
+async def connect_worker(
+    core: Core, *, slots: int = 2, tiers: tuple[str, ...] = (), continues_prefix: bool = True
+) -> StreamWorker:
     _, token = await core.register(slots=slots, tiers=tiers)
-    w = StreamWorker(core, token, slots=slots, tiers=tiers)
+    w = StreamWorker(core, token, slots=slots, tiers=tiers, continues_prefix=continues_prefix)
     await w.hello()
     return w
 

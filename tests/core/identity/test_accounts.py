@@ -236,6 +236,7 @@ async def test_staking_and_treasury(core: Core) -> None:
     worker = await connect_worker(core)
     job, _ = await core.send("x", tier="ultra", metadata=user)
     await worker.assignment()
+    await worker.tokens(job, ["paid"])
     await worker.complete(job)
     await collect(core, job, metadata=user)
     # a second staker with a third of the stake, and a treasury big enough for a visible pool

@@ -166,6 +166,7 @@ async def test_priority_tier_dispatched_first(core: Core) -> None:
     ultra_job, _ = await core.send("u", tier="ultra", metadata=await core.sign_in(credits=10))
     worker = await connect_worker(core, slots=1)
     assert (await worker.assignment()).job_id == ultra_job
+    await worker.tokens(ultra_job, ["u"])
     await worker.complete(ultra_job)
     assert (await worker.assignment()).job_id == free_job
 

@@ -349,7 +349,11 @@ async def test_key_is_owner_only_and_reliability_band_follows_failures(tmp_path:
             for _ in range(n):
                 await core.send()
                 a = await worker.assignment()
-                await (worker.fail(a.job_id, retryable=False) if fail else worker.complete(a.job_id))
+                if fail:
+                    await worker.fail(a.job_id, retryable=False)
+                else:
+                    await worker.tokens(a.job_id, ["ok"])
+                    await worker.complete(a.job_id)
             for _ in range(200):
                 if core.app.jobs.snapshot().recent_outcomes >= n:
                     break

@@ -1,0 +1,70 @@
+"""OperatorService: join tokens, the list of workers, revocation. Every call needs the operator token."""
+
+from __future__ import annotations
+
+from ashao.v1 import operator_pb2, operator_pb2_grpc
+from core.grpc.context import Callers, Ctx, bearer
+from core.identity.directory import Directory
+from core.identity.principal import require_operator
+from core.jobs.system import JobSystem
+
+
+class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
+    """What the operator controls."""
+
+    def __init__(self, *, jobs: JobSystem, directory: Directory, callers: Callers) -> None:
+        self._jobs = jobs
+        self._directory = directory
+        self._callers = callers
+
+    def _operator(self, context: Ctx) -> None:
+        require_operator(self._directory.resolve(bearer(context), self._callers.ip(context)))
+
+    async def IssueJoinToken(
+        self, request: operator_pb2.IssueJoinTokenRequest, context: Ctx
+    ) -> operator_pb2.IssueJoinTokenResponse:
+        """A new join token."""
+        self._operator(context)
+        token, token_id, expires = await self._jobs.registry.joining.issue(
+            label=request.label, uses=request.uses, ttl_s=request.ttl_s
+        )
+        return operator_pb2.IssueJoinTokenResponse(join_token=token, id=token_id, expires_at_ms=expires)
+
+    async def RevokeJoinToken(
+        self, request: operator_pb2.RevokeJoinTokenRequest, context: Ctx
+    ) -> operator_pb2.RevokeJoinTokenResponse:
+        """Revoke a join token."""
+        self._operator(context)
+        await self._jobs.registry.joining.revoke(request.id)
+        return operator_pb2.RevokeJoinTokenResponse()
+
+    async def ListWorkers(
+        self, request: operator_pb2.ListWorkersRequest, context: Ctx
+    ) -> operator_pb2.ListWorkersResponse:
+        """Every registered worker."""
+        self._operator(context)
+        entries = []
+        for w in self._jobs.registry:
+            conn = w.connection
+            entries.append(
+                operator_pb2.WorkerEntry(
+                    worker_id=w.id,
+                    name=w.name,
+                    owner_address=w.owner_address,
+                    tiers=sorted(w.tiers),
+                    slots=conn.slots if conn is not None else w.slots,
+                    trusted_slots=w.standing.trusted(conn.slots if conn is not None else w.slots),
+                    running=len(conn.running) if conn is not None else len(w.pulled),
+                    connected=conn is not None,
+                    tokens_per_sec=w.standing.speed,
+                )
+            )
+        return operator_pb2.ListWorkersResponse(workers=entries)
+
+    async def RevokeWorker(
+        self, request: operator_pb2.RevokeWorkerRequest, context: Ctx
+    ) -> operator_pb2.RevokeWorkerResponse:
+        """Revoke a worker: its token stops working and its stream is closed."""
+        self._operator(context)
+        await self._jobs.revoke_worker(request.worker_id)
+        return operator_pb2.RevokeWorkerResponse()
