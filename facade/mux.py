@@ -15,7 +15,6 @@ the next stream from the last event each delivered, so their clients continue se
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -25,6 +24,8 @@ import grpc
 import orjson
 
 from ashao.v1 import chat_pb2, chat_pb2_grpc, common_pb2
+from facade.frames import Coalescer, FrameBuffer
+from facade.supervise import Supervisor
 
 log = logging.getLogger("ashao.facade.mux")
 
@@ -62,63 +63,10 @@ class WatchRefused(Exception):
         self.message = message
 
 
-class Coalescer:
-    """Decides when a subscription's writer wakes: at once if it has not written for ``window_s``,
-    else at the end of the window, so under load each client gets at most about one write per
-    window (each write is a syscall and a pass through the ASGI stack) while an idle stream's first
-    event, and every terminal event, still goes out at once."""
-
-    def __init__(self, window_s: float) -> None:
-        self.window_s = window_s
-        self._dirty: dict[Subscription, None] = {}
-        self._timer: asyncio.TimerHandle | None = None
-
-    def mark(self, sub: Subscription) -> None:
-        """``sub`` has new frames."""
-        if sub.waiter is None:
-            return  # its writer is busy writing; it takes the new frames when it comes back
-        now = time.monotonic()
-        due = sub.last_wake + self.window_s
-        if now >= due:
-            sub.wake(now)
-            return
-        self._dirty[sub] = None
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_at(due, self._flush)
-
-    def _flush(self) -> None:
-        self._timer = None
-        dirty, self._dirty = self._dirty, {}
-        now = time.monotonic()
-        for sub in dirty:
-            sub.wake(now)
-
-    def close(self) -> None:
-        """Stop the timer."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._dirty.clear()
-
-
-class Subscription:
+class Subscription(FrameBuffer):
     """One SSE client's view of one job: a buffer of SSE frames not yet written to it."""
 
-    __slots__ = (
-        "_coalescer",
-        "client_ip",
-        "credential",
-        "ended",
-        "frames",
-        "job_id",
-        "last_push",
-        "last_seq",
-        "last_wake",
-        "ready",
-        "size",
-        "sub_id",
-        "waiter",
-    )
+    __slots__ = ("client_ip", "credential", "job_id", "last_seq", "ready", "sub_id")
 
     def __init__(
         self,
@@ -129,65 +77,15 @@ class Subscription:
         client_ip: str,
         coalescer: Coalescer,
     ) -> None:
+        super().__init__(coalescer)
         self.sub_id = sub_id
         self.job_id = job_id
         self.credential = credential
         self.client_ip = client_ip
-        self._coalescer = coalescer
-        self.frames: list[bytes] = []
-        self.size = 0
         self.last_seq = after_seq
         """The id of the last event buffered; a re-watch resumes after it."""
-        self.ended = False
-        """No frame will be added any more."""
-        self.last_push = time.monotonic()
-        self.last_wake = 0.0
-        self.waiter: asyncio.Future[None] | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         """Resolves when the core accepted the watch; fails with WatchRefused."""
-
-    def push(self, frame: bytes, *, now: bool = False) -> None:
-        """Buffer ``frame``; its writer wakes within the coalescing window (``now``: at once)."""
-        self.frames.append(frame)
-        self.size += len(frame)
-        self.last_push = time.monotonic()
-        if now:
-            self.wake(self.last_push)
-        else:
-            self._coalescer.mark(self)
-
-    def end(self, frame: bytes = b"") -> None:
-        """Buffer a last frame (if any); the stream ends once it is written. Wakes the writer at once."""
-        if self.ended:
-            return
-        if frame:
-            self.frames.append(frame)
-            self.size += len(frame)
-        self.ended = True
-        self.wake(time.monotonic())
-
-    def wake(self, now: float) -> None:
-        """Let the writer take what is buffered."""
-        w = self.waiter
-        if w is not None and not w.done():
-            self.last_wake = now
-            w.set_result(None)
-
-    async def next(self) -> bytes | None:
-        """Everything buffered, in one piece, waiting for some if there is none; None once ended."""
-        while not self.frames:
-            if self.ended:
-                return None
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
-        frames = self.frames
-        data = frames[0] if len(frames) == 1 else b"".join(frames)
-        self.frames = []
-        self.size = 0
-        return data
 
 
 class Mux:
@@ -211,20 +109,23 @@ class Mux:
         self._ids = itertools.count(1)
         self._outbox: asyncio.Queue[chat_pb2.SubscribeRequest] = asyncio.Queue()
         self._connected = False
+        self._closing = False
         self._down_since = time.monotonic()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loops = Supervisor("ashao-facade-mux", {"subscribe": self._run, "keepalive": self._tick})
         self.cut_off = 0
         """Subscribers cut off for falling too far behind."""
 
     def __len__(self) -> int:
         return len(self._subs)
 
+    @property
+    def restarts(self) -> int:
+        """Times a loop of the mux was restarted after an unexpected failure."""
+        return self._loops.restarts
+
     def start(self) -> None:
-        """Open the stream (and keep it open) and start the keep-alive clock."""
-        self._tasks = [
-            asyncio.create_task(self._run(), name="ashao-facade-mux"),
-            asyncio.create_task(self._tick(), name="ashao-facade-keepalive"),
-        ]
+        """Open the stream (and keep it open) and start the keep-alive clock, both supervised."""
+        self._loops.start()
 
     def end_all(self) -> None:
         """End every subscription's stream now (their clients reconnect with Last-Event-ID)."""
@@ -235,15 +136,12 @@ class Mux:
         self._subs.clear()
 
     async def shutdown(self) -> None:
-        """End every subscription and stop. Idempotent."""
+        """Stop accepting watches, end every subscription (their clients write what is buffered), then
+        stop the loops. Idempotent."""
+        self._closing = True
         self.end_all()
+        await self._loops.stop()
         self._coalescer.close()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        self._tasks = []
 
     # -- subscriptions ----------------------------------------------------------------------
 
@@ -255,6 +153,8 @@ class Mux:
         Returns once the core accepted, so the caller can still answer with a real status; raises
         WatchRefused (NOT_FOUND for an unknown or foreign job, UNAVAILABLE if the core is away).
         """
+        if self._closing:
+            raise WatchRefused("UNAVAILABLE", "the facade is stopping")
         sub = Subscription(next(self._ids), job_id, after_seq, credential, client_ip, self._coalescer)
         self._subs[sub.sub_id] = sub
         self._outbox.put_nowait(self._watch_request(sub))

@@ -11,7 +11,6 @@ the facade, exactly as with a unary call cut by a network failure.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator
@@ -20,10 +19,14 @@ import grpc
 
 from ashao.v1 import chat_pb2, chat_pb2_grpc
 from facade.status import CoreCallFailed, CoreError, from_call_error
+from facade.supervise import Supervisor
 
 log = logging.getLogger("ashao.facade.sends")
 
 _UNREACHABLE = CoreError(grpc.StatusCode.UNAVAILABLE, "the coordinator is unreachable")
+_STOPPING = CoreError(grpc.StatusCode.UNAVAILABLE, "the facade is stopping")
+DRAIN_S = 1.0
+"""How long a stopping sender lets the sends in flight get their answers."""
 CONNECT_WAIT_S = 3.0
 """How long a send waits for the stream to the core to be (re)established before failing."""
 
@@ -38,25 +41,34 @@ class Sender:
         self._outbox: list[chat_pb2.RelayedSend] = []
         self._ready = asyncio.Event()
         self._up = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._loops = Supervisor("ashao-facade-sends", {"send": self._run})
+
+    @property
+    def restarts(self) -> int:
+        """Times the send loop was restarted after an unexpected failure."""
+        return self._loops.restarts
 
     def start(self) -> None:
-        """Open the stream, and keep it open."""
-        self._task = asyncio.create_task(self._run(), name="ashao-facade-sends")
+        """Open the stream, and keep it open (supervised)."""
+        self._loops.start()
 
     async def shutdown(self) -> None:
-        """Fail what is in flight and stop. Idempotent."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Refuse new sends, let those in flight get their answers (briefly), then stop; whatever is
+        still unanswered fails as UNAVAILABLE. Idempotent."""
+        self._closing = True
+        in_flight = [f for f in self._waiting.values() if not f.done()]
+        if in_flight and self._up.is_set():
+            await asyncio.wait(in_flight, timeout=DRAIN_S)
+        await self._loops.stop()
         self._fail_all()
 
     async def send(
         self, request: chat_pb2.SendMessageRequest, *, credential: str, client_ip: str, wait_s: float
     ) -> chat_pb2.SendMessageResponse:
         """Relay one send for an end user; CoreCallFailed carries the core's refusal."""
+        if self._closing:
+            raise CoreCallFailed(_STOPPING)
         if not self._up.is_set():  # (re)connecting: wait a little, as a unary call would
             try:
                 async with asyncio.timeout(min(wait_s, CONNECT_WAIT_S)):

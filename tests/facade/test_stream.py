@@ -10,10 +10,12 @@ import grpc
 import httpx
 import pytest
 
+from ashao.v1 import chat_pb2
 from core.app import CoreApp
 from facade.config import FacadeSettings
+from facade.mux import Mux
 from tests.helpers.core import Core, connect_worker
-from tests.helpers.sse import read_sse
+from tests.helpers.sse import iter_events, read_sse
 from tests.helpers.stack import Stack, start_stack, stop_stack
 from tests.helpers.tls import self_signed
 from tests.helpers.wait import eventually
@@ -183,3 +185,41 @@ async def test_facade_reaches_a_tls_core(tmp_path: Path) -> None:
         assert r.status_code == 200 and r.json()["job"]["state"] == "queued"
     finally:
         await stop_stack(s)
+
+
+async def test_streams_keep_working_after_the_mux_fails_once(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    dispatch = Mux._dispatch
+    injected: list[object] = []
+
+    def fail_once_on_tokens(self: Mux, response: chat_pb2.SubscribeResponse) -> None:
+        if not injected and any(ev.WhichOneof("kind") == "chunk" for ev in response.events):
+            injected.append(response)
+            raise RuntimeError("injected dispatch failure")
+        dispatch(self, response)
+
+    monkeypatch.setattr(Mux, "_dispatch", fail_once_on_tokens)
+    worker = await connect_worker(stack.core)
+    job = await send(stack.http)
+    await worker.assignment()
+    async with stack.http.stream("GET", f"/api/chat/stream?jobId={job}") as r:
+        assert r.status_code == 200  # the stream is open: the failure below hits it in flight
+        events = iter_events(r)
+        await worker.tokens(job, ["before "])
+        await eventually(lambda: bool(injected))
+        await worker.tokens(job, ["after"])
+        await worker.complete(job)
+        got = [await asyncio.wait_for(anext(events), 10) for _ in range(3)]
+    # it resumed where it was (re-watched after its last event): nothing lost, nothing doubled
+    assert tokens_of(got) == ["before ", "after"]
+    assert [e["id"] for e in got] == ["1", "2", "3"] and got[-1]["data"] == {"type": "done", "tokens": 2}
+    assert "injected dispatch failure" in caplog.text  # logged with its traceback, never silent
+    # and the process still streams: a new job's stream works too
+    job2 = await send(stack.http)
+    reader = asyncio.create_task(read_sse(stack.http, f"/api/chat/stream?jobId={job2}"))
+    await worker.assignment()
+    await worker.tokens(job2, ["again"])
+    await worker.complete(job2)
+    status, events2 = await asyncio.wait_for(reader, 10)
+    assert status == 200 and tokens_of(events2) == ["again"]
