@@ -57,8 +57,9 @@ class CoreClient:
             max_buffer_bytes=settings.sse_max_buffer_bytes,
             keepalive_s=settings.sse_keepalive_s,
             coalesce_s=settings.sse_coalesce_s,
+            connect_wait_s=settings.core_connect_wait_s,
         )
-        self.sender = Sender(self.chat)
+        self.sender = Sender(self.chat, connect_wait_s=settings.core_connect_wait_s)
         self.watchdog = SendWatchdog(settings.sse_send_timeout_s)
         self.timeout = settings.call_timeout_s
 

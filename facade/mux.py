@@ -99,16 +99,20 @@ class Mux:
         keepalive_s: float,
         coalesce_s: float = 0.0,
         reconnect_grace_s: float = 30.0,
+        connect_wait_s: float = 3.0,
     ) -> None:
         self._stub = stub
         self._coalescer = Coalescer(coalesce_s)
         self._max_buffer = max_buffer_bytes
         self._keepalive_s = keepalive_s
         self._grace_s = reconnect_grace_s
+        self._connect_wait_s = connect_wait_s
         self._subs: dict[int, Subscription] = {}
         self._ids = itertools.count(1)
         self._outbox: asyncio.Queue[chat_pb2.SubscribeRequest] = asyncio.Queue()
-        self._connected = False
+        self._up = asyncio.Event()
+        self._down: asyncio.Future[None] | None = None
+        """Resolves when the stream that is up now goes down."""
         self._closing = False
         self._down_since = time.monotonic()
         self._loops = Supervisor("ashao-facade-mux", {"subscribe": self._run, "keepalive": self._tick})
@@ -117,6 +121,11 @@ class Mux:
 
     def __len__(self) -> int:
         return len(self._subs)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the subscription stream to the core is up."""
+        return self._up.is_set()
 
     @property
     def restarts(self) -> int:
@@ -151,7 +160,8 @@ class Mux:
         """Follow ``job_id`` after ``after_seq`` for the end user behind ``credential``.
 
         Returns once the core accepted, so the caller can still answer with a real status; raises
-        WatchRefused (NOT_FOUND for an unknown or foreign job, UNAVAILABLE if the core is away).
+        WatchRefused (NOT_FOUND for an unknown or foreign job, UNAVAILABLE if the core is away: after
+        at most ``connect_wait_s`` without a stream to the core, as a send, not the whole ``wait_s``).
         """
         if self._closing:
             raise WatchRefused("UNAVAILABLE", "the facade is stopping")
@@ -159,15 +169,32 @@ class Mux:
         self._subs[sub.sub_id] = sub
         self._outbox.put_nowait(self._watch_request(sub))
         try:
-            async with asyncio.timeout(wait_s):
-                await asyncio.shield(sub.ready)
-        except TimeoutError:
-            self.release(sub)
-            raise WatchRefused("UNAVAILABLE", "the coordinator did not answer in time") from None
+            await self._accepted(sub, wait_s)
         except BaseException:
             self.release(sub)
             raise
         return sub
+
+    async def _accepted(self, sub: Subscription, wait_s: float) -> None:
+        """Wait for the core's answer to ``sub``'s watch: ``wait_s`` in all, and no more than
+        ``connect_wait_s`` at a time without a stream (a watch in flight when the stream breaks is
+        sent again on the next one)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while not sub.ready.done():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise WatchRefused("UNAVAILABLE", "the coordinator did not answer in time")
+            down = self._down
+            if down is None or down.done():  # no stream now: wait a little for one
+                try:
+                    async with asyncio.timeout(min(remaining, self._connect_wait_s)):
+                        await self._up.wait()
+                except TimeoutError:
+                    raise WatchRefused("UNAVAILABLE", "the coordinator is unreachable") from None
+                continue
+            await asyncio.wait([sub.ready, down], timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        sub.ready.result()  # raises the WatchRefused of a rejected watch
 
     def release(self, sub: Subscription) -> None:
         """The client is gone (or the stream ended): stop following. Safe to call twice."""
@@ -210,7 +237,8 @@ class Mux:
             call = self._stub.Subscribe(self._requests(outbox), wait_for_ready=True)
             try:
                 await call.initial_metadata()  # the core sends it at once: the stream is up
-                self._connected = True
+                self._down = asyncio.get_running_loop().create_future()
+                self._up.set()
                 backoff = 0.05
                 async for response in call:
                     self._dispatch(response)
@@ -218,9 +246,11 @@ class Mux:
             except grpc.aio.AioRpcError as err:
                 log.warning("subscription stream to the core failed (%s); reopening", err.code().name)
             finally:
-                if self._connected:
+                if self._up.is_set():
                     self._down_since = time.monotonic()
-                self._connected = False
+                self._up.clear()
+                if self._down is not None and not self._down.done():
+                    self._down.set_result(None)
                 call.cancel()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
@@ -296,7 +326,7 @@ class Mux:
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
-            lost = not self._connected and now - self._down_since > self._grace_s
+            lost = not self._up.is_set() and now - self._down_since > self._grace_s
             for sub in list(self._subs.values()):
                 if lost and sub.ready.done():
                     sub.end(error_frame(sub.last_seq + 1, "the coordinator is unreachable"))

@@ -27,15 +27,15 @@ _UNREACHABLE = CoreError(grpc.StatusCode.UNAVAILABLE, "the coordinator is unreac
 _STOPPING = CoreError(grpc.StatusCode.UNAVAILABLE, "the facade is stopping")
 DRAIN_S = 1.0
 """How long a stopping sender lets the sends in flight get their answers."""
-CONNECT_WAIT_S = 3.0
-"""How long a send waits for the stream to the core to be (re)established before failing."""
 
 
 class Sender:
     """The SendMany stream. ``start()`` it, ``shutdown()`` it."""
 
-    def __init__(self, stub: chat_pb2_grpc.ChatServiceAsyncStub) -> None:
+    def __init__(self, stub: chat_pb2_grpc.ChatServiceAsyncStub, *, connect_wait_s: float = 3.0) -> None:
         self._stub = stub
+        self._connect_wait_s = connect_wait_s
+        """How long a send waits for the stream to the core to be (re)established before failing."""
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[chat_pb2.SendMessageResponse]] = {}
         self._outbox: list[chat_pb2.RelayedSend] = []
@@ -71,7 +71,7 @@ class Sender:
             raise CoreCallFailed(_STOPPING)
         if not self._up.is_set():  # (re)connecting: wait a little, as a unary call would
             try:
-                async with asyncio.timeout(min(wait_s, CONNECT_WAIT_S)):
+                async with asyncio.timeout(min(wait_s, self._connect_wait_s)):
                     await self._up.wait()
             except TimeoutError:
                 raise CoreCallFailed(_UNREACHABLE) from None

@@ -137,6 +137,30 @@ async def test_stream_survives_a_core_restart(tmp_path: Path) -> None:
         await stop_stack(s)
 
 
+async def test_opening_a_stream_fails_fast_while_the_core_is_unreachable(tmp_path: Path) -> None:
+    call_timeout_s = 16.0
+    s = await start_stack(tmp_path, call_timeout_s=call_timeout_s)
+    try:
+        job = await send(s.http)
+        mux = s.facade.core_client.mux
+        app = await stop_core_keeping_port(s)
+        await eventually(lambda: not mux.connected)
+        # a 503 well within the call deadline, as a send gets (not a wait of the whole deadline)
+        r = await asyncio.wait_for(s.http.get(f"/api/chat/stream?jobId={job}"), call_timeout_s / 2)
+        assert r.status_code == 503 and set(r.json()) == {"error"}
+        assert "unreachable" in r.json()["error"]
+        r = await asyncio.wait_for(
+            s.http.post("/api/chat/send", json={"tier": "free", "content": "x"}), call_timeout_s / 2
+        )
+        assert r.status_code == 503
+        await start_again(s, app)
+        await eventually(lambda: mux.connected)
+        async with s.http.stream("GET", f"/api/chat/stream?jobId={job}") as r:
+            assert r.status_code == 200
+    finally:
+        await stop_stack(s)
+
+
 async def test_restart_mid_answer_is_an_error_not_a_splice(tmp_path: Path) -> None:
     s = await start_stack(tmp_path)
     try:
