@@ -66,7 +66,7 @@ class WatchRefused(Exception):
 class Subscription(FrameBuffer):
     """One SSE client's view of one job: a buffer of SSE frames not yet written to it."""
 
-    __slots__ = ("client_ip", "credential", "job_id", "last_seq", "ready", "sub_id")
+    __slots__ = ("client_ip", "credential", "finished", "job_id", "last_seq", "ready", "sub_id")
 
     def __init__(
         self,
@@ -86,6 +86,9 @@ class Subscription(FrameBuffer):
         """The id of the last event buffered; a re-watch resumes after it."""
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         """Resolves when the core accepted the watch; fails with WatchRefused."""
+        self.finished = False
+        """The job had ended and this client already had its every event, the terminal one included:
+        there is nothing to stream (an SSE client is told not to reconnect)."""
 
 
 class Mux:
@@ -276,19 +279,26 @@ class Mux:
                 sub.last_seq = seq + len(tokens) - 1
                 if sub.size > self._max_buffer:
                     self._cut_off(sub)
-            elif kind == "done":
+            elif kind == "done" or kind == "error":
+                # The core ends a finished watch by itself. A terminal event this client already has
+                # (it resumed past it) ends the stream with nothing more to say.
+                subs.pop(sub.sub_id, None)
                 if ev.seq > sub.last_seq:
                     sub.last_seq = ev.seq
-                    sub.end(DONE_FRAME % (ev.seq, ev.done.tokens))
-                    subs.pop(sub.sub_id, None)  # the core ends a finished watch by itself
-            elif kind == "error":
-                if ev.seq > sub.last_seq:
-                    sub.last_seq = ev.seq
-                    sub.end(error_frame(ev.seq, ev.error.message))
-                    subs.pop(sub.sub_id, None)
+                    sub.end(
+                        DONE_FRAME % (ev.seq, ev.done.tokens)
+                        if kind == "done"
+                        else error_frame(ev.seq, ev.error.message)
+                    )
+                else:
+                    sub.end()
             elif kind == "accepted":
                 if not sub.ready.done():
                     sub.ready.set_result(None)
+                    if _terminal(ev.accepted.state) and sub.last_seq > ev.accepted.tokens:
+                        # Resuming at or past the terminal event (its id is tokens + 1): nothing to send.
+                        sub.finished = True
+                        self.release(sub)
                 elif ev.accepted.tokens < sub.last_seq and not _terminal(ev.accepted.state):
                     # Re-watched after a core restart, but the tokens this client saw were lost with
                     # it: the answer is being produced again. Splicing the two would be a lie.

@@ -88,12 +88,21 @@ async def _frames(sub: Subscription) -> AsyncIterator[bytes]:
 STREAM_PATH = "/api/chat/stream"
 
 
-@router.get(STREAM_PATH, response_class=SSEResponse, status_code=200)
+@router.get(
+    STREAM_PATH,
+    response_class=SSEResponse,
+    status_code=200,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "token events, then done or error"},
+        204: {"description": "The job has ended and the client has its every event: do not reconnect."},
+    },
+)
 async def stream(request: Request, core: Core) -> Response:
     """Server-Sent Events of one job: `{type:"token",value}` per token as produced, then
     `{type:"done",tokens}` or `{type:"error",message}`. Every event has an `id`; reconnecting with
     `Last-Event-ID` (as EventSource does) resumes after it, and a stream opened after the job ended
-    replays it. An unknown job is 404 `{error}` before the stream starts.
+    replays it; resuming at or past the job's last event is 204 No Content, which tells an
+    EventSource not to reconnect. An unknown job is 404 `{error}` before the stream starts.
     """
     return await open_stream(request, core)
 
@@ -116,6 +125,8 @@ async def open_stream(request: Request, core: CoreClient) -> Response:
     except WatchRefused as refused:
         status = _WATCH_STATUS.get(refused.code, 503)
         return JSON({"error": refused.message}, status_code=status)
+    if sub.finished:  # the EventSource way to say "this stream is over, do not reconnect"
+        return Response(status_code=204)
     return SSEResponse(
         _frames(sub),
         watchdog=core.watchdog,

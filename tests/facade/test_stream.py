@@ -182,6 +182,40 @@ async def test_restart_mid_answer_is_an_error_not_a_splice(tmp_path: Path) -> No
         await stop_stack(s)
 
 
+async def test_reconnecting_after_the_last_event_of_a_finished_job_is_204(stack: Stack) -> None:
+    worker = await connect_worker(stack.core)
+    done_job, failed_job = await send(stack.http), await send(stack.http)
+    for job in (await worker.assignment()).job_id, (await worker.assignment()).job_id:
+        await worker.tokens(job, ["a ", "b"])
+    await worker.complete(done_job)
+    await worker.fail(failed_job, retryable=False)
+    for job, kind in ((done_job, "done"), (failed_job, "error")):
+        status, events = await asyncio.wait_for(read_sse(stack.http, f"/api/chat/stream?jobId={job}"), 10)
+        assert status == 200 and events[-1]["id"] == "3" and events[-1]["data"]["type"] == kind
+        # what an EventSource that was not closed sends after the terminal event (or past it)
+        for headers, query in (
+            ({"Last-Event-ID": "3"}, ""),
+            ({}, "&lastEventId=3"),
+            ({"Last-Event-ID": "9"}, ""),
+        ):
+            r = await asyncio.wait_for(
+                stack.http.get(f"/api/chat/stream?jobId={job}{query}", headers=headers), 5
+            )
+            assert r.status_code == 204 and r.content == b"", (job, headers, query)
+        # one event short of the end still gets the terminal event
+        status, rest = await asyncio.wait_for(
+            read_sse(stack.http, f"/api/chat/stream?jobId={job}", headers={"Last-Event-ID": "2"}), 10
+        )
+        assert status == 200 and [e["id"] for e in rest] == ["3"] and rest[0]["data"]["type"] == kind
+        await eventually(lambda j=job: unwatched(stack, j))  # nothing left watching it
+
+
+def unwatched(s: Stack, job_id: str) -> bool:
+    """Neither the facade nor the core follows ``job_id`` any more."""
+    entry = s.core.app.coordinator.jobs.get(job_id)
+    return len(s.facade.core_client.mux) == 0 and (entry is None or entry.log.listeners == 0)
+
+
 async def test_stream_bad_requests(stack: Stack) -> None:
     r = await stack.http.get("/api/chat/stream")
     assert r.status_code == 400 and "jobId" in r.json()["error"]
