@@ -8,10 +8,7 @@ JSON (keys sorted, no insignificant whitespace, UTF-8), which a client re-derive
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import grpc
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -21,13 +18,11 @@ from facade.client import Core
 from facade.http import call_metadata
 from facade.relay import models
 from facade.relay.errors import RelayRoute, error_response, signed
+from facade.relay.stream import RelayStream
 from facade.sse import SSEResponse
 from facade.status import decode
 
 router = APIRouter(route_class=RelayRoute, tags=["relay"])
-
-CHUNK_FRAME = b'event: chunk\nid: %d\ndata: {"text":%b}\n\n'
-VERDICT_FRAME = b'event: %b\nid: %d\ndata: {"envelope":%b,"signature":%b,"key_id":%b}\n\n'
 
 _CHAT_DOC = {
     "responses": models.CHAT_ERRORS,
@@ -46,42 +41,6 @@ async def chat(request: Request, core: Core) -> Response:
     )
     e = r.envelope
     return signed(e.body, e.signature, e.key_id)
-
-
-def _verdict(kind: bytes, seq: int, doc: relay_pb2.SignedDocument) -> bytes:
-    return VERDICT_FRAME % (kind, seq, doc.body, orjson.dumps(doc.signature), orjson.dumps(doc.key_id))
-
-
-async def _events(
-    call: grpc.aio.UnaryStreamCall[relay_pb2.ChatStreamRequest, relay_pb2.ChatStreamResponse], seq: int
-) -> AsyncIterator[bytes]:
-    ended = False
-    try:
-        while (msg := await call.read()) is not grpc.aio.EOF:  # read() began the call: no iterator
-            assert isinstance(msg, relay_pb2.ChatStreamResponse)
-            kind = msg.WhichOneof("event")
-            seq = msg.seq
-            if kind == "chunk":
-                yield CHUNK_FRAME % (seq, orjson.dumps(msg.chunk))
-            elif kind == "done":
-                ended = True
-                yield _verdict(b"done", seq, msg.done)
-            elif kind == "error":
-                ended = True
-                yield _verdict(b"error", seq, msg.error)
-        if not ended:
-            raise ConnectionError("the stream from the core ended without a verdict")
-    except (grpc.aio.AioRpcError, ConnectionError) as exc:
-        # After the first byte a failure is an in-band error event, never a clean-looking end.
-        detail = decode(exc).message if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
-        envelope = {
-            "error": "provider_error",
-            "detail": f"the relay lost the answer: {detail}",
-            "partial": True,
-        }
-        yield VERDICT_FRAME % (b"error", seq + 1, orjson.dumps(envelope), b'""', b'""')
-    finally:
-        call.cancel()  # a client that left stops the provider
 
 
 @router.post(
@@ -111,8 +70,14 @@ async def chat_stream(request: Request, core: Core) -> Response:
     if not isinstance(first, relay_pb2.ChatStreamResponse) or first.WhichOneof("event") != "admitted":
         call.cancel()
         raise RuntimeError("the core's relay stream did not start with `admitted`")
+    events = RelayStream(
+        call,
+        seq=first.seq,
+        coalescer=core.relay_coalescer,
+        max_buffer_bytes=core.settings.sse_max_buffer_bytes,
+    )
     return SSEResponse(
-        _events(call, first.seq),
+        events,
         watchdog=core.watchdog,
         headers={"X-Ashao-Model-Id": first.admitted.model_id},
     )
