@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import grpc
 from fastapi import APIRouter, Request
+from pydantic import ValidationError
 from starlette.responses import Response
 
 from ashao.v1 import relay_pb2
@@ -24,6 +25,30 @@ from facade.status import decode
 
 router = APIRouter(route_class=RelayRoute, tags=["relay"])
 
+
+def prompt_of(raw: bytes) -> relay_pb2.RelayPrompt | None:
+    """The typed prompt of a body that ``ChatBody`` accepts, or None for one it does not.
+
+    A well-formed body reaches the core as typed fields, which the core checks for limits as it does
+    for any gRPC client. A malformed one is handed to the core as it came (``json_body``): the core
+    then answers the 422 envelope naming the field, signed, and after its auth and rate-limit checks,
+    exactly as for a body that breaks a limit (the facade cannot sign, and must not let a malformed
+    body skip the rate limit or be told apart from a refused credential).
+    """
+    try:
+        body = models.ChatBody.model_validate_json(raw)
+    except ValidationError:
+        return None
+    prompt = relay_pb2.RelayPrompt(message=body.message, max_tokens=body.max_tokens)
+    if (p := body.payment) is not None:
+        prompt.payment.CopyFrom(
+            relay_pb2.PaymentCommitment(
+                address=p.address, nonce=p.nonce, price=p.price, signature=p.signature
+            )
+        )
+    return prompt
+
+
 _CHAT_DOC = {
     "responses": models.CHAT_ERRORS,
     "openapi_extra": docs.body(models.ChatBody),
@@ -34,8 +59,10 @@ _CHAT_DOC = {
 async def chat(request: Request, core: Core) -> Response:
     """Synchronous chat: one signed envelope `{role, text, model_id, usage, correlation_id}` when
     generation completes. Body `{message, max_tokens}` (`max_tokens` ≥ 1024)."""
+    raw = await request.body()
+    prompt = prompt_of(raw)
     r = await core.relay.Chat(
-        relay_pb2.ChatRequest(json_body=await request.body()),
+        relay_pb2.ChatRequest(prompt=prompt) if prompt is not None else relay_pb2.ChatRequest(json_body=raw),
         metadata=call_metadata(request, core.settings),
         timeout=core.settings.relay_timeout_s,
     )
@@ -58,8 +85,12 @@ async def chat_stream(request: Request, core: Core) -> Response:
     `{envelope, signature, key_id}` carrying the canonical response, a refusal or a fallback verdict,
     or an `error` event. Every refusal (auth, rate limit, billing, moderation, no provider) is decided
     before the stream starts and answered with its HTTP status and envelope instead."""
+    raw = await request.body()
+    prompt = prompt_of(raw)
     call = core.relay.ChatStream(
-        relay_pb2.ChatStreamRequest(json_body=await request.body()),
+        relay_pb2.ChatStreamRequest(prompt=prompt)
+        if prompt is not None
+        else relay_pb2.ChatStreamRequest(json_body=raw),
         metadata=call_metadata(request, core.settings),
         timeout=core.settings.relay_timeout_s,
     )
