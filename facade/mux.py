@@ -112,7 +112,7 @@ class Mux:
         self._connect_wait_s = connect_wait_s
         self._subs: dict[int, Subscription] = {}
         self._ids = itertools.count(1)
-        self._outbox: asyncio.Queue[chat_pb2.SubscribeRequest] = asyncio.Queue()
+        self._outbox: asyncio.Queue[chat_pb2.SubscribeRequest | None] = asyncio.Queue()
         self._up = asyncio.Event()
         self._down: asyncio.Future[None] | None = None
         """Resolves when the stream that is up now goes down."""
@@ -223,17 +223,18 @@ class Mux:
 
     # -- the stream -------------------------------------------------------------------------
 
+    @staticmethod
     async def _requests(
-        self, outbox: asyncio.Queue[chat_pb2.SubscribeRequest]
+        outbox: asyncio.Queue[chat_pb2.SubscribeRequest | None],
     ) -> AsyncIterator[chat_pb2.SubscribeRequest]:
-        while True:
-            yield await outbox.get()
+        while (request := await outbox.get()) is not None:  # None: that stream is over
+            yield request
 
     async def _run(self) -> None:
         backoff = 0.05
         while True:
             # A fresh outbox per stream: what was queued for a broken stream is re-derived below.
-            outbox: asyncio.Queue[chat_pb2.SubscribeRequest] = asyncio.Queue()
+            outbox: asyncio.Queue[chat_pb2.SubscribeRequest | None] = asyncio.Queue()
             self._outbox = outbox
             for sub in self._subs.values():
                 outbox.put_nowait(self._watch_request(sub))
@@ -254,6 +255,7 @@ class Mux:
                 self._up.clear()
                 if self._down is not None and not self._down.done():
                     self._down.set_result(None)
+                outbox.put_nowait(None)  # its request iterator ends rather than waiting for good
                 call.cancel()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)

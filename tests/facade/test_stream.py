@@ -6,35 +6,19 @@ import asyncio
 import shutil
 from pathlib import Path
 
-import grpc
 import httpx
 import pytest
 
 from ashao.v1 import chat_pb2
-from core.app import CoreApp
 from facade.config import FacadeSettings
 from facade.mux import Mux
-from tests.helpers.core import Core, connect_worker
+from tests.helpers.core import connect_worker
 from tests.helpers.sse import iter_events, read_sse
-from tests.helpers.stack import Stack, start_stack, stop_stack
+from tests.helpers.stack import Stack, start_again, start_stack, stop_core_keeping_port, stop_stack
 from tests.helpers.tls import self_signed
 from tests.helpers.wait import eventually
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def stop_core_keeping_port(s: Stack) -> CoreApp:
-    """Stop the stack's core; returns a new (unstarted) core on the same address and data."""
-    settings = s.core.app.settings.model_copy(update={"grpc_addr": s.core.app.address})
-    await s.core.channel.close()
-    await s.core.app.shutdown(grace=0.2)
-    return CoreApp(settings)
-
-
-async def start_again(s: Stack, app: CoreApp) -> Core:
-    await app.start()
-    s.core = Core(app, grpc.aio.insecure_channel(app.address))
-    return s.core
 
 
 async def send(http: httpx.AsyncClient, content: str = "hi", tier: str = "free") -> str:
@@ -157,6 +141,24 @@ async def test_opening_a_stream_fails_fast_while_the_core_is_unreachable(tmp_pat
         await eventually(lambda: mux.connected)
         async with s.http.stream("GET", f"/api/chat/stream?jobId={job}") as r:
             assert r.status_code == 200
+    finally:
+        await stop_stack(s)
+
+
+async def test_sends_after_the_core_restarts_are_answered_not_lost(tmp_path: Path) -> None:
+    call_timeout_s = 16.0
+    s = await start_stack(tmp_path, call_timeout_s=call_timeout_s)
+    try:
+        client = s.facade.core_client
+        await send(s.http)
+        await start_again(s, await stop_core_keeping_port(s))
+        await eventually(lambda: client.mux.connected and client.sender.connected)
+        for i in range(3):  # each answered by the core, well within the deadline
+            r = await asyncio.wait_for(
+                s.http.post("/api/chat/send", json={"tier": "free", "content": f"after {i}"}),
+                call_timeout_s / 2,
+            )
+            assert r.status_code == 200, r.text
     finally:
         await stop_stack(s)
 
