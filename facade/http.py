@@ -6,6 +6,7 @@ Request bodies are checked by the models the routes declare (see ``facade.valida
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from fastapi import Request
@@ -35,15 +36,24 @@ class JSON(Response):
         return orjson.dumps(content)
 
 
+def metadata_safe(value: str) -> str:
+    """``value`` as gRPC metadata can carry it (printable ASCII). HTTP headers may hold any Latin-1
+    byte; such a value is percent-encoded, so a credential that cannot be valid stays one that is not
+    (the core answers it as any other bad credential) instead of failing the call."""
+    if value.isascii() and value.isprintable():
+        return value
+    return quote(value, safe="")
+
+
 def bearer(request: Request) -> str:
     """The bearer token of the Authorization header, or ''."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+    return metadata_safe(token.strip()) if scheme.lower() == "bearer" else ""
 
 
 def credential(request: Request, settings: FacadeSettings) -> str:
     """The end user's credential: a bearer API key (or token), else the session cookie."""
-    return bearer(request) or request.cookies.get(settings.session_cookie, "")
+    return bearer(request) or metadata_safe(request.cookies.get(settings.session_cookie, ""))
 
 
 def client_ip(request: Request, settings: FacadeSettings) -> str:
@@ -51,7 +61,7 @@ def client_ip(request: Request, settings: FacadeSettings) -> str:
     if settings.trust_forwarded:
         forwarded = request.headers.get("x-forwarded-for", "")
         if forwarded:
-            return forwarded.split(",", 1)[0].strip()
+            return metadata_safe(forwarded.split(",", 1)[0].strip())
     return request.client.host if request.client else ""
 
 

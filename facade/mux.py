@@ -169,8 +169,9 @@ class Mux:
         if self._closing:
             raise WatchRefused("UNAVAILABLE", "the facade is stopping")
         sub = Subscription(next(self._ids), job_id, after_seq, credential, client_ip, self._coalescer)
+        request = self._watch_request(sub)  # a field that does not fit fails here, before it is kept
         self._subs[sub.sub_id] = sub
-        self._outbox.put_nowait(self._watch_request(sub))
+        self._outbox.put_nowait(request)
         try:
             await self._accepted(sub, wait_s)
         except BaseException:

@@ -70,10 +70,17 @@ async def send(body: SendBody, request: Request, core: Core) -> Response:
     return JSON({"jobId": r.job_id, "conversationId": r.conversation_id})
 
 
+_MAX_SEQ = 2**64 - 1  # event ids are uint64
+
+
 def _after_seq(request: Request) -> int:
     raw = request.headers.get("last-event-id") or request.query_params.get("lastEventId") or "0"
-    if not raw.isdigit():
-        raise BadRequest("Last-Event-ID: must be a non-negative integer", field="Last-Event-ID")
+    # (str.isdigit also says yes to "²" and other scripts' digits, which int() refuses, as it refuses
+    # more than 4,300 digits)
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 20) or int(raw) > _MAX_SEQ:
+        raise BadRequest(
+            "Last-Event-ID: must be an event id (an integer from 0 to 2^64-1)", field="Last-Event-ID"
+        )
     return int(raw)
 
 
