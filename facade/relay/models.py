@@ -156,6 +156,14 @@ class Registry(BaseModel):
     relays: list[Relay]
 
 
+UNREACHABLE: dict[int | str, dict[str, object]] = {
+    503: {
+        "model": ProviderErrorEnvelope,
+        "description": "The relay cannot reach its core; try again shortly.",
+    }
+}
+"""The failure every relay route can answer besides its own."""
+
 CHAT_ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": AuthChallenge, "description": "AuthChallenge"},
     402: {"model": PaymentChallenge, "description": "PaymentChallenge"},

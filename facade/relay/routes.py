@@ -120,52 +120,52 @@ async def _document(name: str, core: Core) -> Response:
     return signed(d.body, d.signature, d.key_id)
 
 
-@router.get("/health")
+@router.get("/health", responses=models.UNREACHABLE)
 async def health(core: Core) -> Response:
     """Liveness: 200 with relay and arbiter health booleans and watchdog signals."""
     return await _document("health", core)
 
 
-@router.get("/self")
+@router.get("/self", responses=models.UNREACHABLE)
 async def self_snapshot(core: Core) -> Response:
     """Aggregate snapshot: topography, sensorium, vitals across the eight domains, governance."""
     return await _document("self", core)
 
 
-@router.get("/pricing")
+@router.get("/pricing", responses=models.UNREACHABLE)
 async def pricing(core: Core) -> Response:
     """Posted per-message price and its five slices (variable_cost, overhead, improvement, reserve,
     buffer), computed from live measurements."""
     return await _document("pricing", core)
 
 
-@router.get("/sustainability")
+@router.get("/sustainability", responses=models.UNREACHABLE)
 async def sustainability(core: Core) -> Response:
     """Treasury readiness: runway weeks, fraction of operating float, distance to the reserve floor,
     recurring burn ratio."""
     return await _document("sustainability", core)
 
 
-@router.get("/vitals")
+@router.get("/vitals", responses=models.UNREACHABLE)
 async def vitals(core: Core) -> Response:
     """The eight vital domains, each with a band (healthy / warning / critical / not_yet_sealed), a
     reading and a methodology hash."""
     return await _document("vitals", core)
 
 
-@router.get("/sensorium")
+@router.get("/sensorium", responses=models.UNREACHABLE)
 async def sensorium(core: Core) -> Response:
     """Interoception, chronoception, proprioception, distress score."""
     return await _document("sensorium", core)
 
 
-@router.get("/registry", response_model=models.Registry)
+@router.get("/registry", response_model=models.Registry, responses=models.UNREACHABLE)
 async def registry(core: Core) -> Response:
     """The signed relay registry: `{relays: [{endpoint, public_key}], …}`. Pin `public_key`."""
     return await _document("registry", core)
 
 
-@router.get("/ledger/safety/verify")
+@router.get("/ledger/safety/verify", responses=models.UNREACHABLE)
 async def verify_safety_ledger(core: Core) -> Response:
     """Walk the safety ledger's hash chain end to end: `{intact, records, first_bad_record}`."""
     return await _document("safety_verify", core)
@@ -173,7 +173,10 @@ async def verify_safety_ledger(core: Core) -> Response:
 
 @router.get(
     "/ledger/safety/{correlation_id}",
-    responses={404: {"model": models.NotFoundEnvelope, "description": "No such record"}},
+    responses={
+        404: {"model": models.NotFoundEnvelope, "description": "No such record"},
+        **models.UNREACHABLE,
+    },
 )
 async def safety_record(correlation_id: str, core: Core) -> Response:
     """One safety-ledger record (`"<state_height>:<index>"`), with the SHA-256 of the exact text judged."""
