@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
+from facade import docs
 from facade.client import CoreClient
 from facade.config import FacadeSettings
 from facade.http import JSON
@@ -61,6 +62,7 @@ def create_app(settings: FacadeSettings) -> FastAPI:
     app.include_router(account.router)
     app.include_router(treasury.router)
     app.include_router(relay.router)
+    docs.install(app)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)

@@ -17,6 +17,7 @@ from ashao.v1 import (
     worker_pb2_grpc,
 )
 from facade.config import FacadeSettings
+from facade.frames import Coalescer
 from facade.mux import Mux
 from facade.sends import Sender
 from facade.sse import SendWatchdog
@@ -57,9 +58,12 @@ class CoreClient:
             max_buffer_bytes=settings.sse_max_buffer_bytes,
             keepalive_s=settings.sse_keepalive_s,
             coalesce_s=settings.sse_coalesce_s,
+            connect_wait_s=settings.core_connect_wait_s,
         )
-        self.sender = Sender(self.chat)
+        self.sender = Sender(self.chat, connect_wait_s=settings.core_connect_wait_s)
         self.watchdog = SendWatchdog(settings.sse_send_timeout_s)
+        self.relay_coalescer = Coalescer(settings.sse_coalesce_s)
+        """Paces the writes of relay streams (the mux paces its own)."""
         self.timeout = settings.call_timeout_s
 
     def start(self) -> None:
@@ -73,6 +77,7 @@ class CoreClient:
         await self.mux.shutdown()
         await self.sender.shutdown()
         await self.watchdog.stop()
+        self.relay_coalescer.close()
         await self.channel.close(grace=1.0)
 
 

@@ -56,6 +56,9 @@ class FacadeSettings(BaseSettings):
     """A client that does not read for this long is disconnected."""
     graceful_shutdown_s: float = 3.0
     """How long a stopping facade lets requests finish."""
+    core_connect_wait_s: float = 3.0
+    """While the facade's streams to the core are down, how long a send or a stream open waits for
+    them to come back before answering 503 (rather than the whole ``call_timeout_s``)."""
 
     @field_validator("http_addr")
     @classmethod

@@ -1,12 +1,12 @@
-"""HTTP plumbing shared by both surfaces: JSON bodies in and out, who the caller is, call metadata.
+"""HTTP plumbing shared by both surfaces: JSON out, who the caller is, call metadata.
 
-Request bodies are parsed with orjson and checked for shape here (a field of the wrong JSON type is
-a 400 naming it); every rule about values (which tiers exist, how long content may be) is the core's.
+Request bodies are checked by the models the routes declare (see ``facade.validation``).
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from fastapi import Request
@@ -36,83 +36,24 @@ class JSON(Response):
         return orjson.dumps(content)
 
 
-async def json_object(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object (an empty body is ``{}``); BadRequest otherwise."""
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"body: malformed JSON ({exc})", field="body") from None
-    if not isinstance(doc, dict):
-        raise BadRequest("body: must be a JSON object", field="body")
-    return doc
-
-
-def string(doc: dict[str, Any], name: str, *, required: bool = False) -> str:
-    """The string field ``name`` ('' when absent and not required)."""
-    value = doc.get(name)
-    if value is None:
-        if required:
-            raise BadRequest(f"{name}: required", field=name)
-        return ""
-    if not isinstance(value, str):
-        raise BadRequest(f"{name}: must be a string", field=name)
-    return value
-
-
-def integer(doc: dict[str, Any], name: str, *, required: bool = False, default: int = 0) -> int:
-    """The integer field ``name``."""
-    value = doc.get(name)
-    if value is None:
-        if required:
-            raise BadRequest(f"{name}: required", field=name)
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest(f"{name}: must be an integer", field=name)
-    return value
-
-
-def number(doc: dict[str, Any], name: str, *, default: float = 0.0) -> float:
-    """The numeric field ``name``."""
-    value = doc.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadRequest(f"{name}: must be a number", field=name)
-    return float(value)
-
-
-def boolean(doc: dict[str, Any], name: str, *, default: bool = False) -> bool:
-    """The boolean field ``name``."""
-    value = doc.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise BadRequest(f"{name}: must be true or false", field=name)
-    return value
-
-
-def strings(doc: dict[str, Any], name: str) -> list[str]:
-    """The list-of-strings field ``name`` (empty when absent)."""
-    value = doc.get(name)
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise BadRequest(f"{name}: must be a list of strings", field=name)
-    return value
+def metadata_safe(value: str) -> str:
+    """``value`` as gRPC metadata can carry it (printable ASCII). HTTP headers may hold any Latin-1
+    byte; such a value is percent-encoded, so a credential that cannot be valid stays one that is not
+    (the core answers it as any other bad credential) instead of failing the call."""
+    if value.isascii() and value.isprintable():
+        return value
+    return quote(value, safe="")
 
 
 def bearer(request: Request) -> str:
     """The bearer token of the Authorization header, or ''."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+    return metadata_safe(token.strip()) if scheme.lower() == "bearer" else ""
 
 
 def credential(request: Request, settings: FacadeSettings) -> str:
     """The end user's credential: a bearer API key (or token), else the session cookie."""
-    return bearer(request) or request.cookies.get(settings.session_cookie, "")
+    return bearer(request) or metadata_safe(request.cookies.get(settings.session_cookie, ""))
 
 
 def client_ip(request: Request, settings: FacadeSettings) -> str:
@@ -120,7 +61,7 @@ def client_ip(request: Request, settings: FacadeSettings) -> str:
     if settings.trust_forwarded:
         forwarded = request.headers.get("x-forwarded-for", "")
         if forwarded:
-            return forwarded.split(",", 1)[0].strip()
+            return metadata_safe(forwarded.split(",", 1)[0].strip())
     return request.client.host if request.client else ""
 
 

@@ -15,7 +15,6 @@ the next stream from the last event each delivered, so their clients continue se
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -25,6 +24,8 @@ import grpc
 import orjson
 
 from ashao.v1 import chat_pb2, chat_pb2_grpc, common_pb2
+from facade.frames import Coalescer, FrameBuffer
+from facade.supervise import Supervisor
 
 log = logging.getLogger("ashao.facade.mux")
 
@@ -62,63 +63,10 @@ class WatchRefused(Exception):
         self.message = message
 
 
-class Coalescer:
-    """Decides when a subscription's writer wakes: at once if it has not written for ``window_s``,
-    else at the end of the window, so under load each client gets at most about one write per
-    window (each write is a syscall and a pass through the ASGI stack) while an idle stream's first
-    event, and every terminal event, still goes out at once."""
-
-    def __init__(self, window_s: float) -> None:
-        self.window_s = window_s
-        self._dirty: dict[Subscription, None] = {}
-        self._timer: asyncio.TimerHandle | None = None
-
-    def mark(self, sub: Subscription) -> None:
-        """``sub`` has new frames."""
-        if sub.waiter is None:
-            return  # its writer is busy writing; it takes the new frames when it comes back
-        now = time.monotonic()
-        due = sub.last_wake + self.window_s
-        if now >= due:
-            sub.wake(now)
-            return
-        self._dirty[sub] = None
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_at(due, self._flush)
-
-    def _flush(self) -> None:
-        self._timer = None
-        dirty, self._dirty = self._dirty, {}
-        now = time.monotonic()
-        for sub in dirty:
-            sub.wake(now)
-
-    def close(self) -> None:
-        """Stop the timer."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._dirty.clear()
-
-
-class Subscription:
+class Subscription(FrameBuffer):
     """One SSE client's view of one job: a buffer of SSE frames not yet written to it."""
 
-    __slots__ = (
-        "_coalescer",
-        "client_ip",
-        "credential",
-        "ended",
-        "frames",
-        "job_id",
-        "last_push",
-        "last_seq",
-        "last_wake",
-        "ready",
-        "size",
-        "sub_id",
-        "waiter",
-    )
+    __slots__ = ("client_ip", "credential", "finished", "job_id", "last_seq", "ready", "sub_id")
 
     def __init__(
         self,
@@ -129,65 +77,18 @@ class Subscription:
         client_ip: str,
         coalescer: Coalescer,
     ) -> None:
+        super().__init__(coalescer)
         self.sub_id = sub_id
         self.job_id = job_id
         self.credential = credential
         self.client_ip = client_ip
-        self._coalescer = coalescer
-        self.frames: list[bytes] = []
-        self.size = 0
         self.last_seq = after_seq
         """The id of the last event buffered; a re-watch resumes after it."""
-        self.ended = False
-        """No frame will be added any more."""
-        self.last_push = time.monotonic()
-        self.last_wake = 0.0
-        self.waiter: asyncio.Future[None] | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         """Resolves when the core accepted the watch; fails with WatchRefused."""
-
-    def push(self, frame: bytes, *, now: bool = False) -> None:
-        """Buffer ``frame``; its writer wakes within the coalescing window (``now``: at once)."""
-        self.frames.append(frame)
-        self.size += len(frame)
-        self.last_push = time.monotonic()
-        if now:
-            self.wake(self.last_push)
-        else:
-            self._coalescer.mark(self)
-
-    def end(self, frame: bytes = b"") -> None:
-        """Buffer a last frame (if any); the stream ends once it is written. Wakes the writer at once."""
-        if self.ended:
-            return
-        if frame:
-            self.frames.append(frame)
-            self.size += len(frame)
-        self.ended = True
-        self.wake(time.monotonic())
-
-    def wake(self, now: float) -> None:
-        """Let the writer take what is buffered."""
-        w = self.waiter
-        if w is not None and not w.done():
-            self.last_wake = now
-            w.set_result(None)
-
-    async def next(self) -> bytes | None:
-        """Everything buffered, in one piece, waiting for some if there is none; None once ended."""
-        while not self.frames:
-            if self.ended:
-                return None
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
-        frames = self.frames
-        data = frames[0] if len(frames) == 1 else b"".join(frames)
-        self.frames = []
-        self.size = 0
-        return data
+        self.finished = False
+        """The job had ended and this client already had its every event, the terminal one included:
+        there is nothing to stream (an SSE client is told not to reconnect)."""
 
 
 class Mux:
@@ -201,30 +102,42 @@ class Mux:
         keepalive_s: float,
         coalesce_s: float = 0.0,
         reconnect_grace_s: float = 30.0,
+        connect_wait_s: float = 3.0,
     ) -> None:
         self._stub = stub
         self._coalescer = Coalescer(coalesce_s)
         self._max_buffer = max_buffer_bytes
         self._keepalive_s = keepalive_s
         self._grace_s = reconnect_grace_s
+        self._connect_wait_s = connect_wait_s
         self._subs: dict[int, Subscription] = {}
         self._ids = itertools.count(1)
-        self._outbox: asyncio.Queue[chat_pb2.SubscribeRequest] = asyncio.Queue()
-        self._connected = False
+        self._outbox: asyncio.Queue[chat_pb2.SubscribeRequest | None] = asyncio.Queue()
+        self._up = asyncio.Event()
+        self._down: asyncio.Future[None] | None = None
+        """Resolves when the stream that is up now goes down."""
+        self._closing = False
         self._down_since = time.monotonic()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loops = Supervisor("ashao-facade-mux", {"subscribe": self._run, "keepalive": self._tick})
         self.cut_off = 0
         """Subscribers cut off for falling too far behind."""
 
     def __len__(self) -> int:
         return len(self._subs)
 
+    @property
+    def connected(self) -> bool:
+        """Whether the subscription stream to the core is up."""
+        return self._up.is_set()
+
+    @property
+    def restarts(self) -> int:
+        """Times a loop of the mux was restarted after an unexpected failure."""
+        return self._loops.restarts
+
     def start(self) -> None:
-        """Open the stream (and keep it open) and start the keep-alive clock."""
-        self._tasks = [
-            asyncio.create_task(self._run(), name="ashao-facade-mux"),
-            asyncio.create_task(self._tick(), name="ashao-facade-keepalive"),
-        ]
+        """Open the stream (and keep it open) and start the keep-alive clock, both supervised."""
+        self._loops.start()
 
     def end_all(self) -> None:
         """End every subscription's stream now (their clients reconnect with Last-Event-ID)."""
@@ -235,15 +148,12 @@ class Mux:
         self._subs.clear()
 
     async def shutdown(self) -> None:
-        """End every subscription and stop. Idempotent."""
+        """Stop accepting watches, end every subscription (their clients write what is buffered), then
+        stop the loops. Idempotent."""
+        self._closing = True
         self.end_all()
+        await self._loops.stop()
         self._coalescer.close()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        self._tasks = []
 
     # -- subscriptions ----------------------------------------------------------------------
 
@@ -253,21 +163,42 @@ class Mux:
         """Follow ``job_id`` after ``after_seq`` for the end user behind ``credential``.
 
         Returns once the core accepted, so the caller can still answer with a real status; raises
-        WatchRefused (NOT_FOUND for an unknown or foreign job, UNAVAILABLE if the core is away).
+        WatchRefused (NOT_FOUND for an unknown or foreign job, UNAVAILABLE if the core is away: after
+        at most ``connect_wait_s`` without a stream to the core, as a send, not the whole ``wait_s``).
         """
+        if self._closing:
+            raise WatchRefused("UNAVAILABLE", "the facade is stopping")
         sub = Subscription(next(self._ids), job_id, after_seq, credential, client_ip, self._coalescer)
+        request = self._watch_request(sub)  # a field that does not fit fails here, before it is kept
         self._subs[sub.sub_id] = sub
-        self._outbox.put_nowait(self._watch_request(sub))
+        self._outbox.put_nowait(request)
         try:
-            async with asyncio.timeout(wait_s):
-                await asyncio.shield(sub.ready)
-        except TimeoutError:
-            self.release(sub)
-            raise WatchRefused("UNAVAILABLE", "the coordinator did not answer in time") from None
+            await self._accepted(sub, wait_s)
         except BaseException:
             self.release(sub)
             raise
         return sub
+
+    async def _accepted(self, sub: Subscription, wait_s: float) -> None:
+        """Wait for the core's answer to ``sub``'s watch: ``wait_s`` in all, and no more than
+        ``connect_wait_s`` at a time without a stream (a watch in flight when the stream breaks is
+        sent again on the next one)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while not sub.ready.done():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise WatchRefused("UNAVAILABLE", "the coordinator did not answer in time")
+            down = self._down
+            if down is None or down.done():  # no stream now: wait a little for one
+                try:
+                    async with asyncio.timeout(min(remaining, self._connect_wait_s)):
+                        await self._up.wait()
+                except TimeoutError:
+                    raise WatchRefused("UNAVAILABLE", "the coordinator is unreachable") from None
+                continue
+            await asyncio.wait([sub.ready, down], timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        sub.ready.result()  # raises the WatchRefused of a rejected watch
 
     def release(self, sub: Subscription) -> None:
         """The client is gone (or the stream ended): stop following. Safe to call twice."""
@@ -293,24 +224,26 @@ class Mux:
 
     # -- the stream -------------------------------------------------------------------------
 
+    @staticmethod
     async def _requests(
-        self, outbox: asyncio.Queue[chat_pb2.SubscribeRequest]
+        outbox: asyncio.Queue[chat_pb2.SubscribeRequest | None],
     ) -> AsyncIterator[chat_pb2.SubscribeRequest]:
-        while True:
-            yield await outbox.get()
+        while (request := await outbox.get()) is not None:  # None: that stream is over
+            yield request
 
     async def _run(self) -> None:
         backoff = 0.05
         while True:
             # A fresh outbox per stream: what was queued for a broken stream is re-derived below.
-            outbox: asyncio.Queue[chat_pb2.SubscribeRequest] = asyncio.Queue()
+            outbox: asyncio.Queue[chat_pb2.SubscribeRequest | None] = asyncio.Queue()
             self._outbox = outbox
             for sub in self._subs.values():
                 outbox.put_nowait(self._watch_request(sub))
             call = self._stub.Subscribe(self._requests(outbox), wait_for_ready=True)
             try:
                 await call.initial_metadata()  # the core sends it at once: the stream is up
-                self._connected = True
+                self._down = asyncio.get_running_loop().create_future()
+                self._up.set()
                 backoff = 0.05
                 async for response in call:
                     self._dispatch(response)
@@ -318,9 +251,12 @@ class Mux:
             except grpc.aio.AioRpcError as err:
                 log.warning("subscription stream to the core failed (%s); reopening", err.code().name)
             finally:
-                if self._connected:
+                if self._up.is_set():
                     self._down_since = time.monotonic()
-                self._connected = False
+                self._up.clear()
+                if self._down is not None and not self._down.done():
+                    self._down.set_result(None)
+                outbox.put_nowait(None)  # its request iterator ends rather than waiting for good
                 call.cancel()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
@@ -346,19 +282,26 @@ class Mux:
                 sub.last_seq = seq + len(tokens) - 1
                 if sub.size > self._max_buffer:
                     self._cut_off(sub)
-            elif kind == "done":
+            elif kind == "done" or kind == "error":
+                # The core ends a finished watch by itself. A terminal event this client already has
+                # (it resumed past it) ends the stream with nothing more to say.
+                subs.pop(sub.sub_id, None)
                 if ev.seq > sub.last_seq:
                     sub.last_seq = ev.seq
-                    sub.end(DONE_FRAME % (ev.seq, ev.done.tokens))
-                    subs.pop(sub.sub_id, None)  # the core ends a finished watch by itself
-            elif kind == "error":
-                if ev.seq > sub.last_seq:
-                    sub.last_seq = ev.seq
-                    sub.end(error_frame(ev.seq, ev.error.message))
-                    subs.pop(sub.sub_id, None)
+                    sub.end(
+                        DONE_FRAME % (ev.seq, ev.done.tokens)
+                        if kind == "done"
+                        else error_frame(ev.seq, ev.error.message)
+                    )
+                else:
+                    sub.end()
             elif kind == "accepted":
                 if not sub.ready.done():
                     sub.ready.set_result(None)
+                    if _terminal(ev.accepted.state) and sub.last_seq > ev.accepted.tokens:
+                        # Resuming at or past the terminal event (its id is tokens + 1): nothing to send.
+                        sub.finished = True
+                        self.release(sub)
                 elif ev.accepted.tokens < sub.last_seq and not _terminal(ev.accepted.state):
                     # Re-watched after a core restart, but the tokens this client saw were lost with
                     # it: the answer is being produced again. Splicing the two would be a lie.
@@ -396,7 +339,7 @@ class Mux:
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
-            lost = not self._connected and now - self._down_since > self._grace_s
+            lost = not self._up.is_set() and now - self._down_since > self._grace_s
             for sub in list(self._subs.values()):
                 if lost and sub.ready.done():
                     sub.end(error_frame(sub.last_seq + 1, "the coordinator is unreachable"))

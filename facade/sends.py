@@ -11,7 +11,6 @@ the facade, exactly as with a unary call cut by a network failure.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator
@@ -20,56 +19,105 @@ import grpc
 
 from ashao.v1 import chat_pb2, chat_pb2_grpc
 from facade.status import CoreCallFailed, CoreError, from_call_error
+from facade.supervise import Supervisor
 
 log = logging.getLogger("ashao.facade.sends")
 
 _UNREACHABLE = CoreError(grpc.StatusCode.UNAVAILABLE, "the coordinator is unreachable")
-CONNECT_WAIT_S = 3.0
-"""How long a send waits for the stream to the core to be (re)established before failing."""
+_STOPPING = CoreError(grpc.StatusCode.UNAVAILABLE, "the facade is stopping")
+DRAIN_S = 1.0
+"""How long a stopping sender lets the sends in flight get their answers."""
+
+
+class _Outbox:
+    """The sends waiting for one stream to carry them. Each stream has its own: the request iterator
+    of a broken stream may still be waiting inside grpc, and must never take a later stream's sends."""
+
+    __slots__ = ("closed", "ready", "sends")
+
+    def __init__(self) -> None:
+        self.sends: list[chat_pb2.RelayedSend] = []
+        self.ready = asyncio.Event()
+        self.closed = False
+
+    def put(self, send: chat_pb2.RelayedSend) -> None:
+        """Queue ``send`` for the stream."""
+        self.sends.append(send)
+        self.ready.set()
+
+    def close(self) -> None:
+        """The stream is over: its iterator ends (what is still queued was failed with it)."""
+        self.closed = True
+        self.ready.set()
+
+    async def requests(self) -> AsyncIterator[chat_pb2.SendManyRequest]:
+        """The stream's messages: every send queued since the last one, together."""
+        while True:
+            await self.ready.wait()
+            self.ready.clear()
+            if self.closed:
+                return
+            if self.sends:
+                batch, self.sends = self.sends, []
+                yield chat_pb2.SendManyRequest(sends=batch)
 
 
 class Sender:
     """The SendMany stream. ``start()`` it, ``shutdown()`` it."""
 
-    def __init__(self, stub: chat_pb2_grpc.ChatServiceAsyncStub) -> None:
+    def __init__(self, stub: chat_pb2_grpc.ChatServiceAsyncStub, *, connect_wait_s: float = 3.0) -> None:
         self._stub = stub
+        self._connect_wait_s = connect_wait_s
+        """How long a send waits for the stream to the core to be (re)established before failing."""
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[chat_pb2.SendMessageResponse]] = {}
-        self._outbox: list[chat_pb2.RelayedSend] = []
-        self._ready = asyncio.Event()
+        self._outbox = _Outbox()
         self._up = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._loops = Supervisor("ashao-facade-sends", {"send": self._run})
+
+    @property
+    def connected(self) -> bool:
+        """Whether the send stream to the core is up."""
+        return self._up.is_set()
+
+    @property
+    def restarts(self) -> int:
+        """Times the send loop was restarted after an unexpected failure."""
+        return self._loops.restarts
 
     def start(self) -> None:
-        """Open the stream, and keep it open."""
-        self._task = asyncio.create_task(self._run(), name="ashao-facade-sends")
+        """Open the stream, and keep it open (supervised)."""
+        self._loops.start()
 
     async def shutdown(self) -> None:
-        """Fail what is in flight and stop. Idempotent."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Refuse new sends, let those in flight get their answers (briefly), then stop; whatever is
+        still unanswered fails as UNAVAILABLE. Idempotent."""
+        self._closing = True
+        in_flight = [f for f in self._waiting.values() if not f.done()]
+        if in_flight and self._up.is_set():
+            await asyncio.wait(in_flight, timeout=DRAIN_S)
+        await self._loops.stop()
         self._fail_all()
 
     async def send(
         self, request: chat_pb2.SendMessageRequest, *, credential: str, client_ip: str, wait_s: float
     ) -> chat_pb2.SendMessageResponse:
         """Relay one send for an end user; CoreCallFailed carries the core's refusal."""
+        if self._closing:
+            raise CoreCallFailed(_STOPPING)
         if not self._up.is_set():  # (re)connecting: wait a little, as a unary call would
             try:
-                async with asyncio.timeout(min(wait_s, CONNECT_WAIT_S)):
+                async with asyncio.timeout(min(wait_s, self._connect_wait_s)):
                     await self._up.wait()
             except TimeoutError:
                 raise CoreCallFailed(_UNREACHABLE) from None
         send_id = next(self._ids)
         future: asyncio.Future[chat_pb2.SendMessageResponse] = asyncio.get_running_loop().create_future()
         self._waiting[send_id] = future
-        self._outbox.append(
+        self._outbox.put(
             chat_pb2.RelayedSend(id=send_id, send=request, credential=credential, client_ip=client_ip)
         )
-        self._ready.set()
         try:
             async with asyncio.timeout(wait_s):
                 return await future
@@ -80,19 +128,13 @@ class Sender:
         finally:
             self._waiting.pop(send_id, None)
 
-    async def _requests(self) -> AsyncIterator[chat_pb2.SendManyRequest]:
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            if self._outbox:
-                batch, self._outbox = self._outbox, []
-                yield chat_pb2.SendManyRequest(sends=batch)
-
     async def _run(self) -> None:
         backoff = 0.05
         while True:
-            self._outbox = []  # nothing queued survives into a new stream: those callers were failed
-            call = self._stub.SendMany(self._requests(), wait_for_ready=True)
+            # A fresh outbox per stream: nothing queued survives into a new stream (those callers were
+            # failed with the old one).
+            outbox = self._outbox = _Outbox()
+            call = self._stub.SendMany(outbox.requests(), wait_for_ready=True)
             try:
                 await call.initial_metadata()
                 self._up.set()
@@ -111,6 +153,7 @@ class Sender:
                 log.warning("send stream to the core failed (%s); reopening", err.code().name)
             finally:
                 self._up.clear()
+                outbox.close()
                 call.cancel()
                 self._fail_all()
             await asyncio.sleep(backoff)

@@ -8,13 +8,14 @@ not at the next write), and disconnects a client that stops reading for ``send_t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+
+from facade.supervise import Supervisor
 
 log = logging.getLogger("ashao.facade.sse")
 
@@ -35,21 +36,17 @@ class SendWatchdog:
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         self._streams: set[SSEResponse] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._loops = Supervisor("ashao-sse-watchdog", {"watchdog": self._run})
         self.disconnected = 0
         """Streams cut for not reading."""
 
     def start(self) -> None:
-        """Start the clock."""
-        self._task = asyncio.create_task(self._run(), name="ashao-sse-watchdog")
+        """Start the clock (supervised)."""
+        self._loops.start()
 
     async def stop(self) -> None:
         """Stop the clock. Idempotent."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loops.stop()
 
     def add(self, stream: SSEResponse) -> None:
         """Watch ``stream`` while it runs."""
@@ -134,8 +131,7 @@ class SSEResponse(Response):
         finally:
             self._watchdog.discard(self)
             listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            await asyncio.wait([listener])  # (never swallows a cancellation of this task)
             aclose: Callable[[], Awaitable[None]] | None = getattr(self._source, "aclose", None)
             if aclose is not None:
                 await aclose()

@@ -25,7 +25,6 @@ from core.workers.joining import JoinPolicy
 from core.workers.links import Connection
 from core.workers.standing import PROBATION_SLOTS, Standing
 
-
 MAX_WORKER_NAME = 64
 MAX_SLOTS = 1024
 """Most jobs one worker may announce it runs at once."""

@@ -3,32 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Header, Query, Request
+from pydantic import Field
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ashao.v1 import chat_pb2, common_pb2
-from facade import docs
 from facade.client import Core, CoreClient
-from facade.http import JSON, BadRequest, call_metadata, client_ip, credential, json_object, string
+from facade.http import JSON, BadRequest, call_metadata, client_ip, credential
 from facade.mux import Mux, Subscription, WatchRefused
-from facade.network.errors import NetworkRoute, guarded
+from facade.network.errors import NetworkRoute, errors, guarded, json_errors
 from facade.sse import SSEResponse
+from facade.validation import Body, Text
 
 router = APIRouter(route_class=NetworkRoute, tags=["chat"])
 
 _WATCH_STATUS = {"NOT_FOUND": 404, "INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403}
 
 
-class SendBody(BaseModel):
+class SendBody(Body):
     """A message to send."""
 
-    tier: str = Field(description="free, basic, pro or ultra", examples=["pro"])
-    content: str = Field(description="The user's message.", examples=["Explain how ashao routes a prompt."])
-    conversationId: str | None = Field(None, description="Continue this conversation (conv_…).")
+    tier: Text = Field(description="free, basic, pro or ultra", examples=["pro"])
+    content: Text = Field(description="The user's message.", examples=["Explain how ashao routes a prompt."])
+    conversationId: Text | None = Field(default=None, description="Continue this conversation (conv_…).")
 
 
 def state_name(state: int) -> str:
@@ -52,19 +52,16 @@ def job_json(job: common_pb2.Job) -> dict[str, Any]:
     }
 
 
-@router.post("/api/chat/send", openapi_extra=docs.body(SendBody))
-async def send(request: Request, core: Core) -> Response:
+@router.post("/api/chat/send", responses=errors(400, 401, 402, 404, 429))
+async def send(body: SendBody, request: Request, core: Core) -> Response:
     """Send a message: persists the conversation and the message and queues a job; returns at once.
 
     Charges the tier's credit cost when signed in (priced tiers need a signed-in caller). Answers
     `{jobId, conversationId}`; bad input is 400 `{error}` naming the field, and nothing is queued.
     """
-    doc = await json_object(request)
     r = await core.sender.send(
         chat_pb2.SendMessageRequest(
-            tier=string(doc, "tier"),
-            content=string(doc, "content"),
-            conversation_id=string(doc, "conversationId"),
+            tier=body.tier, content=body.content, conversation_id=body.conversationId or ""
         ),
         credential=credential(request, core.settings),
         client_ip=client_ip(request, core.settings),
@@ -73,10 +70,17 @@ async def send(request: Request, core: Core) -> Response:
     return JSON({"jobId": r.job_id, "conversationId": r.conversation_id})
 
 
+_MAX_SEQ = 2**64 - 1  # event ids are uint64
+
+
 def _after_seq(request: Request) -> int:
     raw = request.headers.get("last-event-id") or request.query_params.get("lastEventId") or "0"
-    if not raw.isdigit():
-        raise BadRequest("Last-Event-ID: must be a non-negative integer", field="Last-Event-ID")
+    # (str.isdigit also says yes to "²" and other scripts' digits, which int() refuses, as it refuses
+    # more than 4,300 digits)
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 20) or int(raw) > _MAX_SEQ:
+        raise BadRequest(
+            "Last-Event-ID: must be an event id (an integer from 0 to 2^64-1)", field="Last-Event-ID"
+        )
     return int(raw)
 
 
@@ -88,14 +92,35 @@ async def _frames(sub: Subscription) -> AsyncIterator[bytes]:
 STREAM_PATH = "/api/chat/stream"
 
 
-@router.get(STREAM_PATH, response_class=SSEResponse, status_code=200)
-async def stream(request: Request, core: Core) -> Response:
+@router.get(
+    STREAM_PATH,
+    response_class=SSEResponse,
+    status_code=200,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "token events, then done or error"},
+        204: {"description": "The job has ended and the client has its every event: do not reconnect."},
+        **json_errors(400, 401, 404),
+    },
+)
+async def stream(
+    request: Request,
+    core: Core,
+    jobId: Annotated[str, Query(description="The job to follow (job_…).")],
+    last_event_id: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", description="Resume after this event id (a non-negative integer)."),
+    ] = None,
+    lastEventId: Annotated[
+        str | None, Query(description="As `Last-Event-ID`, for clients that cannot set headers.")
+    ] = None,
+) -> Response:
     """Server-Sent Events of one job: `{type:"token",value}` per token as produced, then
     `{type:"done",tokens}` or `{type:"error",message}`. Every event has an `id`; reconnecting with
     `Last-Event-ID` (as EventSource does) resumes after it, and a stream opened after the job ended
-    replays it. An unknown job is 404 `{error}` before the stream starts.
+    replays it; resuming at or past the job's last event is 204 No Content, which tells an
+    EventSource not to reconnect. An unknown job is 404 `{error}` before the stream starts.
     """
-    return await open_stream(request, core)
+    return await open_stream(request, core)  # checks its parameters itself: StreamFastPath serves it
 
 
 async def open_stream(request: Request, core: CoreClient) -> Response:
@@ -116,6 +141,8 @@ async def open_stream(request: Request, core: CoreClient) -> Response:
     except WatchRefused as refused:
         status = _WATCH_STATUS.get(refused.code, 503)
         return JSON({"error": refused.message}, status_code=status)
+    if sub.finished:  # the EventSource way to say "this stream is over, do not reconnect"
+        return Response(status_code=204)
     return SSEResponse(
         _frames(sub),
         watchdog=core.watchdog,
@@ -145,7 +172,7 @@ class StreamFastPath:
         await self.app(scope, receive, send)
 
 
-@router.get("/api/jobs/{job_id}")
+@router.get("/api/jobs/{job_id}", responses=errors(401, 404))
 async def get_job(job_id: str, request: Request, core: Core) -> Response:
     """One job's state: `{job: {id, tier, model, conversationId, state, attempts, workerId, tokens, …}}`."""
     r = await core.chat.GetJob(
@@ -156,7 +183,7 @@ async def get_job(job_id: str, request: Request, core: Core) -> Response:
     return JSON({"job": job_json(r.job)})
 
 
-@router.get("/api/conversations/{conversation_id}")
+@router.get("/api/conversations/{conversation_id}", responses=errors(401, 404))
 async def get_conversation(conversation_id: str, request: Request, core: Core) -> Response:
     """A conversation and its messages, oldest first: `{conversationId, messages: [{role, content}]}`."""
     r = await core.chat.GetConversation(

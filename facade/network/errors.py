@@ -13,12 +13,16 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import grpc
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from facade.http import JSON, BadRequest
 from facade.status import CoreCallFailed, CoreError, decode
+from facade.validation import problem
 
 log = logging.getLogger("ashao.facade.network")
 
@@ -37,6 +41,42 @@ _BY_CODE = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 _BY_REASON = {"PAYMENT_REQUIRED": 402, "REFUSED": 451}
+
+
+class ErrorBody(BaseModel):
+    """Every failure of the network API: what went wrong; for bad input it starts with the field."""
+
+    error: str
+
+
+_MEANING = {
+    400: "Bad input: the message names the field (`tier: …`).",
+    401: "Not signed in, or a bad session, API key or worker token.",
+    402: "The credits do not cover it.",
+    403: "Not allowed (a worker call on a job not assigned to it).",
+    404: "No such id, or not yours.",
+    409: "Does not fit the current state (e.g. completing a finished job).",
+    429: "Too many requests; `Retry-After` says when to try again.",
+    451: "Refused by moderation.",
+    503: "The coordinator is unreachable or busy; try again shortly.",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the ``{error}`` failures a route can answer (503 always)."""
+    return {
+        status: {"model": ErrorBody, "description": _MEANING[status]} for status in sorted({*statuses, 503})
+    }
+
+
+def json_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """As ``errors``, for a route whose success is not JSON (an event stream): its failures still are
+    (the schema is the one the other routes register)."""
+    schema = {"$ref": "#/components/schemas/ErrorBody"}
+    return {
+        status: {"description": _MEANING[status], "content": {"application/json": {"schema": schema}}}
+        for status in sorted({*statuses, 503})
+    }
 
 
 def status_of(err: CoreError) -> int:
@@ -69,18 +109,43 @@ async def guarded(call: Awaitable[Response]) -> Response:
         return error_response(failed.error)
     except BadRequest as err:
         return JSON({"error": err.message}, status_code=400)
+    except RequestValidationError as err:
+        return JSON({"error": problem(err.errors())[1]}, status_code=400)
+    except HTTPException as err:  # raised by FastAPI itself only when a body cannot be read as JSON
+        return JSON({"error": f"body: {str(err.detail).lower()}"}, status_code=err.status_code)
     except Exception as exc:
         return unexpected(exc)
 
 
+_JSON = b"application/json"
+
+
+def read_as_json(request: Request) -> None:
+    """Have FastAPI read the body as JSON whatever its Content-Type says: every body of this API is
+    JSON, and ``curl -d`` (or a browser's plain ``fetch``) labels it otherwise."""
+    headers = request.scope["headers"]
+    for name, value in headers:
+        if name == b"content-type":
+            kind = value.split(b";", 1)[0].strip().lower()
+            if kind == _JSON or kind.endswith(b"+json"):
+                return
+    request.scope["headers"] = [(n, v) for n, v in headers if n != b"content-type"] + [
+        (b"content-type", _JSON)
+    ]
+
+
 class NetworkRoute(APIRoute):
-    """A route of the network API: core errors and bad input become ``{"error"}`` bodies."""
+    """A route of the network API: its declared body model is enforced, and core errors and bad
+    input become ``{"error"}`` bodies."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         """The handler, wrapped in the surface's error mapping."""
         handler = super().get_route_handler()
+        has_body = self.body_field is not None
 
         async def mapped(request: Request) -> Response:
+            if has_body:
+                read_as_json(request)
             return await guarded(handler(request))
 
         return mapped

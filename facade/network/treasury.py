@@ -2,40 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Query, Request
+from pydantic import Field
 from starlette.responses import Response
 
 from ashao.v1 import image_pb2, network_pb2, treasury_pb2
-from facade import docs
 from facade.client import Core
-from facade.http import JSON, BadRequest, boolean, call_metadata, integer, json_object, string
-from facade.network.errors import NetworkRoute
+from facade.http import JSON, call_metadata
+from facade.network.errors import NetworkRoute, errors
+from facade.validation import Body, Int64, Text
 
 router = APIRouter(route_class=NetworkRoute)
 
 
-class AmountBody(BaseModel):
+class AmountBody(Body):
     """How much $ASHAO to move."""
 
-    amount: int = Field(description="A positive integer.", examples=[1000])
+    amount: Int64 = Field(description="A positive integer.", examples=[1000])
 
 
-class ImageBody(BaseModel):
+class ImageBody(Body):
     """What to draw."""
 
-    prompt: str = Field(examples=["a violet aurora over a quiet network of cities"])
-    style: str = Field(
+    prompt: Text = Field(examples=["a violet aurora over a quiet network of cities"])
+    style: Text = Field(
         examples=["Cinematic"],
         description="Photographic, Cinematic, Anime, Digital Art, Fantasy, Line Art, Pixel Art, Watercolor",
     )
-    aspect: str = Field(examples=["Landscape"], description="Square, Landscape or Portrait")
+    aspect: Text = Field(examples=["Landscape"], description="Square, Landscape or Portrait")
     nsfw: bool = False
 
 
-@router.get("/api/stats", tags=["network"])
+@router.get("/api/stats", tags=["network"], responses=errors())
 async def stats(core: Core) -> Response:
     """Live network figures: `activeWorkers, queueDepth, jobsCompleted, tokensPerSec`."""
     r = await core.network.GetStats(network_pb2.GetStatsRequest(), timeout=core.timeout)
@@ -60,14 +60,16 @@ def _snapshot(s: treasury_pb2.TreasurySnapshot) -> dict[str, Any]:
     }
 
 
-@router.get("/api/treasury", tags=["treasury"])
-async def treasury(request: Request, core: Core) -> Response:
+@router.get("/api/treasury", tags=["treasury"], responses=errors(400))
+async def treasury(
+    core: Core,
+    limit: Annotated[
+        int, Query(ge=0, le=2**32 - 1, description="At most this many snapshots in `series` (0: all).")
+    ] = 0,
+) -> Response:
     """The latest treasury figures (balance, totalBurned, rewardsPaid, circulatingSupply, price) and
     the series of snapshots for charting (oldest first; `?limit=` bounds it)."""
-    raw = request.query_params.get("limit", "0")
-    if not raw.isdigit():
-        raise BadRequest("limit: must be a non-negative integer", field="limit")
-    r = await core.treasury.GetTreasury(treasury_pb2.GetTreasuryRequest(limit=int(raw)), timeout=core.timeout)
+    r = await core.treasury.GetTreasury(treasury_pb2.GetTreasuryRequest(limit=limit), timeout=core.timeout)
     return JSON({**_snapshot(r.current), "series": [_snapshot(s) for s in r.series]})
 
 
@@ -75,31 +77,29 @@ def _position(p: treasury_pb2.StakingPosition) -> dict[str, Any]:
     return {"balance": p.balance, "staked": p.staked, "rewards": p.rewards}
 
 
-@router.post("/api/staking/stake", tags=["treasury"], openapi_extra=docs.body(AmountBody))
-async def stake(request: Request, core: Core) -> Response:
+@router.post("/api/staking/stake", tags=["treasury"], responses=errors(400, 401))
+async def stake(body: AmountBody, request: Request, core: Core) -> Response:
     """Move $ASHAO from your balance to your stake (positive integers, at most what you hold)."""
-    doc = await json_object(request)
     r = await core.treasury.Stake(
-        treasury_pb2.StakeRequest(amount=integer(doc, "amount", required=True)),
+        treasury_pb2.StakeRequest(amount=body.amount),
         metadata=call_metadata(request, core.settings),
         timeout=core.timeout,
     )
     return JSON(_position(r.position))
 
 
-@router.post("/api/staking/unstake", tags=["treasury"], openapi_extra=docs.body(AmountBody))
-async def unstake(request: Request, core: Core) -> Response:
+@router.post("/api/staking/unstake", tags=["treasury"], responses=errors(400, 401))
+async def unstake(body: AmountBody, request: Request, core: Core) -> Response:
     """Move $ASHAO from your stake back to your balance."""
-    doc = await json_object(request)
     r = await core.treasury.Unstake(
-        treasury_pb2.UnstakeRequest(amount=integer(doc, "amount", required=True)),
+        treasury_pb2.UnstakeRequest(amount=body.amount),
         metadata=call_metadata(request, core.settings),
         timeout=core.timeout,
     )
     return JSON(_position(r.position))
 
 
-@router.get("/api/staking", tags=["treasury"])
+@router.get("/api/staking", tags=["treasury"], responses=errors(401))
 async def staking(request: Request, core: Core) -> Response:
     """Your staking position: `{balance, staked, rewards}`."""
     r = await core.treasury.GetStaking(
@@ -120,17 +120,13 @@ def _image(i: image_pb2.Image) -> dict[str, Any]:
     }
 
 
-@router.post("/api/images/generate", tags=["images"], openapi_extra=docs.body(ImageBody))
-async def generate_image(request: Request, core: Core) -> Response:
+@router.post("/api/images/generate", tags=["images"], responses=errors(400, 401, 402, 429))
+async def generate_image(body: ImageBody, request: Request, core: Core) -> Response:
     """Generate an image (charged at the image tier, refunded if no worker delivers):
     `{image: {id, url, prompt}}`."""
-    doc = await json_object(request)
     r = await core.images.GenerateImage(
         image_pb2.GenerateImageRequest(
-            prompt=string(doc, "prompt"),
-            style=string(doc, "style"),
-            aspect=string(doc, "aspect"),
-            nsfw=boolean(doc, "nsfw"),
+            prompt=body.prompt, style=body.style, aspect=body.aspect, nsfw=body.nsfw
         ),
         metadata=call_metadata(request, core.settings),
         timeout=core.settings.image_timeout_s,
@@ -138,7 +134,12 @@ async def generate_image(request: Request, core: Core) -> Response:
     return JSON({"image": _image(r.image)})
 
 
-@router.get("/api/images/{image_id}", tags=["images"], response_class=Response)
+@router.get(
+    "/api/images/{image_id}",
+    tags=["images"],
+    response_class=Response,
+    responses={200: {"content": {"image/*": {}}, "description": "The image."}, **errors(404)},
+)
 async def get_image(image_id: str, core: Core) -> Response:
     """The stored image's bytes (content-addressed, so cacheable for good)."""
     r = await core.images.GetImage(image_pb2.GetImageRequest(image_id=image_id), timeout=core.timeout)

@@ -7,100 +7,94 @@ Every call after register carries the worker token register returned, as
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.responses import Response
 
 from ashao.v1 import worker_pb2
-from facade import docs
 from facade.client import Core
-from facade.http import (
-    JSON,
-    BadRequest,
-    bearer,
-    call_metadata,
-    integer,
-    json_object,
-    number,
-    string,
-    strings,
-)
+from facade.http import JSON, BadRequest, bearer, call_metadata
 from facade.network.chat import state_name
-from facade.network.errors import NetworkRoute
+from facade.network.errors import NetworkRoute, errors
+from facade.validation import Body, Number, Text, UInt32, UInt64
 
 router = APIRouter(route_class=NetworkRoute, tags=["workers"])
 
 
-class RegisterBody(BaseModel):
+class RegisterBody(Body):
     """A new worker."""
 
-    name: str = Field("", description="Display name.")
-    tiers: list[str] = Field(
+    name: Text = Field(default="", description="Display name.")
+    tiers: list[Text] = Field(
         default_factory=list, description="Tiers it serves; empty means every chat tier."
     )
-    slots: int = Field(1, description="Jobs it runs at once.")
+    slots: UInt32 = Field(default=1, description="Jobs it runs at once.")
 
 
-class ClaimBody(BaseModel):
+class ClaimBody(Body):
     """Which queue to take from."""
 
-    tier: str = Field("", description="Tier; empty takes from any tier the worker serves, highest first.")
-
-
-class TokenBody(BaseModel):
-    """Tokens of a job assigned to this worker."""
-
-    jobId: str
-    token: str | None = Field(None, description="One token (or use `tokens`).")
-    tokens: list[str] | None = Field(None, description="Several tokens, in order.")
-    index: int | None = Field(
-        None, description="Index of the (first) token within this attempt; a resend is not counted twice."
+    tier: Text = Field(
+        default="", description="Tier; empty takes from any tier the worker serves, highest first."
     )
 
 
-class CompleteBody(BaseModel):
+class TokenBody(Body):
+    """Tokens of a job assigned to this worker: `token`, or `tokens`."""
+
+    jobId: Text
+    token: Text | None = Field(default=None, description="One token (or use `tokens`).")
+    tokens: list[Text] | None = Field(default=None, description="Several tokens, in order.")
+    index: UInt64 | None = Field(
+        default=None,
+        description="Index of the (first) token within this attempt; a resend is not counted twice.",
+    )
+
+
+class CompleteBody(Body):
     """A finished job."""
 
-    jobId: str
-    finishReason: str = ""
+    jobId: Text
+    finishReason: Text = ""
 
 
-class FailBody(BaseModel):
+class FailBody(Body):
     """A job given up."""
 
-    jobId: str
-    message: str = ""
+    jobId: Text
+    message: Text = ""
     retryable: bool = True
 
 
-class HeartbeatBody(BaseModel):
+class HeartbeatBody(Body):
     """Liveness and throughput."""
 
-    tokensPerSec: float = 0.0
+    tokensPerSec: Number = 0.0
+
+
+_UNNAMED, _ANY_TIER, _NO_FIGURES = RegisterBody(), ClaimBody(), HeartbeatBody()
 
 
 def _worker_metadata(request: Request, core: Core) -> tuple[tuple[str, str], ...]:
     return call_metadata(request, core.settings, token=bearer(request))
 
 
-@router.post("/api/worker/register", openapi_extra=docs.body(RegisterBody, required=False))
-async def register(request: Request, core: Core) -> Response:
-    """Create a worker: `{workerId, workerToken, tiers}`. Keep the token: it is shown once."""
-    doc = await json_object(request)
+@router.post("/api/worker/register", responses=errors(400))
+async def register(core: Core, body: RegisterBody = _UNNAMED) -> Response:
+    """Create a worker: `{workerId, workerToken, tiers}`. Keep the token: it is shown once. The body
+    is optional."""
     r = await core.workers.RegisterWorker(
-        worker_pb2.RegisterWorkerRequest(
-            name=string(doc, "name"), tiers=strings(doc, "tiers"), slots=integer(doc, "slots", default=1)
-        ),
+        worker_pb2.RegisterWorkerRequest(name=body.name, tiers=body.tiers, slots=body.slots),
         timeout=core.timeout,
     )
     return JSON({"workerId": r.worker_id, "workerToken": r.worker_token, "tiers": list(r.tiers)})
 
 
-@router.post("/api/worker/claim", openapi_extra=docs.body(ClaimBody, required=False))
-async def claim(request: Request, core: Core) -> Response:
-    """Claim the next job: `{job: {id, tier, model}, messages: [{role, content}]}`, or `{job: null}`."""
-    doc = await json_object(request)
+@router.post("/api/worker/claim", responses=errors(400, 401, 403))
+async def claim(request: Request, core: Core, body: ClaimBody = _ANY_TIER) -> Response:
+    """Claim the next job: `{job: {id, tier, model}, messages: [{role, content}]}`, or `{job: null}`.
+    The body is optional."""
     r = await core.workers.ClaimJob(
-        worker_pb2.ClaimJobRequest(tier=string(doc, "tier")),
+        worker_pb2.ClaimJobRequest(tier=body.tier),
         metadata=_worker_metadata(request, core),
         timeout=core.timeout,
     )
@@ -116,20 +110,18 @@ async def claim(request: Request, core: Core) -> Response:
     )
 
 
-@router.post("/api/worker/token", openapi_extra=docs.body(TokenBody))
-async def token(request: Request, core: Core) -> Response:
+@router.post("/api/worker/token", responses=errors(400, 401, 403, 404, 409))
+async def token(body: TokenBody, request: Request, core: Core) -> Response:
     """Publish a token (or several) of a job assigned to this worker: `{ok, accepted}`."""
-    doc = await json_object(request)
-    if "tokens" in doc:
-        tokens = strings(doc, "tokens")
+    if body.tokens is not None:
+        tokens = body.tokens
+    elif body.token is not None:
+        tokens = [body.token]
     else:
-        tokens = [string(doc, "token", required=True)]
-    jt = worker_pb2.JobTokens(job_id=string(doc, "jobId", required=True), tokens=tokens)
-    if doc.get("index") is not None:
-        index = integer(doc, "index")
-        if index < 0:
-            raise BadRequest("index: must not be negative", field="index")
-        jt.offset = index
+        raise BadRequest("token: required (or tokens)", field="token")
+    jt = worker_pb2.JobTokens(job_id=body.jobId, tokens=tokens)
+    if body.index is not None:
+        jt.offset = body.index
     r = await core.workers.PublishTokens(
         worker_pb2.PublishTokensRequest(tokens=jt),
         metadata=_worker_metadata(request, core),
@@ -138,50 +130,40 @@ async def token(request: Request, core: Core) -> Response:
     return JSON({"ok": True, "accepted": r.accepted})
 
 
-@router.post("/api/worker/complete", openapi_extra=docs.body(CompleteBody))
-async def complete(request: Request, core: Core) -> Response:
+@router.post("/api/worker/complete", responses=errors(400, 401, 403, 404, 409))
+async def complete(body: CompleteBody, request: Request, core: Core) -> Response:
     """Finish a job: marks it done, credits the worker's earnings share, bumps its stats. `{ok, tokens}`."""
-    doc = await json_object(request)
     r = await core.workers.CompleteJob(
-        worker_pb2.CompleteJobRequest(
-            job_id=string(doc, "jobId", required=True), finish_reason=string(doc, "finishReason")
-        ),
+        worker_pb2.CompleteJobRequest(job_id=body.jobId, finish_reason=body.finishReason),
         metadata=_worker_metadata(request, core),
         timeout=core.timeout,
     )
     return JSON({"ok": True, "tokens": r.tokens})
 
 
-@router.post("/api/worker/fail", openapi_extra=docs.body(FailBody))
-async def fail(request: Request, core: Core) -> Response:
+@router.post("/api/worker/fail", responses=errors(400, 401, 403, 404, 409))
+async def fail(body: FailBody, request: Request, core: Core) -> Response:
     """Give up a job: queued again for another worker when retryable, else failed and refunded."""
-    doc = await json_object(request)
-    retryable = doc.get("retryable", True)
-    if not isinstance(retryable, bool):
-        raise BadRequest("retryable: must be true or false", field="retryable")
     r = await core.workers.FailJob(
-        worker_pb2.FailJobRequest(
-            job_id=string(doc, "jobId", required=True), message=string(doc, "message"), retryable=retryable
-        ),
+        worker_pb2.FailJobRequest(job_id=body.jobId, message=body.message, retryable=body.retryable),
         metadata=_worker_metadata(request, core),
         timeout=core.timeout,
     )
     return JSON({"ok": True, "state": state_name(r.state)})
 
 
-@router.post("/api/worker/heartbeat", openapi_extra=docs.body(HeartbeatBody, required=False))
-async def heartbeat(request: Request, core: Core) -> Response:
-    """Report liveness and throughput; renews the leases of this worker's jobs."""
-    doc = await json_object(request)
+@router.post("/api/worker/heartbeat", responses=errors(400, 401))
+async def heartbeat(request: Request, core: Core, body: HeartbeatBody = _NO_FIGURES) -> Response:
+    """Report liveness and throughput; renews the leases of this worker's jobs. The body is optional."""
     r = await core.workers.Heartbeat(
-        worker_pb2.HeartbeatRequest(tokens_per_sec=number(doc, "tokensPerSec")),
+        worker_pb2.HeartbeatRequest(tokens_per_sec=body.tokensPerSec),
         metadata=_worker_metadata(request, core),
         timeout=core.timeout,
     )
     return JSON({"ok": True, "heartbeatIntervalMs": r.heartbeat_interval_ms})
 
 
-@router.get("/api/worker/me")
+@router.get("/api/worker/me", responses=errors(401))
 async def me(request: Request, core: Core) -> Response:
     """The calling worker's earnings and stats."""
     r = await core.workers.GetWorkerAccount(

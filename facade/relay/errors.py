@@ -14,11 +14,14 @@ from typing import Any
 
 import grpc
 import orjson
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from facade.status import CoreError, decode
+from facade.validation import problem
 
 log = logging.getLogger("ashao.facade.relay")
 
@@ -65,6 +68,12 @@ def error_response(err: CoreError) -> Response:
     return response
 
 
+def invalid(field: str, detail: str, status_code: int = 422) -> Response:
+    """The 422 envelope naming ``field``, in the shape the core uses (unsigned: the facade has no key)."""
+    body = {"error": "invalid_request", "field": field, "detail": detail}
+    return Response(orjson.dumps(body), status_code=status_code, media_type="application/json")
+
+
 def unexpected(exc: BaseException) -> Response:
     """A failure nobody planned for, logged with a trace id, answered as an envelope."""
     trace_id = uuid.uuid4().hex[:16]
@@ -85,6 +94,10 @@ class RelayRoute(APIRoute):
                 return await handler(request)
             except grpc.aio.AioRpcError as err:
                 return error_response(decode(err))
+            except RequestValidationError as err:
+                return invalid(*problem(err.errors()))
+            except HTTPException as err:  # raised by FastAPI itself only when a body cannot be read
+                return invalid("body", f"body: {str(err.detail).lower()}", err.status_code)
             except Exception as exc:
                 return unexpected(exc)
 

@@ -1,6 +1,7 @@
-"""The relay API's documented bodies, as response models for the interactive reference at /docs.
+"""The relay API's documented bodies: the request body the chat routes check, and the envelopes the
+core answers with, as response models for the interactive reference at /docs.
 
-The core produces these bodies (and signs them); the models here describe them for clients and are
+The core produces the envelopes (and signs them); their models describe them for clients and are
 not used to re-serialise anything: the facade passes the core's exact bytes through, so the
 signature in ``X-Ashao-Signature`` stays valid.
 """
@@ -11,27 +12,32 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from facade.validation import Body, Int64, Text
 
-class PaymentCommitment(BaseModel):
+
+class PaymentCommitment(Body):
     """A wallet's commitment to pay the posted price for one message (retry after a 402)."""
 
-    address: str = Field(description="The wallet's base58 Ed25519 public key (a signed-in user).")
-    nonce: str = Field(description="The single-use nonce from the PaymentChallenge.")
-    price: int = Field(description="The price from the PaymentChallenge, in credits.")
-    signature: str = Field(
+    address: Text = Field(description="The wallet's base58 Ed25519 public key (a signed-in user).")
+    nonce: Text = Field(description="The single-use nonce from the PaymentChallenge.")
+    price: Int64 = Field(description="The price from the PaymentChallenge, in credits.")
+    signature: Text = Field(
         description="Ed25519 signature (base58 or base64) of the UTF-8 bytes "
         '"ashao-relay-payment/v1\\n<nonce>\\n<price>\\n<lowercase hex SHA-256 of message>".'
     )
 
 
-class ChatBody(BaseModel):
+class ChatBody(Body):
     """What the caller asks."""
 
-    message: str = Field(examples=["Hello Xion. In one short paragraph, tell me what you are."])
+    message: Text = Field(examples=["Hello Xion. In one short paragraph, tell me what you are."])
     max_tokens: int = Field(
-        1024, ge=1024, description="At least 1024: the relay enforces meaningful responses."
+        default=1024,
+        ge=1024,
+        le=2**32 - 1,
+        description="At least 1024: the relay enforces meaningful responses (the core sets the most).",
     )
-    payment: PaymentCommitment | None = Field(None, description="Set when retrying after a 402.")
+    payment: PaymentCommitment | None = Field(default=None, description="Set when retrying after a 402.")
 
 
 class Usage(BaseModel):
@@ -149,6 +155,14 @@ class Registry(BaseModel):
     issued_at: int
     relays: list[Relay]
 
+
+UNREACHABLE: dict[int | str, dict[str, object]] = {
+    503: {
+        "model": ProviderErrorEnvelope,
+        "description": "The relay cannot reach its core; try again shortly.",
+    }
+}
+"""The failure every relay route can answer besides its own."""
 
 CHAT_ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": AuthChallenge, "description": "AuthChallenge"},

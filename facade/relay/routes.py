@@ -8,11 +8,9 @@ JSON (keys sorted, no insignificant whitespace, UTF-8), which a client re-derive
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import grpc
-import orjson
 from fastapi import APIRouter, Request
+from pydantic import ValidationError
 from starlette.responses import Response
 
 from ashao.v1 import relay_pb2
@@ -21,13 +19,35 @@ from facade.client import Core
 from facade.http import call_metadata
 from facade.relay import models
 from facade.relay.errors import RelayRoute, error_response, signed
+from facade.relay.stream import RelayStream
 from facade.sse import SSEResponse
 from facade.status import decode
 
 router = APIRouter(route_class=RelayRoute, tags=["relay"])
 
-CHUNK_FRAME = b'event: chunk\nid: %d\ndata: {"text":%b}\n\n'
-VERDICT_FRAME = b'event: %b\nid: %d\ndata: {"envelope":%b,"signature":%b,"key_id":%b}\n\n'
+
+def prompt_of(raw: bytes) -> relay_pb2.RelayPrompt | None:
+    """The typed prompt of a body that ``ChatBody`` accepts, or None for one it does not.
+
+    A well-formed body reaches the core as typed fields, which the core checks for limits as it does
+    for any gRPC client. A malformed one is handed to the core as it came (``json_body``): the core
+    then answers the 422 envelope naming the field, signed, and after its auth and rate-limit checks,
+    exactly as for a body that breaks a limit (the facade cannot sign, and must not let a malformed
+    body skip the rate limit or be told apart from a refused credential).
+    """
+    try:
+        body = models.ChatBody.model_validate_json(raw)
+    except ValidationError:
+        return None
+    prompt = relay_pb2.RelayPrompt(message=body.message, max_tokens=body.max_tokens)
+    if (p := body.payment) is not None:
+        prompt.payment.CopyFrom(
+            relay_pb2.PaymentCommitment(
+                address=p.address, nonce=p.nonce, price=p.price, signature=p.signature
+            )
+        )
+    return prompt
+
 
 _CHAT_DOC = {
     "responses": models.CHAT_ERRORS,
@@ -39,49 +59,15 @@ _CHAT_DOC = {
 async def chat(request: Request, core: Core) -> Response:
     """Synchronous chat: one signed envelope `{role, text, model_id, usage, correlation_id}` when
     generation completes. Body `{message, max_tokens}` (`max_tokens` ≥ 1024)."""
+    raw = await request.body()
+    prompt = prompt_of(raw)
     r = await core.relay.Chat(
-        relay_pb2.ChatRequest(json_body=await request.body()),
+        relay_pb2.ChatRequest(prompt=prompt) if prompt is not None else relay_pb2.ChatRequest(json_body=raw),
         metadata=call_metadata(request, core.settings),
         timeout=core.settings.relay_timeout_s,
     )
     e = r.envelope
     return signed(e.body, e.signature, e.key_id)
-
-
-def _verdict(kind: bytes, seq: int, doc: relay_pb2.SignedDocument) -> bytes:
-    return VERDICT_FRAME % (kind, seq, doc.body, orjson.dumps(doc.signature), orjson.dumps(doc.key_id))
-
-
-async def _events(
-    call: grpc.aio.UnaryStreamCall[relay_pb2.ChatStreamRequest, relay_pb2.ChatStreamResponse], seq: int
-) -> AsyncIterator[bytes]:
-    ended = False
-    try:
-        while (msg := await call.read()) is not grpc.aio.EOF:  # read() began the call: no iterator
-            assert isinstance(msg, relay_pb2.ChatStreamResponse)
-            kind = msg.WhichOneof("event")
-            seq = msg.seq
-            if kind == "chunk":
-                yield CHUNK_FRAME % (seq, orjson.dumps(msg.chunk))
-            elif kind == "done":
-                ended = True
-                yield _verdict(b"done", seq, msg.done)
-            elif kind == "error":
-                ended = True
-                yield _verdict(b"error", seq, msg.error)
-        if not ended:
-            raise ConnectionError("the stream from the core ended without a verdict")
-    except (grpc.aio.AioRpcError, ConnectionError) as exc:
-        # After the first byte a failure is an in-band error event, never a clean-looking end.
-        detail = decode(exc).message if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
-        envelope = {
-            "error": "provider_error",
-            "detail": f"the relay lost the answer: {detail}",
-            "partial": True,
-        }
-        yield VERDICT_FRAME % (b"error", seq + 1, orjson.dumps(envelope), b'""', b'""')
-    finally:
-        call.cancel()  # a client that left stops the provider
 
 
 @router.post(
@@ -99,8 +85,12 @@ async def chat_stream(request: Request, core: Core) -> Response:
     `{envelope, signature, key_id}` carrying the canonical response, a refusal or a fallback verdict,
     or an `error` event. Every refusal (auth, rate limit, billing, moderation, no provider) is decided
     before the stream starts and answered with its HTTP status and envelope instead."""
+    raw = await request.body()
+    prompt = prompt_of(raw)
     call = core.relay.ChatStream(
-        relay_pb2.ChatStreamRequest(json_body=await request.body()),
+        relay_pb2.ChatStreamRequest(prompt=prompt)
+        if prompt is not None
+        else relay_pb2.ChatStreamRequest(json_body=raw),
         metadata=call_metadata(request, core.settings),
         timeout=core.settings.relay_timeout_s,
     )
@@ -111,8 +101,14 @@ async def chat_stream(request: Request, core: Core) -> Response:
     if not isinstance(first, relay_pb2.ChatStreamResponse) or first.WhichOneof("event") != "admitted":
         call.cancel()
         raise RuntimeError("the core's relay stream did not start with `admitted`")
+    events = RelayStream(
+        call,
+        seq=first.seq,
+        coalescer=core.relay_coalescer,
+        max_buffer_bytes=core.settings.sse_max_buffer_bytes,
+    )
     return SSEResponse(
-        _events(call, first.seq),
+        events,
         watchdog=core.watchdog,
         headers={"X-Ashao-Model-Id": first.admitted.model_id},
     )
@@ -124,52 +120,52 @@ async def _document(name: str, core: Core) -> Response:
     return signed(d.body, d.signature, d.key_id)
 
 
-@router.get("/health")
+@router.get("/health", responses=models.UNREACHABLE)
 async def health(core: Core) -> Response:
     """Liveness: 200 with relay and arbiter health booleans and watchdog signals."""
     return await _document("health", core)
 
 
-@router.get("/self")
+@router.get("/self", responses=models.UNREACHABLE)
 async def self_snapshot(core: Core) -> Response:
     """Aggregate snapshot: topography, sensorium, vitals across the eight domains, governance."""
     return await _document("self", core)
 
 
-@router.get("/pricing")
+@router.get("/pricing", responses=models.UNREACHABLE)
 async def pricing(core: Core) -> Response:
     """Posted per-message price and its five slices (variable_cost, overhead, improvement, reserve,
     buffer), computed from live measurements."""
     return await _document("pricing", core)
 
 
-@router.get("/sustainability")
+@router.get("/sustainability", responses=models.UNREACHABLE)
 async def sustainability(core: Core) -> Response:
     """Treasury readiness: runway weeks, fraction of operating float, distance to the reserve floor,
     recurring burn ratio."""
     return await _document("sustainability", core)
 
 
-@router.get("/vitals")
+@router.get("/vitals", responses=models.UNREACHABLE)
 async def vitals(core: Core) -> Response:
     """The eight vital domains, each with a band (healthy / warning / critical / not_yet_sealed), a
     reading and a methodology hash."""
     return await _document("vitals", core)
 
 
-@router.get("/sensorium")
+@router.get("/sensorium", responses=models.UNREACHABLE)
 async def sensorium(core: Core) -> Response:
     """Interoception, chronoception, proprioception, distress score."""
     return await _document("sensorium", core)
 
 
-@router.get("/registry", response_model=models.Registry)
+@router.get("/registry", response_model=models.Registry, responses=models.UNREACHABLE)
 async def registry(core: Core) -> Response:
     """The signed relay registry: `{relays: [{endpoint, public_key}], …}`. Pin `public_key`."""
     return await _document("registry", core)
 
 
-@router.get("/ledger/safety/verify")
+@router.get("/ledger/safety/verify", responses=models.UNREACHABLE)
 async def verify_safety_ledger(core: Core) -> Response:
     """Walk the safety ledger's hash chain end to end: `{intact, records, first_bad_record}`."""
     return await _document("safety_verify", core)
@@ -177,7 +173,10 @@ async def verify_safety_ledger(core: Core) -> Response:
 
 @router.get(
     "/ledger/safety/{correlation_id}",
-    responses={404: {"model": models.NotFoundEnvelope, "description": "No such record"}},
+    responses={
+        404: {"model": models.NotFoundEnvelope, "description": "No such record"},
+        **models.UNREACHABLE,
+    },
 )
 async def safety_record(correlation_id: str, core: Core) -> Response:
     """One safety-ledger record (`"<state_height>:<index>"`), with the SHA-256 of the exact text judged."""

@@ -6,33 +6,19 @@ import asyncio
 import shutil
 from pathlib import Path
 
-import grpc
 import httpx
 import pytest
 
-from core.app import CoreApp
+from ashao.v1 import chat_pb2
 from facade.config import FacadeSettings
-from tests.helpers.core import Core, connect_worker
-from tests.helpers.sse import read_sse
-from tests.helpers.stack import Stack, start_stack, stop_stack
+from facade.mux import Mux
+from tests.helpers.core import connect_worker
+from tests.helpers.sse import iter_events, read_sse
+from tests.helpers.stack import Stack, start_again, start_stack, stop_core_keeping_port, stop_stack
 from tests.helpers.tls import self_signed
 from tests.helpers.wait import eventually
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def stop_core_keeping_port(s: Stack) -> CoreApp:
-    """Stop the stack's core; returns a new (unstarted) core on the same address and data."""
-    settings = s.core.app.settings.model_copy(update={"grpc_addr": s.core.app.address})
-    await s.core.channel.close()
-    await s.core.app.shutdown(grace=0.2)
-    return CoreApp(settings)
-
-
-async def start_again(s: Stack, app: CoreApp) -> Core:
-    await app.start()
-    s.core = Core(app, grpc.aio.insecure_channel(app.address))
-    return s.core
 
 
 async def send(http: httpx.AsyncClient, content: str = "hi", tier: str = "free") -> str:
@@ -135,6 +121,48 @@ async def test_stream_survives_a_core_restart(tmp_path: Path) -> None:
         await stop_stack(s)
 
 
+async def test_opening_a_stream_fails_fast_while_the_core_is_unreachable(tmp_path: Path) -> None:
+    call_timeout_s = 16.0
+    s = await start_stack(tmp_path, call_timeout_s=call_timeout_s)
+    try:
+        job = await send(s.http)
+        mux = s.facade.core_client.mux
+        app = await stop_core_keeping_port(s)
+        await eventually(lambda: not mux.connected)
+        # a 503 well within the call deadline, as a send gets (not a wait of the whole deadline)
+        r = await asyncio.wait_for(s.http.get(f"/api/chat/stream?jobId={job}"), call_timeout_s / 2)
+        assert r.status_code == 503 and set(r.json()) == {"error"}
+        assert "unreachable" in r.json()["error"]
+        r = await asyncio.wait_for(
+            s.http.post("/api/chat/send", json={"tier": "free", "content": "x"}), call_timeout_s / 2
+        )
+        assert r.status_code == 503
+        await start_again(s, app)
+        await eventually(lambda: mux.connected)
+        async with s.http.stream("GET", f"/api/chat/stream?jobId={job}") as r:
+            assert r.status_code == 200
+    finally:
+        await stop_stack(s)
+
+
+async def test_sends_after_the_core_restarts_are_answered_not_lost(tmp_path: Path) -> None:
+    call_timeout_s = 16.0
+    s = await start_stack(tmp_path, call_timeout_s=call_timeout_s)
+    try:
+        client = s.facade.core_client
+        await send(s.http)
+        await start_again(s, await stop_core_keeping_port(s))
+        await eventually(lambda: client.mux.connected and client.sender.connected)
+        for i in range(3):  # each answered by the core, well within the deadline
+            r = await asyncio.wait_for(
+                s.http.post("/api/chat/send", json={"tier": "free", "content": f"after {i}"}),
+                call_timeout_s / 2,
+            )
+            assert r.status_code == 200, r.text
+    finally:
+        await stop_stack(s)
+
+
 async def test_restart_mid_answer_is_an_error_not_a_splice(tmp_path: Path) -> None:
     s = await start_stack(tmp_path)
     try:
@@ -154,6 +182,40 @@ async def test_restart_mid_answer_is_an_error_not_a_splice(tmp_path: Path) -> No
         assert events[-1]["data"]["type"] == "error" and "restarted" in events[-1]["data"]["message"]
     finally:
         await stop_stack(s)
+
+
+async def test_reconnecting_after_the_last_event_of_a_finished_job_is_204(stack: Stack) -> None:
+    worker = await connect_worker(stack.core)
+    done_job, failed_job = await send(stack.http), await send(stack.http)
+    for job in (await worker.assignment()).job_id, (await worker.assignment()).job_id:
+        await worker.tokens(job, ["a ", "b"])
+    await worker.complete(done_job)
+    await worker.fail(failed_job, retryable=False)
+    for job, kind in ((done_job, "done"), (failed_job, "error")):
+        status, events = await asyncio.wait_for(read_sse(stack.http, f"/api/chat/stream?jobId={job}"), 10)
+        assert status == 200 and events[-1]["id"] == "3" and events[-1]["data"]["type"] == kind
+        # what an EventSource that was not closed sends after the terminal event (or past it)
+        for headers, query in (
+            ({"Last-Event-ID": "3"}, ""),
+            ({}, "&lastEventId=3"),
+            ({"Last-Event-ID": "9"}, ""),
+        ):
+            r = await asyncio.wait_for(
+                stack.http.get(f"/api/chat/stream?jobId={job}{query}", headers=headers), 5
+            )
+            assert r.status_code == 204 and r.content == b"", (job, headers, query)
+        # one event short of the end still gets the terminal event
+        status, rest = await asyncio.wait_for(
+            read_sse(stack.http, f"/api/chat/stream?jobId={job}", headers={"Last-Event-ID": "2"}), 10
+        )
+        assert status == 200 and [e["id"] for e in rest] == ["3"] and rest[0]["data"]["type"] == kind
+        await eventually(lambda j=job: unwatched(stack, j))  # nothing left watching it
+
+
+def unwatched(s: Stack, job_id: str) -> bool:
+    """Neither the facade nor the core follows ``job_id`` any more."""
+    entry = s.core.app.coordinator.jobs.get(job_id)
+    return len(s.facade.core_client.mux) == 0 and (entry is None or entry.log.listeners == 0)
 
 
 async def test_stream_bad_requests(stack: Stack) -> None:
@@ -183,3 +245,41 @@ async def test_facade_reaches_a_tls_core(tmp_path: Path) -> None:
         assert r.status_code == 200 and r.json()["job"]["state"] == "queued"
     finally:
         await stop_stack(s)
+
+
+async def test_streams_keep_working_after_the_mux_fails_once(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    dispatch = Mux._dispatch
+    injected: list[object] = []
+
+    def fail_once_on_tokens(self: Mux, response: chat_pb2.SubscribeResponse) -> None:
+        if not injected and any(ev.WhichOneof("kind") == "chunk" for ev in response.events):
+            injected.append(response)
+            raise RuntimeError("injected dispatch failure")
+        dispatch(self, response)
+
+    monkeypatch.setattr(Mux, "_dispatch", fail_once_on_tokens)
+    worker = await connect_worker(stack.core)
+    job = await send(stack.http)
+    await worker.assignment()
+    async with stack.http.stream("GET", f"/api/chat/stream?jobId={job}") as r:
+        assert r.status_code == 200  # the stream is open: the failure below hits it in flight
+        events = iter_events(r)
+        await worker.tokens(job, ["before "])
+        await eventually(lambda: bool(injected))
+        await worker.tokens(job, ["after"])
+        await worker.complete(job)
+        got = [await asyncio.wait_for(anext(events), 10) for _ in range(3)]
+    # it resumed where it was (re-watched after its last event): nothing lost, nothing doubled
+    assert tokens_of(got) == ["before ", "after"]
+    assert [e["id"] for e in got] == ["1", "2", "3"] and got[-1]["data"] == {"type": "done", "tokens": 2}
+    assert "injected dispatch failure" in caplog.text  # logged with its traceback, never silent
+    # and the process still streams: a new job's stream works too
+    job2 = await send(stack.http)
+    reader = asyncio.create_task(read_sse(stack.http, f"/api/chat/stream?jobId={job2}"))
+    await worker.assignment()
+    await worker.tokens(job2, ["again"])
+    await worker.complete(job2)
+    status, events2 = await asyncio.wait_for(reader, 10)
+    assert status == 200 and tokens_of(events2) == ["again"]

@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import orjson
+
+
+async def iter_events(r: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """The events of an open SSE response, each as {"id", "event", "data", "comment"} fields (data
+    JSON-decoded); a comment-only block (a keep-alive) is an event with just "comment"."""
+    current: dict[str, Any] = {}
+    async for line in r.aiter_lines():
+        if line == "":
+            if current:
+                yield current
+                current = {}
+            continue
+        if line.startswith(":"):
+            current["comment"] = line[1:].strip()
+            continue
+        name, _, value = line.partition(": ")
+        current[name] = orjson.loads(value) if name == "data" else value
+
+
+def kind_of(event: dict[str, Any]) -> str | None:
+    """An event's type: its ``event:`` field, else the ``type`` of its data."""
+    kind = event.get("event") or (event.get("data") or {}).get("type")
+    return str(kind) if kind is not None else None
 
 
 async def read_sse(
@@ -23,23 +47,12 @@ async def read_sse(
     async with http.stream(method, path, headers=headers, json=json) as r:
         if r.status_code != 200:
             await r.aread()
-            return r.status_code, [orjson.loads(r.content)]
+            return r.status_code, [orjson.loads(r.content)] if r.content else []
         assert r.headers["content-type"].startswith("text/event-stream")
-        current: dict[str, Any] = {}
-        async for line in r.aiter_lines():
-            if line == "":
-                if current:
-                    events.append(current)
-                    kind = current.get("event") or (current.get("data") or {}).get("type")
-                    current = {}
-                    if kind in until:
-                        break
-                continue
-            if line.startswith(":"):
-                current["comment"] = line[1:].strip()
-                continue
-            name, _, value = line.partition(": ")
-            current[name] = orjson.loads(value) if name == "data" else value
+        async for event in iter_events(r):
+            events.append(event)
+            if kind_of(event) in until:
+                break
     return 200, events
 
 

@@ -11,9 +11,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import uvicorn
 
+from core.app import CoreApp
 from facade.app import create_app
 from facade.config import FacadeSettings
 from facade.main import uvicorn_config
@@ -85,3 +87,19 @@ async def stop_stack(stack: Stack) -> None:
     await stack.http.aclose()
     await stack.facade.stop()
     await stop_core(stack.core)
+
+
+async def stop_core_keeping_port(s: Stack) -> CoreApp:
+    """Stop the stack's core; returns a new (unstarted) core on the same address and data (for
+    ``start_again``)."""
+    settings = s.core.app.settings.model_copy(update={"grpc_addr": s.core.app.address})
+    await s.core.channel.close()
+    await s.core.app.shutdown(grace=0.2)
+    return CoreApp(settings)
+
+
+async def start_again(s: Stack, app: CoreApp) -> Core:
+    """Start ``app`` as the stack's core again."""
+    await app.start()
+    s.core = Core(app, grpc.aio.insecure_channel(app.address))
+    return s.core

@@ -1,0 +1,107 @@
+"""The reference at /openapi.json: it loads, every route in it is reachable, each documents the
+``{error}`` responses it can give (never FastAPI's default 422), and each body field is checked
+exactly as documented."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers.stack import Stack
+
+pytestmark = pytest.mark.timeout(60)
+
+ERROR_BODY = "#/components/schemas/ErrorBody"
+
+
+async def openapi(http: httpx.AsyncClient) -> dict[str, Any]:
+    r = await http.get("/openapi.json")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    doc: dict[str, Any] = r.json()
+    return doc
+
+
+def operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(path, method, op) for path, ops in doc["paths"].items() for method, op in ops.items()]
+
+
+def resolve(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def json_type(schema: dict[str, Any]) -> str:
+    """The JSON type a property schema documents (the non-null one of an optional)."""
+    if "anyOf" in schema:
+        kinds = [s.get("type") for s in schema["anyOf"] if s.get("type") != "null"]
+        return str(kinds[0])
+    return str(schema.get("type", "object"))
+
+
+VALID = {"string": "x", "integer": 1, "number": 1.5, "boolean": True, "array": []}
+WRONG = {"string": 5, "integer": "1", "number": "1", "boolean": "yes", "array": "x"}
+
+
+async def test_the_document_loads_and_every_route_in_it_is_reachable(stack: Stack) -> None:
+    doc = await openapi(stack.http)
+    assert doc["info"]["title"] == "ashao" and len(doc["paths"]) > 30
+    unrouted = {
+        "/api/": (await stack.http.get("/api/no/such/route")).json(),
+        "/": (await stack.http.get("/no/such/route")).json(),
+    }
+    for path, method, _ in operations(doc):
+        url = re.sub(r"\{[^}]+\}", "x", path)
+        body = {} if method in ("post", "put", "patch") else None
+        r = await stack.http.request(method.upper(), url, json=body)
+        assert r.status_code != 405, (method, path)
+        assert r.status_code < 500 or r.status_code == 503, (method, path, r.status_code, r.text)
+        if r.status_code == 404:
+            surface = "/api/" if path.startswith("/api/") else "/"
+            assert r.json() != unrouted[surface], f"{method} {path} is documented but not routed"
+
+
+async def test_routes_document_their_error_bodies_and_no_422_they_never_give(stack: Stack) -> None:
+    doc = await openapi(stack.http)
+    schemas = doc["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas and "ValidationError" not in schemas
+    assert schemas["ErrorBody"]["required"] == ["error"]
+    for path, method, op in operations(doc):
+        responses = op["responses"]
+        if not path.startswith("/api/"):
+            continue  # the relay documents its own envelopes (tests/facade/test_relay_api.py)
+        assert "422" not in responses, (method, path)
+        takes_input = "requestBody" in op or any(p["in"] != "path" for p in op.get("parameters", []))
+        expected = {"503"} | ({"400"} if takes_input else set())
+        for status in expected:
+            schema = responses[status]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": ERROR_BODY}, (method, path, status)
+        for status, response in responses.items():
+            if status.startswith(("4", "5")):
+                assert response["content"]["application/json"]["schema"] == {"$ref": ERROR_BODY}
+
+
+async def test_every_documented_body_field_is_checked_as_documented(stack: Stack) -> None:
+    doc = await openapi(stack.http)
+    checked = 0
+    for path, _, op in operations(doc):
+        if not path.startswith("/api/") or "requestBody" not in op:
+            continue
+        model = resolve(doc, op["requestBody"]["content"]["application/json"]["schema"])
+        if "anyOf" in model:
+            model = resolve(doc, next(s for s in model["anyOf"] if s.get("type") != "null"))
+        properties: dict[str, Any] = model["properties"]
+        valid = {name: VALID[json_type(properties[name])] for name in model.get("required", [])}
+        for name, schema in properties.items():
+            body = {**valid, name: WRONG[json_type(schema)]}
+            r = await stack.http.post(path, json=body)
+            assert r.status_code == 400, (path, body, r.text)
+            assert set(r.json()) == {"error"} and r.json()["error"].startswith(f"{name}: "), (path, r.text)
+            checked += 1
+        for name in model.get("required", []):
+            r = await stack.http.post(path, json={k: v for k, v in valid.items() if k != name})
+            assert r.status_code == 400 and r.json()["error"] == f"{name}: required", (path, r.text)
+    assert checked >= 20
