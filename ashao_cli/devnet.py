@@ -15,6 +15,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ashao_cli.operator import issue_join_token
+from worker_agent.identity import credentials_path
+
 
 def wait_for_port(addr: str, *, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
     """Whether ``addr`` accepts TCP connections within ``timeout`` (False early if ``proc`` exits)."""
@@ -59,11 +62,17 @@ class LocalNetwork:
         self.env.setdefault("ASHAO_SIGNIN_DOMAIN", http_addr)
         self.env.setdefault("ASHAO_SIGNIN_URI", f"http://{http_addr}")
         self.env.setdefault("ASHAO_RELAY_ENDPOINT", f"http://{http_addr}")
+        # The facade is the core's trusted relay: it proves it with the key the core keeps beside it.
+        self.env.setdefault("ASHAO_RELAY_KEY_FILE", str(data_dir / "relay.token"))
         self._out = subprocess.DEVNULL if quiet else None
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def _spawn(self, name: str, args: Sequence[str]) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, *args], env=self.env, stdout=self._out, stderr=self._out)
+    def _spawn(
+        self, name: str, args: Sequence[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, *args], env={**self.env, **(env or {})}, stdout=self._out, stderr=self._out
+        )
         self.children.append((name, proc))
         return proc
 
@@ -82,7 +91,13 @@ class LocalNetwork:
         return proc
 
     def start_worker(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        """Start a worker agent with ``args`` (backend flags etc.)."""
+        """Start a worker agent with ``args`` (backend flags etc.). A worker that has not registered yet
+        is given a join token the operator issues for it (the core must be running)."""
+        env = {}
+        if not credentials_path(self.data_dir, name).exists() and "ASHAO_WORKER_JOIN_TOKEN" not in self.env:
+            env["ASHAO_WORKER_JOIN_TOKEN"] = issue_join_token(
+                self.grpc_addr, self.data_dir, label=f"local worker {name}"
+            )
         return self._spawn(
             f"worker {name}",
             [
@@ -96,7 +111,12 @@ class LocalNetwork:
                 str(self.data_dir),
                 *args,
             ],
+            env,
         )
+
+    def join_token(self, *, uses: int = 1) -> str:
+        """A join token from the running core (what an operator gives a new worker)."""
+        return issue_join_token(self.grpc_addr, self.data_dir, label="local", uses=uses)
 
     def failed(self) -> str | None:
         """The name of a child that has exited, if any."""

@@ -23,6 +23,7 @@ commands:
   facade    the HTTP/SSE facade alone (talks to a core)
   worker    a worker agent (runs jobs on a model backend)
   credits   operator: grant credits to a user (ashao credits grant --user U --amount N)
+  workers   operator: join tokens for workers, the list of workers, revocation
 """
 
 
@@ -51,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         from ashao_cli.operator import credits
 
         return credits(rest)
+    if command == "workers":
+        from ashao_cli.operator import workers
+
+        return workers(rest)
+
     print(f"ashao: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

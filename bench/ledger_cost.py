@@ -17,8 +17,8 @@ from nacl.signing import SigningKey
 
 from ashao.v1 import account_pb2, account_pb2_grpc, chat_pb2, chat_pb2_grpc
 from ashao_cli.devnet import LocalNetwork
+from ashao_common.base58 import b58encode
 from bench.common import run_async
-from core.identity.base58 import b58encode
 from tests.helpers.net import free_port
 
 

@@ -18,6 +18,7 @@ from ashao.v1 import (
 )
 from facade.config import FacadeSettings
 from facade.frames import Coalescer
+from facade.http import relay_metadata
 from facade.mux import Mux
 from facade.sends import Sender
 from facade.sse import SendWatchdog
@@ -40,6 +41,8 @@ class CoreClient:
 
     def __init__(self, settings: FacadeSettings) -> None:
         self.settings = settings
+        settings.relay_key = settings.core_relay_key()  # read once (a file, maybe)
+        relayed = relay_metadata(settings)
         if settings.core_tls or settings.core_tls_ca_file is not None:
             ca = settings.core_tls_ca_file
             credentials = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes() if ca else None)
@@ -59,8 +62,10 @@ class CoreClient:
             keepalive_s=settings.sse_keepalive_s,
             coalesce_s=settings.sse_coalesce_s,
             connect_wait_s=settings.core_connect_wait_s,
+            metadata=relayed,
         )
-        self.sender = Sender(self.chat, connect_wait_s=settings.core_connect_wait_s)
+        self.sender = Sender(self.chat, connect_wait_s=settings.core_connect_wait_s, metadata=relayed)
+
         self.watchdog = SendWatchdog(settings.sse_send_timeout_s)
         self.relay_coalescer = Coalescer(settings.sse_coalesce_s)
         """Paces the writes of relay streams (the mux paces its own)."""

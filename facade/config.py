@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ashao_common.settings import Flag
@@ -59,6 +59,20 @@ class FacadeSettings(BaseSettings):
     core_connect_wait_s: float = 3.0
     """While the facade's streams to the core are down, how long a send or a stream open waits for
     them to come back before answering 503 (rather than the whole ``call_timeout_s``)."""
+    relay_key: str = Field(default="", repr=False)
+    """The key that makes this facade a trusted relay of the core (sent as ``x-ashao-relay-key``): the
+    contents of the core's ``relay.token``. Without it the core judges every user by the facade's own
+    address."""
+    relay_key_file: Path | None = None
+    """A file holding ``relay_key`` (e.g. the core's ``<data_dir>/relay.token`` on the same machine)."""
+
+    def core_relay_key(self) -> str:
+        """The relay key, from ``relay_key`` or ``relay_key_file`` ('' when neither is set)."""
+        if self.relay_key:
+            return self.relay_key
+        if self.relay_key_file is not None:
+            return self.relay_key_file.read_text().strip()
+        return ""
 
     @field_validator("http_addr")
     @classmethod

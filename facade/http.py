@@ -72,10 +72,16 @@ def is_https(request: Request, settings: FacadeSettings) -> bool:
     return request.url.scheme == "https"
 
 
+def relay_metadata(settings: FacadeSettings) -> Metadata:
+    """The metadata that makes a call the facade's own, as a trusted relay (empty without a key)."""
+    return (("x-ashao-relay-key", settings.relay_key),) if settings.relay_key else ()
+
+
 def call_metadata(request: Request, settings: FacadeSettings, token: str | None = None) -> Metadata:
-    """gRPC metadata naming the end user to the core: their credential and their IP."""
+    """gRPC metadata naming the end user to the core: their credential and their IP (believed by the
+    core because the facade's relay key comes with them)."""
     secret = credential(request, settings) if token is None else token
-    ip = client_ip(request, settings)
+    named = (("x-ashao-client-ip", client_ip(request, settings)), *relay_metadata(settings))
     if secret:
-        return (("authorization", f"Bearer {secret}"), ("x-ashao-client-ip", ip))
-    return (("x-ashao-client-ip", ip),)
+        return (("authorization", f"Bearer {secret}"), *named)
+    return named

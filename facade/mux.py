@@ -103,9 +103,12 @@ class Mux:
         coalesce_s: float = 0.0,
         reconnect_grace_s: float = 30.0,
         connect_wait_s: float = 3.0,
+        metadata: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self._stub = stub
+        self._metadata = metadata
         self._coalescer = Coalescer(coalesce_s)
+
         self._max_buffer = max_buffer_bytes
         self._keepalive_s = keepalive_s
         self._grace_s = reconnect_grace_s
@@ -239,7 +242,8 @@ class Mux:
             self._outbox = outbox
             for sub in self._subs.values():
                 outbox.put_nowait(self._watch_request(sub))
-            call = self._stub.Subscribe(self._requests(outbox), wait_for_ready=True)
+            call = self._stub.Subscribe(self._requests(outbox), metadata=self._metadata, wait_for_ready=True)
+
             try:
                 await call.initial_metadata()  # the core sends it at once: the stream is up
                 self._down = asyncio.get_running_loop().create_future()

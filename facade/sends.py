@@ -65,8 +65,15 @@ class _Outbox:
 class Sender:
     """The SendMany stream. ``start()`` it, ``shutdown()`` it."""
 
-    def __init__(self, stub: chat_pb2_grpc.ChatServiceAsyncStub, *, connect_wait_s: float = 3.0) -> None:
+    def __init__(
+        self,
+        stub: chat_pb2_grpc.ChatServiceAsyncStub,
+        *,
+        connect_wait_s: float = 3.0,
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         self._stub = stub
+        self._metadata = metadata
         self._connect_wait_s = connect_wait_s
         """How long a send waits for the stream to the core to be (re)established before failing."""
         self._ids = itertools.count(1)
@@ -134,7 +141,8 @@ class Sender:
             # A fresh outbox per stream: nothing queued survives into a new stream (those callers were
             # failed with the old one).
             outbox = self._outbox = _Outbox()
-            call = self._stub.SendMany(outbox.requests(), wait_for_ready=True)
+            call = self._stub.SendMany(outbox.requests(), metadata=self._metadata, wait_for_ready=True)
+
             try:
                 await call.initial_metadata()
                 self._up.set()

@@ -29,7 +29,9 @@ from worker_agent.identity import (
     Credentials,
     credentials_path,
     load_credentials,
+    load_owner_key,
     register,
+    registration_request,
     save_credentials,
 )
 from worker_agent.network import fetch_network_info
@@ -297,9 +299,13 @@ class Agent:
             "register this worker",
             lambda: register(
                 stub,
-                name=self._s.name,
-                tiers=self.tiers,
-                slots=self._s.slots,
+                registration_request(
+                    name=self._s.name,
+                    tiers=self.tiers,
+                    slots=self._s.slots,
+                    join_token=self._s.join_token,
+                    owner=load_owner_key(self._s.owner_key) if self._s.owner_key is not None else None,
+                ),
                 timeout_s=self._s.call_timeout_s,
             ),
         )
@@ -319,7 +325,10 @@ class Agent:
                     await call.write(
                         worker_pb2.ConnectRequest(
                             hello=worker_pb2.WorkerHello(
-                                slots=self._s.slots, tiers=self.tiers, agent_version=agent_version()
+                                slots=self._s.slots,
+                                tiers=self.tiers,
+                                agent_version=agent_version(),
+                                continues_prefix=self._backend is not None and self._backend.continues_prefix,
                             )
                         )
                     )

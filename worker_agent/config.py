@@ -52,6 +52,17 @@ class AgentSettings(BaseSettings):
     """Model name the model server serves."""
     api_key: Annotated[str, ENV_ONLY] = Field("", repr=False)
     """Bearer key for the model server."""
+    continuation: Literal["none", "native", "vllm"] = "none"
+    """OpenAI backend: how the model server continues a partial answer, so this worker may take over a
+    job another worker left mid-answer: native (llama.cpp, Ollama), vllm (asked with
+    continue_final_message), or none (hosted APIs, TGI: such jobs go to other workers)."""
+    join_token: Annotated[str, Flag(metavar="TOKEN")] = Field("", repr=False)
+    """A join token from the network's operator (``ashao workers join-token``), used at the first
+    registration."""
+    owner_key: Annotated[FilePath | None, Flag(metavar="KEYPAIR.json")] = None
+    """Or register as owned by a wallet: a Solana keypair file (a JSON array of 64 bytes) whose key signs
+    the registration; the worker's earnings belong to that wallet."""
+
     slots: int = Field(1, ge=1)
     """How many jobs run at once (the core says how many it allows)."""
     tiers: Annotated[tuple[str, ...], NoDecode, Flag(default="every tier the backends serve")] = ()

@@ -48,7 +48,9 @@ def build_chat_backend(settings: AgentSettings) -> ChatBackend | None:
             model=settings.model,
             api_key=settings.api_key,
             max_connections=settings.slots + 1,
+            continuation=settings.continuation,
         )
+
     if settings.backend == "synthetic":
         return SyntheticBackend(
             tokens=settings.synthetic_tokens,

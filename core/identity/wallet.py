@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
+from ashao_common.base58 import b58decode
 from core.errors import InvalidArgumentError, UnauthenticatedError
-from core.identity.base58 import b58decode
 
 MAX_SIGNATURE_CHARS = 128
 """A 64-byte signature is 88 characters in base58 or base64: anything longer is refused unread."""

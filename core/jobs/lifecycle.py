@@ -26,6 +26,8 @@ from core.workers.registry import WorkerInfo
 
 log = logging.getLogger("ashao.core.jobs")
 
+NO_CONTINUATION = "the answer was cut off mid-way and no worker can continue it; the credits were refunded"
+
 
 class Lifecycle:
     """Job transitions."""
@@ -136,9 +138,15 @@ class Lifecycle:
             self.finish_failed(job, f"{message} (after {job.attempts} attempts)", "ATTEMPTS_EXHAUSTED")
             return
         if job.log.tokens and job.image is None:
-            # Callers have part of the answer: only a worker that continues it seamlessly may go on
-            # (the reaper ends the job with an error if none takes it in time).
+            # Callers have part of the answer: only a worker that continues it seamlessly may go on.
+            # If the workers at hand cannot, it ends now; if none is connected, the reaper gives one
+            # ``continuation_timeout_s`` to come.
             job.continuing = True
+            serving = [c for c in self._board.connections.values() if job.tier in c.tiers and not c.draining]
+            if serving and not any(c.continues_prefix for c in serving):
+                self.finish_failed(job, f"{message}; {NO_CONTINUATION}", "NO_CONTINUATION")
+                return
+
         self._board.requeue(job)
         self._settler.write_behind([JobRepository.requeued(job.id)])
         log.info("job %s requeued: %s", job.id, message)

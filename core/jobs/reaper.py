@@ -8,7 +8,7 @@ import time
 from core.config import CoreSettings
 from core.jobs.board import JobBoard
 from core.jobs.dispatch import Dispatcher
-from core.jobs.lifecycle import Lifecycle
+from core.jobs.lifecycle import NO_CONTINUATION, Lifecycle
 from core.jobs.model import JobState
 
 
@@ -80,6 +80,13 @@ class Reaper:
                 self._lifecycle.take_back(
                     job, board.registry.get(job.worker_id), "worker lease expired", "LEASE_EXPIRED"
                 )
+            elif (
+                job.state == JobState.QUEUED
+                and job.continuing
+                and now - job.queued_at > self._settings.continuation_timeout_s
+            ):
+                if board.unqueue(job):
+                    self._lifecycle.finish_failed(job, NO_CONTINUATION, "NO_CONTINUATION")
             elif job.state == JobState.QUEUED and now - job.queued_at > self._settings.queue_timeout_s:
                 if board.unqueue(job):
                     self._lifecycle.finish_failed(

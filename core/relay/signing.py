@@ -17,8 +17,8 @@ import orjson
 from nacl.signing import SigningKey, VerifyKey
 
 from ashao.v1 import relay_pb2
+from ashao_common.base58 import b58encode
 from ashao_common.files import read_or_create_secret
-from core.identity.base58 import b58encode
 
 
 def canonical_json(value: Any) -> bytes:

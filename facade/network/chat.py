@@ -18,6 +18,9 @@ from facade.network.errors import NetworkRoute, errors, guarded, json_errors
 from facade.sse import SSEResponse
 from facade.validation import Body, Text
 
+MAX_IDEMPOTENCY_KEY = 128
+"""Longest Idempotency-Key header accepted (the core keeps keys 24 hours per caller)."""
+
 router = APIRouter(route_class=NetworkRoute, tags=["chat"])
 
 _WATCH_STATUS = {"NOT_FOUND": 404, "INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403}
@@ -52,16 +55,29 @@ def job_json(job: common_pb2.Job) -> dict[str, Any]:
     }
 
 
-@router.post("/api/chat/send", responses=errors(400, 401, 402, 404, 429))
+@router.post("/api/chat/send", responses=errors(400, 401, 402, 404, 409, 429))
 async def send(body: SendBody, request: Request, core: Core) -> Response:
     """Send a message: persists the conversation and the message and queues a job; returns at once.
 
     Charges the tier's credit cost when signed in (priced tiers need a signed-in caller). Answers
     `{jobId, conversationId}`; bad input is 400 `{error}` naming the field, and nothing is queued.
+    With an `Idempotency-Key` header (up to 128 characters), a retry of the same send within 24 hours
+    answers the first send's ids and queues and charges nothing again (a different message under the
+    same key is 409). Free-tier sends are rate-limited per caller and address (429 with Retry-After).
     """
+
+    key = request.headers.get("idempotency-key", "")
+    if len(key) > MAX_IDEMPOTENCY_KEY or not (key.isascii() and key.isprintable()):
+        raise BadRequest(
+            f"Idempotency-Key: at most {MAX_IDEMPOTENCY_KEY} printable ASCII characters",
+            field="Idempotency-Key",
+        )
     r = await core.sender.send(
         chat_pb2.SendMessageRequest(
-            tier=body.tier, content=body.content, conversation_id=body.conversationId or ""
+            tier=body.tier,
+            content=body.content,
+            conversation_id=body.conversationId or "",
+            idempotency_key=key,
         ),
         credential=credential(request, core.settings),
         client_ip=client_ip(request, core.settings),

@@ -15,7 +15,7 @@ from facade.client import Core
 from facade.http import JSON, BadRequest, bearer, call_metadata
 from facade.network.chat import state_name
 from facade.network.errors import NetworkRoute, errors
-from facade.validation import Body, Number, Text, UInt32, UInt64
+from facade.validation import Body, Int64, Number, Text, UInt32, UInt64
 
 router = APIRouter(route_class=NetworkRoute, tags=["workers"])
 
@@ -27,7 +27,18 @@ class RegisterBody(Body):
     tiers: list[Text] = Field(
         default_factory=list, description="Tiers it serves; empty means every chat tier."
     )
-    slots: UInt32 = Field(default=1, description="Jobs it runs at once.")
+    slots: UInt32 = Field(
+        default=1, description="Jobs it claims to run at once (it is given fewer at first)."
+    )
+    joinToken: Text = Field(default="", description="A join token the operator issued (`join_…`).")
+    ownerAddress: Text = Field(
+        default="", description="Or the owner's wallet (base58 public key) its earnings belong to."
+    )
+    ownerSignature: Text = Field(
+        default="",
+        description="The owner's signature of `ashao-worker-registration/v1\\n<ownerAddress>\\n<name>\\n<signedAtMs>`.",
+    )
+    signedAtMs: Int64 = Field(default=0, description="When the owner signed (Unix ms, within five minutes).")
 
 
 class ClaimBody(Body):
@@ -78,14 +89,25 @@ def _worker_metadata(request: Request, core: Core) -> tuple[tuple[str, str], ...
     return call_metadata(request, core.settings, token=bearer(request))
 
 
-@router.post("/api/worker/register", responses=errors(400))
-async def register(core: Core, body: RegisterBody = _UNNAMED) -> Response:
-    """Create a worker: `{workerId, workerToken, tiers}`. Keep the token: it is shown once. The body
-    is optional."""
+@router.post("/api/worker/register", responses=errors(400, 401, 403, 429))
+async def register(request: Request, core: Core, body: RegisterBody = _UNNAMED) -> Response:
+    """Create a worker: `{workerId, workerToken, tiers}`. Keep the token: it is shown once. It needs a
+    `joinToken` from the operator, or its owner's wallet signature (`ownerAddress`, `ownerSignature`,
+    `signedAtMs`); registrations are rate-limited per address (429)."""
     r = await core.workers.RegisterWorker(
-        worker_pb2.RegisterWorkerRequest(name=body.name, tiers=body.tiers, slots=body.slots),
+        worker_pb2.RegisterWorkerRequest(
+            name=body.name,
+            tiers=body.tiers,
+            slots=body.slots,
+            join_token=body.joinToken,
+            owner_address=body.ownerAddress,
+            owner_signature=body.ownerSignature,
+            signed_at_ms=body.signedAtMs,
+        ),
+        metadata=call_metadata(request, core.settings, token=""),
         timeout=core.timeout,
     )
+
     return JSON({"workerId": r.worker_id, "workerToken": r.worker_token, "tiers": list(r.tiers)})
 
 

@@ -13,8 +13,8 @@ from nacl.signing import SigningKey
 
 from ashao.v1 import account_pb2, account_pb2_grpc, chat_pb2, chat_pb2_grpc, worker_pb2, worker_pb2_grpc
 from ashao_cli.devnet import LocalNetwork
+from ashao_common.base58 import b58encode
 from core.economics import SIGNUP_GRANT
-from core.identity.base58 import b58encode
 from tests.helpers.net import free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -96,7 +96,7 @@ async def test_sigkill_mid_burst_keeps_the_books(tmp_path: Path) -> None:
             account_pb2.GrantCreditsRequest(user=uid, amount=1000), metadata=op
         )
         reg = await worker_pb2_grpc.WorkerServiceStub(channel).RegisterWorker(
-            worker_pb2.RegisterWorkerRequest(name="crash", slots=64)
+            worker_pb2.RegisterWorkerRequest(name="crash", slots=64, join_token=net.join_token())
         )
         stop = asyncio.Event()
         worker = asyncio.create_task(run_worker(channel, reg.worker_token, stop))

@@ -100,7 +100,8 @@ async def test_bad_input_is_400_naming_the_field(net: LocalNetwork, http: httpx.
 
 
 async def test_rest_pull_worker(net: LocalNetwork, http: httpx.AsyncClient) -> None:
-    reg = (await http.post("/api/worker/register", json={"name": "simple", "tiers": ["free"]})).json()
+    body = {"name": "simple", "tiers": ["free"], "joinToken": net.join_token()}
+    reg = (await http.post("/api/worker/register", json=body)).json()
     auth = {"Authorization": f"Bearer {reg['workerToken']}"}
     assert reg["workerId"].startswith("wrk_")
     assert (await http.post("/api/worker/claim", json={"tier": "free"})).status_code == 401
@@ -115,7 +116,10 @@ async def test_rest_pull_worker(net: LocalNetwork, http: httpx.AsyncClient) -> N
             "/api/worker/token", json={"jobId": job_id, "token": tok, "index": i}, headers=auth
         )
         assert r.status_code == 200
-    other = (await http.post("/api/worker/register", json={"name": "other"})).json()
+    other = (
+        await http.post("/api/worker/register", json={"name": "other", "joinToken": net.join_token()})
+    ).json()
+
     r = await http.post(
         "/api/worker/token",
         json={"jobId": job_id, "token": "x"},

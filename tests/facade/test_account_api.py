@@ -20,8 +20,8 @@ import pytest
 from nacl.signing import SigningKey
 
 from ashao.v1 import worker_pb2
+from ashao_common.base58 import b58encode
 from core.economics import SIGNUP_GRANT, TIERS
-from core.identity.base58 import b58encode
 from tests.helpers.core import connect_worker
 from tests.helpers.images import png
 from tests.helpers.stack import Stack, start_stack, stop_stack
@@ -532,7 +532,11 @@ async def test_image_is_generated_stored_served_and_charged(net: Net) -> None:
 
 
 async def test_worker_me_shows_earnings_after_a_job_on_the_pull_path(net: Net) -> None:
-    r = await net.http.post("/api/worker/register", json={"name": "puller", "tiers": ["pro"], "slots": 1})
+    join = await net.stack.core.join_token()
+    r = await net.http.post(
+        "/api/worker/register", json={"name": "puller", "tiers": ["pro"], "slots": 1, "joinToken": join}
+    )
+
     assert r.status_code == 200, r.text
     token = r.json()["workerToken"]
     worker = net.browser(headers={"Authorization": f"Bearer {token}"})

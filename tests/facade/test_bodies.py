@@ -51,8 +51,12 @@ async def test_bad_network_bodies_are_400_naming_the_field(stack: Stack) -> None
 
 
 async def test_optional_bodies_may_be_empty_and_any_content_type_is_read_as_json(stack: Stack) -> None:
-    r = await stack.http.post("/api/worker/register")  # no body at all
+    r = await stack.http.post("/api/worker/register")  # no body at all: no join token either
+    assert r.status_code == 401 and "join token" in r.json()["error"]
+    join = await stack.core.join_token()
+    r = await stack.http.post("/api/worker/register", json={"joinToken": join})
     assert r.status_code == 200 and r.json()["workerId"].startswith("wrk_")
+
     worker = {"Authorization": f"Bearer {r.json()['workerToken']}"}
     for path in ("/api/worker/claim", "/api/worker/heartbeat"):
         r = await stack.http.post(path, headers=worker)

@@ -25,7 +25,7 @@ import pytest
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from core.identity.base58 import b58encode
+from ashao_common.base58 import b58encode
 from core.relay.payments import commitment_bytes
 from core.relay.signing import verify as core_verify
 from tests.helpers.core import connect_worker

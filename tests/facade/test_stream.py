@@ -214,8 +214,8 @@ async def test_reconnecting_after_the_last_event_of_a_finished_job_is_204(stack:
 
 def unwatched(s: Stack, job_id: str) -> bool:
     """Neither the facade nor the core follows ``job_id`` any more."""
-    entry = s.core.app.coordinator.jobs.get(job_id)
-    return len(s.facade.core_client.mux) == 0 and (entry is None or entry.log.listeners == 0)
+    log = s.core.app.jobs.board.bus.find(job_id)
+    return len(s.facade.core_client.mux) == 0 and (log is None or log.listeners == 0)
 
 
 async def test_stream_bad_requests(stack: Stack) -> None:

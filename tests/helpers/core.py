@@ -22,9 +22,9 @@ from ashao.v1 import (
     worker_pb2,
     worker_pb2_grpc,
 )
+from ashao_common.base58 import b58encode
 from core.app import CoreApp
 from core.config import CoreSettings
-from core.identity.base58 import b58encode
 
 
 def core_settings(tmp_path: Path, **overrides: Any) -> CoreSettings:

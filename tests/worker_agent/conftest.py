@@ -12,7 +12,9 @@ from tests.helpers.core import Core, core_settings, start_core, stop_core
 
 @pytest.fixture
 async def core(tmp_path: Path) -> AsyncIterator[Core]:
-    c = await start_core(core_settings(tmp_path, heartbeat_interval_ms=1000))
+    # Agents here register on an open network (who may join is tested in test_registration.py).
+    c = await start_core(core_settings(tmp_path, heartbeat_interval_ms=1000, worker_registration="open"))
+
     try:
         yield c
     finally:

@@ -153,9 +153,11 @@ async def test_failing_upstream_fails_the_job_not_the_stream(tmp_path: Path, cor
         async with running(s, backend) as (agent, _):
             job_id, _ = await core.send("x")
             events = await collect(core, job_id)
-            # retried on this worker up to the core's attempt limit, then failed; never "done"
-            assert events[-1][1:] == ("error", "ATTEMPTS_EXHAUSTED")
-            assert len(up.requests) == core.app.settings.max_attempts
+            # Part of the answer was delivered and this backend cannot continue it: the job ends with
+            # an error (refunded) rather than starting the answer over; never "done".
+            assert events[-1][1:] == ("error", "NO_CONTINUATION")
+            assert [t for _, kind, t in events if kind == "token"] == ["a", "b"]
+            assert len(up.requests) == 1
             assert agent.connected and agent.connections == 1
         await backend.aclose()
 
@@ -204,7 +206,7 @@ async def test_drain_timeout_hands_jobs_back_and_another_worker_continues(tmp_pa
 
 
 async def test_heartbeats_report_throughput_and_keep_the_worker(tmp_path: Path) -> None:
-    c = await start_core(core_settings(tmp_path, heartbeat_interval_ms=150))
+    c = await start_core(core_settings(tmp_path, heartbeat_interval_ms=150, worker_registration="open"))
     try:
         s = agent_settings(tmp_path, c.app.address, tokens_per_sec=100, synthetic_tokens=100)
         async with running(s) as (agent, _):
@@ -221,14 +223,16 @@ async def test_heartbeats_report_throughput_and_keep_the_worker(tmp_path: Path) 
 
 
 async def test_reconnects_after_the_core_restarts(tmp_path: Path) -> None:
-    c = await start_core(core_settings(tmp_path))
+    c = await start_core(core_settings(tmp_path, worker_registration="open"))
     port = c.app.port
     s = agent_settings(tmp_path, c.app.address)
     async with running(s) as (agent, _):
         await stop_core(c)
         await eventually(lambda: not agent.connected)
         await asyncio.sleep(0.3)  # a few failed attempts while the core is down
-        c = await start_core(core_settings(tmp_path, grpc_addr=f"127.0.0.1:{port}"))
+        c = await start_core(
+            core_settings(tmp_path, grpc_addr=f"127.0.0.1:{port}", worker_registration="open")
+        )
         try:
             await eventually(lambda: agent.connected)
             assert agent.connections == 2 and agent.registrations == 1  # same identity
@@ -239,7 +243,7 @@ async def test_reconnects_after_the_core_restarts(tmp_path: Path) -> None:
 
 
 async def test_registers_again_when_the_core_forgot_the_token(tmp_path: Path) -> None:
-    c = await start_core(core_settings(tmp_path / "one"))
+    c = await start_core(core_settings(tmp_path / "one", worker_registration="open"))
     port = c.app.port
     s = agent_settings(tmp_path, c.app.address)
     path = credentials_path(s.data_dir, s.name)
@@ -248,7 +252,9 @@ async def test_registers_again_when_the_core_forgot_the_token(tmp_path: Path) ->
         assert old is not None
         await stop_core(c)
         await eventually(lambda: not agent.connected)
-        c = await start_core(core_settings(tmp_path / "two", grpc_addr=f"127.0.0.1:{port}"))  # empty store
+        c = await start_core(
+            core_settings(tmp_path / "two", grpc_addr=f"127.0.0.1:{port}", worker_registration="open")
+        )  # empty store
         try:
             await eventually(lambda: agent.connected)
             assert agent.registrations == 2 and agent.credentials != old
@@ -260,7 +266,7 @@ async def test_registers_again_when_the_core_forgot_the_token(tmp_path: Path) ->
 
 
 async def test_waits_for_an_unreachable_core_then_registers(tmp_path: Path) -> None:
-    c = await start_core(core_settings(tmp_path))
+    c = await start_core(core_settings(tmp_path, worker_registration="open"))
     port = c.app.port
     await stop_core(c)
     s = agent_settings(tmp_path, f"127.0.0.1:{port}")
@@ -269,7 +275,9 @@ async def test_waits_for_an_unreachable_core_then_registers(tmp_path: Path) -> N
     try:
         await asyncio.sleep(0.3)
         assert not task.done() and agent.registrations == 0
-        c = await start_core(core_settings(tmp_path, grpc_addr=f"127.0.0.1:{port}"))
+        c = await start_core(
+            core_settings(tmp_path, grpc_addr=f"127.0.0.1:{port}", worker_registration="open")
+        )
         try:
             await eventually(lambda: agent.connected)
             assert agent.registrations == 1

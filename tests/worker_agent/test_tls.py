@@ -25,7 +25,11 @@ pytestmark = [
 async def test_agent_serves_a_tls_core_and_plaintext_is_refused(tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
     addr = f"127.0.0.1:{free_port()}"
-    app = CoreApp(core_settings(tmp_path, grpc_addr=addr, tls_cert_file=cert, tls_key_file=key))
+    app = CoreApp(
+        core_settings(
+            tmp_path, grpc_addr=addr, tls_cert_file=cert, tls_key_file=key, worker_registration="open"
+        )
+    )
     await app.start()
     try:
         creds = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())

@@ -49,6 +49,11 @@ class ChatRequest:
 class ChatBackend(Protocol):
     """Runs chat jobs. One instance serves every slot, so it must allow concurrent ``generate`` calls."""
 
+    continues_prefix: bool
+    """Whether an answer asked to continue after ``prefix`` joins it seamlessly. The core gives a job
+    another worker left mid-answer only to such a backend (else the caller would see the answer start
+    over, spliced onto the first part)."""
+
     async def generate(self, request: ChatRequest, emit: Emit) -> str:
         """Stream the answer through ``emit``; return the finish reason ("stop", "length").
 

@@ -8,9 +8,10 @@ vLLM, llama.cpp's server, Ollama's ``/v1`` and TGI's Messages API all speak it. 
 Continuation: a job resumed after another worker was lost carries the text already delivered
 (``prefix``). It is sent as a final ``{"role": "assistant", "content": prefix}`` message so the
 model continues it. Servers differ here: llama.cpp and Ollama continue a trailing assistant
-message; vLLM continues it only with its ``continue_final_message`` option and otherwise starts a
-fresh assistant turn; hosted OpenAI treats it as a finished turn. The reply then may not join the
-prefix seamlessly, but it is still a reply to the same conversation.
+message ("native"); vLLM continues it only with its ``continue_final_message`` option, which the
+backend sets ("vllm"); hosted OpenAI and TGI treat it as a finished turn and start over ("none"). The
+agent tells the core which: only a backend that continues seamlessly is given such a job, so a caller
+never sees an answer start over in the middle.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ import orjson
 
 from worker_agent.backends import BackendError, ChatRequest, Emit
 
+CONTINUATION = ("none", "native", "vllm")
+"""How a model server continues a partial answer (a trailing assistant message)."""
 FINISH_TAIL_S = 2.0
+
 """After a ``finish_reason`` or ``[DONE]``, how long to wait for the end of the body (reading it to its end
 hands the connection back to the pool; a response left unread closes it)."""
 ERROR_BODY_CHARS = 300
@@ -50,12 +54,19 @@ class OpenAIBackend:
         connect_timeout_s: float = 10.0,
         read_timeout_s: float = 120.0,
         total_timeout_s: float = 900.0,
+        continuation: str = "none",
         client: httpx.AsyncClient | None = None,
     ) -> None:
         """``read_timeout_s`` bounds the wait for each chunk (a model loading or queueing counts);
-        ``total_timeout_s`` bounds a whole answer."""
+        ``total_timeout_s`` bounds a whole answer. ``continuation`` says how the server continues a
+        partial answer: "native" (llama.cpp, Ollama continue a trailing assistant message), "vllm"
+        (asked with ``continue_final_message``), or "none" (it would start over)."""
+        if continuation not in CONTINUATION:
+            raise ValueError(f"continuation must be one of {', '.join(CONTINUATION)}")
         self._url = chat_completions_url(upstream)
         self._model = model
+        self._continuation = continuation
+        self.continues_prefix = continuation != "none"
         self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
@@ -68,9 +79,14 @@ class OpenAIBackend:
     def body(self, request: ChatRequest) -> dict[str, Any]:
         """The JSON body sent for ``request``."""
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        body: dict[str, Any] = {"model": self._model, "max_tokens": request.max_tokens, "stream": True}
         if request.prefix:
             messages.append({"role": "assistant", "content": request.prefix})
-        return {"model": self._model, "messages": messages, "max_tokens": request.max_tokens, "stream": True}
+            if self._continuation == "vllm":
+                body["continue_final_message"] = True
+                body["add_generation_prompt"] = False
+        body["messages"] = messages
+        return body
 
     async def generate(self, request: ChatRequest, emit: Emit) -> str:
         """Stream one answer; BackendError (retryable for 5xx, 429, timeouts, cuts) when it fails."""

@@ -124,6 +124,9 @@ class PacingClock:
 class SyntheticBackend:
     """Counts instead of thinking. Development and load tests only."""
 
+    continues_prefix = True
+    """It counts on from the prefix's last token."""
+
     def __init__(
         self, *, tokens: int = 16, tokens_per_sec: float = 0.0, stamp: bool = False, tick_s: float = 0.005
     ) -> None:

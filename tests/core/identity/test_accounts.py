@@ -11,8 +11,8 @@ import pytest
 from nacl.signing import SigningKey
 
 from ashao.v1 import account_pb2, chat_pb2, treasury_pb2, worker_pb2
+from ashao_common.base58 import b58encode
 from core.economics import SIGNUP_GRANT, TIERS
-from core.identity.base58 import b58encode
 from core.money.ledger import BURN, ESCROW, MINT, TREASURY, Move, worker_account
 from tests.helpers.core import Core, collect, connect_worker, core_settings, start_core, stop_core
 

@@ -16,7 +16,7 @@ from google.rpc import error_details_pb2, status_pb2
 from nacl.signing import SigningKey
 
 from ashao.v1 import relay_pb2, relay_pb2_grpc
-from core.identity.base58 import b58encode
+from ashao_common.base58 import b58encode
 from core.relay.payments import commitment_bytes
 from core.relay.signing import verify
 from tests.helpers.core import Core, connect_worker, core_settings, start_core, stop_core

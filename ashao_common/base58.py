@@ -1,4 +1,5 @@
-"""Base58 (Bitcoin alphabet), as Solana writes addresses, keys and signatures.
+"""Base58 (Bitcoin alphabet), as Solana writes addresses, keys and signatures (the core reads them; a
+worker writes its owner's address).
 
 Decoding is quadratic in the length of its input, so every caller bounds the input first
 (``MAX_CHARS`` covers the longest value a wallet writes: a 64-byte signature is at most 88
