@@ -13,7 +13,7 @@ import time
 
 import grpc
 
-from ashao_common.supervise import Supervisor
+from ashao_common.supervise import Supervisor, every
 from core.config import CoreSettings
 from core.economics import TIERS
 from core.grpc.server import build_server
@@ -135,11 +135,16 @@ class CoreApp:
         self.documents = RelayDocuments(
             relay=self.relay, vitals=self.vitals, endpoint=settings.relay_endpoint
         )
-        self.loops = Supervisor("ashao-core")
-        self.loops.every("reaper", Reaper.INTERVAL_S, self.jobs.reaper.tick)
-        self.loops.every("treasury", self.treasury.interval_s, self.treasury.tick)
-        self.loops.every("loop-lag", LoopLag.PERIOD_S, self.lag.tick)
-        self.loops.every("idempotency-keys", 3600.0, self.jobs.admission.prune_keys)
+        self.loops = Supervisor(
+            "ashao-core",
+            {
+                "reaper": every(Reaper.INTERVAL_S, self.jobs.reaper.tick),
+                "treasury": every(self.treasury.interval_s, self.treasury.tick),
+                "loop-lag": every(LoopLag.PERIOD_S, self.lag.tick),
+                "idempotency-keys": every(3600.0, self.jobs.admission.prune_keys),
+            },
+        )
+
 
     @property
     def address(self) -> str:

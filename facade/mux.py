@@ -24,8 +24,8 @@ import grpc
 import orjson
 
 from ashao.v1 import chat_pb2, chat_pb2_grpc, common_pb2
+from ashao_common.supervise import Supervisor
 from facade.frames import Coalescer, FrameBuffer
-from facade.supervise import Supervisor
 
 log = logging.getLogger("ashao.facade.mux")
 

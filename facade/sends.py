@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator
 import grpc
 
 from ashao.v1 import chat_pb2, chat_pb2_grpc
+from ashao_common.supervise import Supervisor
 from facade.status import CoreCallFailed, CoreError, from_call_error
-from facade.supervise import Supervisor
 
 log = logging.getLogger("ashao.facade.sends")
 

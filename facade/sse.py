@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from facade.supervise import Supervisor
+from ashao_common.supervise import Supervisor
 
 log = logging.getLogger("ashao.facade.sse")
 

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from facade.supervise import Supervisor
+from ashao_common.supervise import Supervisor
 from tests.helpers.wait import eventually
 
 pytestmark = pytest.mark.timeout(10)
@@ -28,7 +28,7 @@ async def test_a_failing_loop_is_logged_with_its_traceback_and_restarted(
         await asyncio.Event().wait()  # then runs for good
 
     loops = Supervisor("test", {"flaky": flaky}, backoff_s=0.0)
-    with caplog.at_level(logging.ERROR, logger="ashao.facade.supervise"):
+    with caplog.at_level(logging.ERROR, logger="ashao.supervise"):
         loops.start()
         await asyncio.wait_for(steady.wait(), 5)
     assert runs == [0, 1] and loops.restarts == 1 and loops.running
