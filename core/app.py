@@ -145,7 +145,6 @@ class CoreApp:
             },
         )
 
-
     @property
     def address(self) -> str:
         """``host:port`` the server listens on."""

@@ -15,9 +15,10 @@ from typing import Any
 import grpc
 import orjson
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
-from core.errors import AshaoError, as_domain_error
+from core.errors import AshaoError, InvalidArgumentError, as_domain_error
 
 ERROR_DOMAIN = "ashao"
 
@@ -62,6 +63,34 @@ async def abort_with(
 _Handler = Callable[..., Any]
 
 
+class Malformed:
+    """What a request that does not decode becomes: handlers refuse it as INVALID_ARGUMENT (rather than
+    grpc answering UNKNOWN with an internal class name)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as exc:
+            return Malformed(str(exc))
+
+    return decode
+
+
+def _refuse_malformed(request: Any) -> None:
+    if isinstance(request, Malformed):
+        raise InvalidArgumentError(f"request: not a valid message ({request.reason})", field="request")
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Applies the mapping table to every RPC: domain errors become their status with details."""
 
@@ -79,25 +108,25 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(handler.unary_unary, self._signer),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(handler.unary_stream, self._signer),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
                 _wrap_stream(handler.stream_stream, self._signer),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
                 _wrap_unary(handler.stream_unary, self._signer),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -106,6 +135,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 def _wrap_unary(behaviour: _Handler, signer: Signer | None) -> _Handler:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
+            _refuse_malformed(request)
             return await behaviour(request, context)
         except AshaoError as err:
             await abort_with(context, err, signer)
@@ -124,6 +154,7 @@ def _wrap_stream(behaviour: _Handler, signer: Signer | None) -> _Handler:
 
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         try:
+            _refuse_malformed(request)
             async for response in behaviour(request, context):
                 yield response
         except AshaoError as err:

@@ -4,6 +4,7 @@ ran out. One pass is ``reap(now)``; the composition root runs it on a supervised
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from core.config import CoreSettings
 from core.jobs.board import JobBoard
@@ -18,8 +19,16 @@ class Reaper:
     INTERVAL_S = 0.25
 
     def __init__(
-        self, *, board: JobBoard, dispatcher: Dispatcher, lifecycle: Lifecycle, settings: CoreSettings
+        self,
+        *,
+        board: JobBoard,
+        dispatcher: Dispatcher,
+        lifecycle: Lifecycle,
+        settings: CoreSettings,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.clock = clock
+        """Monotonic seconds (replaceable in tests)."""
         self._board = board
         self._dispatcher = dispatcher
         self._lifecycle = lifecycle
@@ -31,7 +40,7 @@ class Reaper:
 
     async def tick(self) -> None:
         """One pass now; time the process itself lost (a pause) does not count against anyone."""
-        now = time.monotonic()
+        now = self.clock()
         if self._last_tick:
             lost = now - self._last_tick - self.INTERVAL_S
             if lost > min(1.0, self.heartbeat_timeout_s / 3):

@@ -3,21 +3,48 @@
 from __future__ import annotations
 
 import hashlib
+import struct
+import zlib
 from pathlib import Path
 
 MIME_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def sniff(data: bytes) -> str:
-    """The media type the bytes really have (PNG, JPEG or WebP), or ''."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
+    """The media type the bytes really are — a whole PNG, JPEG or WebP file by its structure, not only
+    its first bytes — or ''. (A file served as an image must be one: anything else after a valid
+    signature could be a page a browser might render.)"""
+    if data.startswith(PNG_SIGNATURE):
+        return "image/png" if _whole_png(data) else ""
     if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
+        return "image/jpeg" if len(data) >= 128 and data.endswith(b"\xff\xd9") else ""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
+        size = struct.unpack_from("<I", data, 4)[0] if len(data) >= 8 else 0
+        ok = size + 8 == len(data) and data[12:16] in (b"VP8 ", b"VP8L", b"VP8X")
+        return "image/webp" if ok else ""
     return ""
+
+
+def _whole_png(data: bytes) -> bool:
+    """Chunks from the signature to IEND, each with its CRC, IHDR first, at least one IDAT, nothing after."""
+    pos, seen = len(PNG_SIGNATURE), []
+    while pos + 12 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        end = pos + 8 + length
+        if end + 4 > len(data):
+            return False
+        (crc,) = struct.unpack_from(">I", data, end)
+        if zlib.crc32(data[pos + 4 : end]) != crc:
+            return False
+        seen.append(kind)
+        pos = end + 4
+        if kind == b"IEND":
+            break
+    return bool(seen) and seen[0] == b"IHDR" and seen[-1] == b"IEND" and b"IDAT" in seen and pos == len(data)
 
 
 class ImageFiles:

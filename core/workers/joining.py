@@ -72,7 +72,7 @@ class JoinPolicy:
                 raise PermissionDeniedError(
                     "owner_address: this network registers workers by join token only"
                 )
-            return self._wallet(name, owner_address, owner_signature, signed_at_ms)
+            return await self._wallet(name, owner_address, owner_signature, signed_at_ms)
         if self.policy == "open":
             return Admitted()
         raise UnauthenticatedError(
@@ -100,7 +100,7 @@ class JoinPolicy:
             rows=[("UPDATE join_tokens SET uses_left = uses_left - 1 WHERE id = ?", (token_id,))],
         )
 
-    def _wallet(self, name: str, address: str, signature: str, signed_at_ms: int) -> Admitted:
+    async def _wallet(self, name: str, address: str, signature: str, signed_at_ms: int) -> Admitted:
         key = public_key_of(address)
         if abs(self.clock() * 1000 - signed_at_ms) > SIGNATURE_WINDOW_MS:
             raise UnauthenticatedError(
@@ -113,12 +113,16 @@ class JoinPolicy:
             raise UnauthenticatedError(
                 "owner_signature: does not sign this registration with owner_address"
             ) from exc
+        digest = hashlib.sha256(raw).hexdigest()
+        if await self._store.fetchone("SELECT 1 FROM used_signatures WHERE signature_sha256 = ?", (digest,)):
+            raise UnauthenticatedError("owner_signature: already used; sign a new registration")
+        # The primary key refuses the unit too, should two registrations race with one signature.
         return Admitted(
             owner_address=address,
             rows=[
                 (
                     "INSERT INTO used_signatures (signature_sha256, created_at) VALUES (?, ?)",
-                    (hashlib.sha256(raw).hexdigest(), now_ms()),
+                    (digest, now_ms()),
                 )
             ],
         )

@@ -52,10 +52,11 @@ class Standing:
         """Tokens of it were relayed to callers."""
         now = time.monotonic() if now is None else now
         self.tokens += tokens
-        self._since_mark += tokens
         if not self._mark:
-            self._mark = now
+            self._mark = now  # the window starts after these
             return
+        self._since_mark += tokens
+
         elapsed = now - self._mark
         if elapsed >= 1.0:
             rate = self._since_mark / elapsed
