@@ -73,3 +73,27 @@ async def test_an_api_key_whose_write_fails_does_not_work(core: Core) -> None:
             await core.accounts.CreateApiKey(account_pb2.CreateApiKeyRequest(name="ci"), metadata=md)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert (await core.accounts.ListApiKeys(account_pb2.ListApiKeysRequest(), metadata=md)).keys == []
+
+
+async def test_storage_failures_are_unavailable_not_internal(core: Core) -> None:
+    """A full disk answers 503 (retry) for every write a caller can make, and changes nothing."""
+    from ashao.v1 import treasury_pb2
+
+    key, address = wallet()
+    r = await _sign_in(core, key, address)
+    md = (("authorization", f"Bearer {r.session_token}"),)
+    await core.join_token()  # issued before the disk fills: the registration below is what fails
+    calls = [
+
+        lambda: core.treasury.Stake(treasury_pb2.StakeRequest(amount=10), metadata=md),
+        lambda: core.accounts.CreateApiKey(account_pb2.CreateApiKeyRequest(name="k"), metadata=md),
+        lambda: core.send("hi", tier="pro", metadata=md),
+        lambda: core.register(),
+    ]
+    for call in calls:
+        with failing_writes(core.app.store, count=10):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call()
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value.details()
+    me = await core.accounts.WhoAmI(account_pb2.WhoAmIRequest(), metadata=md)
+    assert me.credits == SIGNUP_GRANT  # nothing was staked or charged
