@@ -25,6 +25,15 @@ class StoreError(UnavailableError):
     reason = "STORE_UNAVAILABLE"
 
 
+class ConstraintError(StoreError):
+    """A unit broke a constraint of the schema (a key already used, a balance that would go negative):
+    nothing of it was written, and retrying the same unit cannot help. Callers that expect one turn it
+    into their own refusal (already settled, not enough credits)."""
+
+    reason = "CONFLICT"
+
+
+
 class Store(Protocol):
     """Durable storage with group-committed atomic units."""
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from core.store import schema
-from core.store.base import Statement, StoreError
+from core.store.base import ConstraintError, Statement, StoreError
+
 
 log = logging.getLogger("ashao.core.store")
 
@@ -204,7 +205,8 @@ class SqliteStore:
                     item.future.set_result(None)
             for item, exc in failed:
                 if not item.future.done():
-                    item.future.set_exception(StoreError(str(exc)))
+                    kind = ConstraintError if isinstance(exc, sqlite3.IntegrityError) else StoreError
+                    item.future.set_exception(kind(str(exc)))
 
         with contextlib.suppress(RuntimeError):  # loop already closed during shutdown
             loop.call_soon_threadsafe(settle)
