@@ -46,7 +46,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def WhoAmI(self, request: account_pb2.WhoAmIRequest, context: Ctx) -> account_pb2.WhoAmIResponse:
         """The signed-in user."""
         user = self._directory.find_user(self._user(context))
-        return account_pb2.WhoAmIResponse(user=user.to_proto(), credits=self._s.credits(user.id))
+        return account_pb2.WhoAmIResponse(user=user.to_proto(), credits=await self._s.credits(user.id))
 
     async def CreateApiKey(
         self, request: account_pb2.CreateApiKeyRequest, context: Ctx
@@ -77,7 +77,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.GetCreditsRequest, context: Ctx
     ) -> account_pb2.GetCreditsResponse:
         """The caller's credits."""
-        return account_pb2.GetCreditsResponse(credits=self._s.credits(self._user(context)))
+        return account_pb2.GetCreditsResponse(credits=await self._s.credits(self._user(context)))
 
     async def GrantCredits(
         self, request: account_pb2.GrantCreditsRequest, context: Ctx

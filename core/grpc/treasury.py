@@ -26,7 +26,7 @@ class TreasuryServicer(treasury_pb2_grpc.TreasuryServiceServicer):
         """Figures now and the series."""
         series = await self._t.series(request.limit)
         return treasury_pb2.GetTreasuryResponse(
-            current=self._t.current().to_proto(), series=[s.to_proto() for s in series]
+            current=(await self._t.current()).to_proto(), series=[s.to_proto() for s in series]
         )
 
     async def Stake(self, request: treasury_pb2.StakeRequest, context: Ctx) -> treasury_pb2.StakeResponse:

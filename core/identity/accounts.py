@@ -53,9 +53,9 @@ class AccountService:
         if token.startswith("sess_"):
             await self.directory.close_session(token)
 
-    def credits(self, user_id: str) -> int:
+    async def credits(self, user_id: str) -> int:
         """Spendable credits."""
-        return self._ledger.balance(user_account(user_id))
+        return await self._ledger.balance(user_account(user_id))
 
     async def grant(self, user: str, amount: int, memo: str) -> tuple[str, int]:
         """Mint ``amount`` credits to a user; (user id, new balance)."""
@@ -63,4 +63,4 @@ class AccountService:
             raise InvalidArgumentError(f"amount: must be between 1 and {MAX_GRANT}", field="amount")
         uid = self.directory.find_user(user).id
         await self._ledger.commit([Move(MINT, user_account(uid), amount, "grant", memo[:200])])
-        return uid, self.credits(uid)
+        return uid, await self.credits(uid)

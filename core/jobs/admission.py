@@ -13,7 +13,13 @@ from collections.abc import Callable
 
 from core.config import CoreSettings
 from core.economics import CHAT_TIERS, TIERS
-from core.errors import ConflictError, InvalidArgumentError, UnauthenticatedError, UnavailableError
+from core.errors import (
+    ConflictError,
+    InvalidArgumentError,
+    PaymentRequiredError,
+    UnauthenticatedError,
+    UnavailableError,
+)
 from core.identity.principal import Principal
 from core.identity.ratelimit import RateLimiter
 from core.ids import is_id, new_id
@@ -21,7 +27,7 @@ from core.jobs.board import JobBoard
 from core.jobs.model import ImageOutcome, ImageParams, Job
 from core.jobs.repository import JobRepository
 from core.money.billing import Billing
-from core.store import Statement, Store, StoreError, now_ms
+from core.store import ConstraintError, Statement, Store, StoreError, now_ms
 
 MAX_IDEMPOTENCY_KEY = 128
 IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000
@@ -83,17 +89,26 @@ class Admission:
         try:
             since = now_ms() - IDEMPOTENCY_WINDOW_MS
             earlier = await self._repo.idempotent(principal.owner, idempotency_key, since)
+            result: tuple[str, str] | None = None
             if earlier is None:
-                result = await self._send(
-                    tier, content, conversation_id, principal, (idempotency_key, digest)
-                )
-            elif earlier[0] != digest:
-                raise ConflictError(
-                    "idempotencyKey: already used for a different message", field="idempotencyKey"
-                )
-            else:
+                try:
+                    result = await self._send(
+                        tier, content, conversation_id, principal, (idempotency_key, digest)
+                    )
+                except ConstraintError as exc:
+                    # Another core may have admitted the same key meanwhile: then that is the send.
+                    earlier = await self._repo.idempotent(principal.owner, idempotency_key, since)
+                    if earlier is None:
+                        raise PaymentRequiredError(f"not enough credits for tier {tier}") from exc
+            if result is None:
+                assert earlier is not None
+                if earlier[0] != digest:
+                    raise ConflictError(
+                        "idempotencyKey: already used for a different message", field="idempotencyKey"
+                    )
                 result = earlier[1], earlier[2]
             done.set_result(result)
+
             return result
         except BaseException as exc:
             done.set_exception(exc if isinstance(exc, Exception) else UnavailableError("cancelled"))
@@ -167,6 +182,14 @@ class Admission:
         booking = self._billing.charge(job_id=job.id, tier=tier, payer=payer)
         try:
             await self._store.write(statements + booking.statements)
+        except ConstraintError as exc:
+            self._billing.undo(booking)
+            if keyed is not None:
+                raise  # the key may have been taken meanwhile by another core: the caller looks
+            if not booking.moves:
+                raise StoreError("could not store the message; nothing was queued or charged") from exc
+            raise PaymentRequiredError(f"not enough credits for tier {tier}") from exc
+
         except StoreError as exc:
             self._billing.undo(booking)
             raise StoreError("could not store the message; nothing was queued or charged") from exc
@@ -199,9 +222,13 @@ class Admission:
         booking = self._billing.charge(job_id=job.id, tier=spec.name, payer=payer)
         try:
             await self._store.write([JobRepository.new_job(job, now), *booking.statements])
+        except ConstraintError as exc:
+            self._billing.undo(booking)
+            raise PaymentRequiredError("not enough credits for an image") from exc
         except StoreError as exc:
             self._billing.undo(booking)
             raise StoreError("could not store the request; nothing was charged") from exc
+
         except BaseException:
             self._billing.undo(booking)
             raise

@@ -88,4 +88,4 @@ class JobQueries:
     async def worker_account(self, info: WorkerInfo) -> WorkerAccount:
         """A worker's earnings (from the ledger) and stats (from the store)."""
         jobs, tokens = await self._repo.worker_stats(info.id)
-        return WorkerAccount(self._ledger.balance(worker_account(info.id)), jobs, tokens)
+        return WorkerAccount(await self._ledger.balance(worker_account(info.id)), jobs, tokens)

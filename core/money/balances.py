@@ -1,10 +1,19 @@
-"""The balances seam: the projection of the ledger that admission checks against.
+"""The balances seam: what admission checks a spend against, and how balances are read.
 
-Admission must decide "does this payer have the credits" without a round trip and without locking a
-shared row, so balances are projected from the ledger's rows. ``Balances`` is the seam; the one
-implementation here, ``MemoryBalances``, holds the projection of one core in memory (rebuilt from
-the rows at start). A reservation is applied at once (so two concurrent sends cannot both spend the
-same credits) and reverted if the unit that carries its rows fails to commit.
+Every account that must never go below zero (``user:``, ``stake:``, ``worker:``) has a row in
+``account_balances``, changed in the same unit as the ledger rows that move it, under a
+``CHECK (balance >= 0)``: the store itself refuses an overdraft (``ConstraintError``). System accounts
+(mint, escrow, treasury, burn) have no row — every priced job touches escrow, and a row everyone
+updates is the hot spot that gave other gateways multi-second tails — they are summed from the
+append-only ledger when read.
+
+Two implementations:
+
+- ``MemoryBalances`` (one core, the embedded default): the projection of every balance in memory,
+  rebuilt at start. A spend is checked and applied at once (so two concurrent sends cannot spend the
+  same credits), before any await, and undone if its unit fails to commit. Reads are memory reads.
+- ``SharedBalances`` (several cores on one PostgreSQL): no projection that could disagree between
+  cores; the guarded rows are the check, at commit time, and reads go to the store.
 """
 
 from __future__ import annotations
@@ -15,10 +24,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from core.errors import InvalidArgumentError, PaymentRequiredError
-from core.store import Store
+from core.store import Statement, Store
 
 MINT = "mint"
 """The issuer: its balance is minus everything minted, so all balances always sum to zero."""
+GUARDED = ("user:", "stake:", "worker:")
+"""Prefixes of the accounts that have a guarded balance row."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,37 +43,93 @@ class Move:
     ref: str = ""
 
 
+def guarded(account: str) -> bool:
+    """Whether ``account`` has a balance row the store guards."""
+    return account.startswith(GUARDED)
+
+
+def deltas(moves: Iterable[Move]) -> dict[str, int]:
+    """Net change per account; refuses a move that is not a positive integer."""
+    delta: defaultdict[str, int] = defaultdict(int)
+    for m in moves:
+        if not isinstance(m.amount, int) or isinstance(m.amount, bool) or m.amount <= 0:
+            raise InvalidArgumentError("amount: must be a positive integer", field="amount")
+        delta[m.debit] -= m.amount
+        delta[m.credit] += m.amount
+    return delta
+
+
+def balance_rows(delta: dict[str, int]) -> list[Statement]:
+    """The guarded rows' changes: a credit adds to the row (creating it); a debit makes sure the row
+    exists (at 0) and then takes from it, so the CHECK refuses the unit if the balance would go below
+    zero. (Both engines check a row proposed for insertion before resolving a conflict, so a debit
+    cannot be an upsert of a negative amount.)"""
+    rows: list[Statement] = []
+    for account, d in sorted(delta.items()):
+        if not d or not guarded(account):
+            continue
+        if d > 0:
+            rows.append(
+                (
+                    "INSERT INTO account_balances (account, balance) VALUES (?, ?)"
+                    " ON CONFLICT (account) DO UPDATE SET balance = account_balances.balance + excluded.balance",
+                    (account, d),
+                )
+            )
+        else:
+            rows.append(
+                (
+                    "INSERT INTO account_balances (account, balance) VALUES (?, 0) ON CONFLICT (account) DO NOTHING",
+                    (account,),
+                )
+            )
+            rows.append(("UPDATE account_balances SET balance = balance + ? WHERE account = ?", (d, account)))
+    return rows
+
+
+_SUM_ONE = (
+    "SELECT COALESCE((SELECT SUM(amount) FROM ledger WHERE credit = ?), 0)"
+    " - COALESCE((SELECT SUM(amount) FROM ledger WHERE debit = ?), 0)"
+)
+_SUM_ALL = (
+    "SELECT account, SUM(delta) FROM ("
+    " SELECT credit AS account, amount AS delta FROM ledger"
+    " UNION ALL SELECT debit AS account, -amount AS delta FROM ledger"
+    ") t GROUP BY account"
+)
+
+
 class Balances(Protocol):
     """Balances per account, and totals per reason."""
 
     async def load(self, store: Store) -> None:
-        """Rebuild from the ledger's rows."""
+        """Get ready to answer (a projection rebuilds from the ledger)."""
         ...
 
-    def balance(self, account: str) -> int:
-        """The balance of ``account``."""
+    def reserve(self, moves: list[Move], *, allow_negative: frozenset[str]) -> list[Statement]:
+        """The statements that apply ``moves`` to the balances in the caller's unit; may refuse at once
+        (PAYMENT_REQUIRED) what it can tell would overdraw an account outside ``allow_negative``."""
         ...
 
-    def snapshot(self) -> dict[str, int]:
+    def undo(self, moves: Iterable[Move]) -> None:
+        """The unit carrying ``reserve``'s statements did not commit."""
+        ...
+
+    async def balance(self, account: str) -> int:
+        """The balance of ``account`` now."""
+        ...
+
+    async def snapshot(self) -> dict[str, int]:
         """Every non-zero balance."""
         ...
 
-    def total(self, reason: str) -> int:
+    async def total(self, reason: str) -> int:
         """Everything ever moved for ``reason``."""
-        ...
-
-    def apply(self, moves: list[Move], *, allow_negative: frozenset[str]) -> None:
-        """Apply ``moves``, or raise PAYMENT_REQUIRED (nothing applied) if an account outside
-        ``allow_negative`` would go below zero."""
-        ...
-
-    def revert(self, moves: Iterable[Move]) -> None:
-        """Undo ``moves`` (the unit carrying them did not commit)."""
         ...
 
 
 class MemoryBalances:
-    """The projection of this process, in memory."""
+    """The projection of this process, in memory (the embedded default: one core)."""
 
     def __init__(self) -> None:
         self._balances: defaultdict[str, int] = defaultdict(int)
@@ -72,37 +139,14 @@ class MemoryBalances:
         """Sum every row per account and per reason."""
         self._balances.clear()
         self._by_reason.clear()
-        rows = await store.fetchall(
-            "SELECT account, SUM(delta) FROM ("
-            " SELECT credit AS account, amount AS delta FROM ledger"
-            " UNION ALL SELECT debit AS account, -amount AS delta FROM ledger"
-            ") t GROUP BY account"
-        )
-        for account, total in rows:
+        for account, total in await store.fetchall(_SUM_ALL):
             self._balances[account] = int(total)
         for reason, total in await store.fetchall("SELECT reason, SUM(amount) FROM ledger GROUP BY reason"):
             self._by_reason[reason] = int(total)
 
-    def balance(self, account: str) -> int:
-        """The projected balance of ``account``."""
-        return self._balances.get(account, 0)
-
-    def snapshot(self) -> dict[str, int]:
-        """A copy of every non-zero balance."""
-        return {k: v for k, v in self._balances.items() if v}
-
-    def total(self, reason: str) -> int:
-        """Everything ever moved for ``reason``."""
-        return self._by_reason.get(reason, 0)
-
-    def apply(self, moves: list[Move], *, allow_negative: frozenset[str]) -> None:
-        """Check every account first, then apply all or nothing."""
-        delta: defaultdict[str, int] = defaultdict(int)
-        for m in moves:
-            if not isinstance(m.amount, int) or isinstance(m.amount, bool) or m.amount <= 0:
-                raise InvalidArgumentError("amount: must be a positive integer", field="amount")
-            delta[m.debit] -= m.amount
-            delta[m.credit] += m.amount
+    def reserve(self, moves: list[Move], *, allow_negative: frozenset[str]) -> list[Statement]:
+        """Check every account first, then apply all or nothing, in memory and in the unit."""
+        delta = deltas(moves)
         for account, d in delta.items():
             have = self._balances.get(account, 0)
             if d < 0 and account not in allow_negative and have + d < 0:
@@ -113,10 +157,69 @@ class MemoryBalances:
             self._balances[account] += d
         for m in moves:
             self._by_reason[m.reason] += m.amount
+        return balance_rows(delta)
 
-    def revert(self, moves: Iterable[Move]) -> None:
+    def undo(self, moves: Iterable[Move]) -> None:
         """Undo ``moves``."""
         for m in moves:
             self._balances[m.debit] += m.amount
             self._balances[m.credit] -= m.amount
             self._by_reason[m.reason] -= m.amount
+
+    def projected(self, account: str) -> int:
+        """The balance of ``account`` in memory, without waiting."""
+        return self._balances.get(account, 0)
+
+    def projection(self) -> dict[str, int]:
+        """Every non-zero balance in memory, without waiting."""
+        return {k: v for k, v in self._balances.items() if v}
+
+    async def balance(self, account: str) -> int:
+        """The projected balance of ``account``."""
+        return self._balances.get(account, 0)
+
+    async def snapshot(self) -> dict[str, int]:
+        """A copy of every non-zero balance."""
+        return {k: v for k, v in self._balances.items() if v}
+
+    async def total(self, reason: str) -> int:
+        """Everything ever moved for ``reason``."""
+        return self._by_reason.get(reason, 0)
+
+
+class SharedBalances:
+    """Balances read from the store that several cores share; the guarded rows refuse overdrafts."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def load(self, store: Store) -> None:
+        """Nothing to rebuild: every read goes to the store."""
+
+    def reserve(self, moves: list[Move], *, allow_negative: frozenset[str]) -> list[Statement]:
+        """The guarded rows' changes; the store refuses the unit if one would go below zero."""
+        return balance_rows(deltas(moves))
+
+    def undo(self, moves: Iterable[Move]) -> None:
+        """Nothing was applied anywhere but in the unit that failed."""
+
+    async def balance(self, account: str) -> int:
+        """A guarded account's row, or a system account summed from the ledger."""
+        if guarded(account):
+            row = await self._store.fetchone(
+                "SELECT balance FROM account_balances WHERE account = ?", (account,)
+            )
+            return int(row[0]) if row else 0
+        row = await self._store.fetchone(_SUM_ONE, (account, account))
+        return int(row[0]) if row and row[0] is not None else 0
+
+    async def snapshot(self) -> dict[str, int]:
+        """Every non-zero balance, summed from the ledger."""
+        return {a: int(t) for a, t in await self._store.fetchall(_SUM_ALL) if t}
+
+    async def total(self, reason: str) -> int:
+        """Everything ever moved for ``reason``."""
+        row = await self._store.fetchone(
+            "SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE reason = ?", (reason,)
+        )
+        return int(row[0]) if row else 0

@@ -5,13 +5,13 @@ leaves the debit account and enters the credit account. Rows are only ever appen
 same group-commit unit as the state change that caused them (a send, a completion, a refund), so a
 crash can never separate money from its cause.
 
-Balances are projected (core/money/balances.py), so admission is a check against the projection,
-serialised by the event loop: no row of a shared account (treasury, burn, escrow) is ever locked on
-the request path. The ``mint`` account is the issuer; its balance is minus everything minted, so the
-sum over all accounts is always zero and the sum over all other accounts equals what was minted.
+Balances are behind the seam of core/money/balances.py: admission checks a spend against them
+without locking any row that every job touches. The ``mint`` account is the issuer; its balance is
+minus everything minted, so the sum over all accounts is always zero and the sum over all other
+accounts equals what was minted.
 
 A job's escrow is settled once: ``settlements`` has the job id as primary key, so a job can never be
-both paid out and refunded, even if two paths raced to settle it.
+both paid out and refunded, even if two paths (or two cores) raced to settle it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from core.errors import PaymentRequiredError
 from core.money.balances import MINT, Balances, MemoryBalances, Move
-from core.store import Statement, Store, now_ms
+from core.store import ConstraintError, Statement, Store, now_ms
 
 ESCROW = "escrow"
 TREASURY = "treasury"
@@ -59,7 +59,8 @@ NOTHING = Booking()
 
 
 class Ledger:
-    """Balances projected, rows in the store. Callers add a booking's statements to their own unit."""
+    """Ledger rows for the store; balances behind their seam. Callers add a booking's statements to
+    their own unit, and call ``undo`` if that unit fails."""
 
     def __init__(self, store: Store, balances: Balances | None = None) -> None:
         self._store = store
@@ -67,17 +68,17 @@ class Ledger:
         self._settled: set[str] = set()
 
     async def load(self) -> None:
-        """Rebuild every balance and the settled jobs from the rows."""
+        """Get the balances ready, and learn which jobs are settled."""
         await self.balances.load(self._store)
         self._settled = {r[0] for r in await self._store.fetchall("SELECT job_id FROM settlements")}
 
-    def total(self, reason: str) -> int:
+    async def total(self, reason: str) -> int:
         """Everything ever moved for ``reason``."""
-        return self.balances.total(reason)
+        return await self.balances.total(reason)
 
-    def balance(self, account: str) -> int:
-        """The projected balance of ``account``."""
-        return self.balances.balance(account)
+    async def balance(self, account: str) -> int:
+        """The balance of ``account``."""
+        return await self.balances.balance(account)
 
     def book(
         self,
@@ -87,18 +88,19 @@ class Ledger:
         outcome: str = "paid",
         allow_negative: Iterable[str] = (MINT,),
     ) -> Booking:
-        """Reserve ``moves`` in the projection and return the rows to write with the causing change.
+        """Reserve ``moves`` and return the rows to write with the causing change.
 
-        Refuses (raising, with nothing applied) if an account other than ``allow_negative`` would go
-        below zero, or if ``settles`` names a job already settled (``outcome``: "paid" or "refunded"). If the caller's unit fails to
-        commit, it must call ``undo(booking)``.
+        Refuses (raising, with nothing applied) what can be told now: an overdraft an in-memory
+        projection sees, or a job this core already settled (``outcome``: "paid" or "refunded"). The
+        store refuses the rest (``ConstraintError``) when the unit commits. If the caller's unit fails,
+        it must call ``undo(booking)``.
         """
         moves = list(moves)
         if settles and settles in self._settled:
             raise PaymentRequiredError(f"job {settles} is already settled")
-        self.balances.apply(moves, allow_negative=frozenset(allow_negative))
+        rows = self.balances.reserve(moves, allow_negative=frozenset(allow_negative))
         now = now_ms()
-        rows: list[Statement] = [
+        rows += [
             (
                 "INSERT INTO ledger (debit, credit, amount, reason, ref, created_at) VALUES (?,?,?,?,?,?)",
                 (m.debit, m.credit, m.amount, m.reason, m.ref, now),
@@ -117,20 +119,24 @@ class Ledger:
         return Booking(rows, moves, settles)
 
     async def commit(self, moves: Iterable[Move], *, allow_negative: Iterable[str] = (MINT,)) -> None:
-        """Book ``moves`` in a unit of their own and wait until it is durable (undone if it fails)."""
+        """Book ``moves`` in a unit of their own and wait until it is durable (undone if it fails). An
+        overdraft the store refuses is PAYMENT_REQUIRED, as one refused at once would be."""
         booking = self.book(moves, allow_negative=allow_negative)
         try:
             await self._store.write(booking.statements)
+        except ConstraintError as exc:
+            self.undo(booking)
+            raise PaymentRequiredError("not enough credits") from exc
         except BaseException:
             self.undo(booking)
             raise
 
     def undo(self, booking: Booking) -> None:
         """Undo ``booking`` in memory: its unit did not commit."""
-        self.balances.revert(booking.moves)
+        self.balances.undo(booking.moves)
         if booking.settled:
             self._settled.discard(booking.settled)
 
     def is_settled(self, job_id: str) -> bool:
-        """Whether a job's escrow was paid out or refunded."""
+        """Whether this core knows a job's escrow was paid out or refunded."""
         return job_id in self._settled

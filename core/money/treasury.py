@@ -63,13 +63,13 @@ class Treasury:
         self.interval_s = interval_s
         """How often ``tick`` should run (the composition root schedules it)."""
 
-    def current(self) -> Snapshot:
-        """Figures now, from the ledger's projection."""
-        minted = -self._ledger.balance(MINT)
-        burned = self._ledger.balance(BURN)
-        balance = self._ledger.balance(TREASURY)
+    async def current(self) -> Snapshot:
+        """Figures now, from the ledger."""
+        minted = -(await self._ledger.balance(MINT))
+        burned = await self._ledger.balance(BURN)
+        balance = await self._ledger.balance(TREASURY)
         circulating = minted - burned - balance
-        rewards = sum(self._ledger.total(r) for r in REWARD_REASONS)
+        rewards = sum([await self._ledger.total(r) for r in REWARD_REASONS])
         return Snapshot(
             now_ms(),
             balance,
@@ -82,7 +82,7 @@ class Treasury:
     async def tick(self) -> Snapshot:
         """Pay staking rewards, then record a snapshot (and prune the oldest past the bound)."""
         await self.pay_staking_rewards()
-        snap = self.current()
+        snap = await self.current()
         await self._store.write(
             [
                 (
@@ -122,10 +122,12 @@ class Treasury:
     async def pay_staking_rewards(self) -> int:
         """The staking rule of core/economics.py; returns what was paid."""
         stakes = {
-            a: b for a, b in self._ledger.balances.snapshot().items() if a.startswith("stake:") and b > 0
+            a: b
+            for a, b in (await self._ledger.balances.snapshot()).items()
+            if a.startswith("stake:") and b > 0
         }
         total = sum(stakes.values())
-        pool = self._ledger.balance(TREASURY) * economics.STAKING_REWARD_BPS // economics.BPS
+        pool = await self._ledger.balance(TREASURY) * economics.STAKING_REWARD_BPS // economics.BPS
         if not total or pool <= 0:
             return 0
         moves = []
@@ -149,7 +151,7 @@ class Treasury:
         try:
             await self._ledger.commit([move])
         except PaymentRequiredError as exc:
-            held = self._ledger.balance(src)
+            held = await self._ledger.balance(src)
             what = "balance" if stake else "stake"
             raise InvalidArgumentError(f"amount: more than your {what} ({held})", field="amount") from exc
         return await self.position(user_id)
@@ -161,7 +163,7 @@ class Treasury:
             (user_account(user_id),),
         )
         return Position(
-            self._ledger.balance(user_account(user_id)),
-            self._ledger.balance(stake_account(user_id)),
+            await self._ledger.balance(user_account(user_id)),
+            await self._ledger.balance(stake_account(user_id)),
             int(row[0]) if row else 0,
         )

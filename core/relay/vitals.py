@@ -149,7 +149,10 @@ class Vitals:
         self._lag = lag
         self._started = started
         self._serving = serving
+        self._books: tuple[bool, int] = (True, 0)
+        self._books_at = 0.0
         self._chain: tuple[bool, int, str] = (True, 0, "")
+
         self._chain_at = 0.0
 
     async def chain(self) -> tuple[bool, int, str]:
@@ -159,11 +162,14 @@ class Vitals:
             self._chain_at = time.monotonic()
         return self._chain
 
-    def books(self) -> tuple[bool, int]:
-        """(balanced with no negative account, total minted)."""
-        balances = self._ledger.balances.snapshot()
-        ok = sum(balances.values()) == 0 and all(v >= 0 for k, v in balances.items() if k != MINT)
-        return ok, -self._ledger.balance(MINT)
+    async def books(self) -> tuple[bool, int]:
+        """(balanced with no negative account, total minted), at most a few seconds old."""
+        if time.monotonic() - self._books_at > 5.0:
+            balances = await self._ledger.balances.snapshot()
+            ok = sum(balances.values()) == 0 and all(v >= 0 for k, v in balances.items() if k != MINT)
+            self._books = (ok, -balances.get(MINT, 0))
+            self._books_at = time.monotonic()
+        return self._books
 
     async def vitals(self) -> dict[str, Vital]:
         """The eight domains."""
@@ -209,12 +215,12 @@ class Vitals:
                 ]
             },
         )
-        snap = self._treasury.current()
+        snap = await self._treasury.current()
         runway = snap.balance / economics.OPERATING_COST_PER_WEEK
-        _, minted = self.books()
+        _, minted = await self.books()
         band = UNSEALED if minted == 0 else HEALTHY if runway >= 12 else WARNING if runway >= 4 else CRITICAL
         out["treasury"] = Vital(band, {"runway_weeks": round(runway, 3), "balance": snap.balance})
-        books_ok, _ = self.books()
+        books_ok, _ = await self.books()
         chain_ok, checked, first_bad = await self.chain()
         out["integrity"] = Vital(
             HEALTHY if books_ok and chain_ok else CRITICAL,
@@ -283,7 +289,7 @@ class Vitals:
 
     async def sustainability(self) -> dict[str, Any]:
         """``/sustainability``: treasury readiness."""
-        snap = self._treasury.current()
+        snap = await self._treasury.current()
         week_ago = int(time.time() * 1000) - 7 * 86400 * 1000
         row = await self._store.fetchone(
             "SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE credit = 'treasury' AND created_at > ?",

@@ -183,6 +183,29 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX IF NOT EXISTS idempotency_keys_by_age ON idempotency_keys(created_at)",
         ],
     ),
+    (
+        4,
+        [
+            # The balance of every account that must never go below zero (users' credits and stakes,
+            # workers' earnings), kept beside the ledger in the same units: the store itself refuses an
+            # overdraft, whichever core admits the spend. System accounts (mint, escrow, treasury,
+            # burn) have no row: they are summed from the ledger on read, so no row is shared by all.
+            """CREATE TABLE IF NOT EXISTS account_balances (
+                account TEXT PRIMARY KEY,
+                balance BIGINT NOT NULL CHECK (balance >= 0)
+            )""",
+            """INSERT INTO account_balances (account, balance)
+                SELECT account, SUM(delta) FROM (
+                    SELECT credit AS account, amount AS delta FROM ledger
+                    UNION ALL SELECT debit AS account, -amount AS delta FROM ledger
+                ) t
+                WHERE account LIKE 'user:%' OR account LIKE 'stake:%' OR account LIKE 'worker:%'
+                GROUP BY account""",
+            "CREATE INDEX IF NOT EXISTS ledger_by_credit ON ledger(credit)",
+            "CREATE INDEX IF NOT EXISTS ledger_by_debit ON ledger(debit)",
+            "CREATE INDEX IF NOT EXISTS ledger_by_reason ON ledger(reason)",
+        ],
+    ),
 ]
 
 

@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 from core.store import schema
 from core.store.base import ConstraintError, Statement, StoreError
 
-
 log = logging.getLogger("ashao.core.store")
 
 T = TypeVar("T")

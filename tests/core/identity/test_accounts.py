@@ -128,7 +128,7 @@ async def test_double_spend_exactly_covered_sends_accepted(core: Core) -> None:
     uid = (await core.accounts.WhoAmI(account_pb2.WhoAmIRequest(), metadata=user)).user.id
     # spend the sign-up grant, then grant exactly 40 basic messages
     ledger = core.app.ledger
-    spare = ledger.balance(f"user:{uid}")
+    spare = await ledger.balance(f"user:{uid}")
     jobs_before = core.app.jobs.snapshot().queue_depth
     for _ in range(spare):
         await core.send("x", tier="basic", metadata=user)
@@ -160,15 +160,21 @@ async def test_completion_pays_out_and_failure_refunds(core: Core) -> None:
     await collect(core, paid_job, metadata=user)
     cost = TIERS["ultra"].credit_cost
     w, t, b = TIERS["ultra"].split(cost)
-    assert ledger.balance(worker_account(worker.worker_id)) == w
-    assert ledger.balance(TREASURY) == t and ledger.balance(BURN) == b and ledger.balance(ESCROW) == 0
+    assert await ledger.balance(worker_account(worker.worker_id)) == w
+    assert (
+        await ledger.balance(TREASURY) == t
+        and await ledger.balance(BURN) == b
+        and await ledger.balance(ESCROW) == 0
+    )
     refund_job, _ = await core.send("refund", tier="ultra", metadata=user)
     await worker.assignment()
     await worker.fail(refund_job, retryable=False)
     await collect(core, refund_job, metadata=user)
-    assert ledger.balance(f"user:{uid}") == SIGNUP_GRANT - cost
-    assert ledger.balance(ESCROW) == 0
-    assert sum(ledger.balances.snapshot().values()) == 0 and -ledger.balance(MINT) == SIGNUP_GRANT
+    assert await ledger.balance(f"user:{uid}") == SIGNUP_GRANT - cost
+    assert await ledger.balance(ESCROW) == 0
+    assert (
+        sum((await ledger.balances.snapshot()).values()) == 0 and -await ledger.balance(MINT) == SIGNUP_GRANT
+    )
     outcomes = dict(await core.app.store.fetchall("SELECT job_id, outcome FROM settlements"))
     assert outcomes == {paid_job: "paid", refund_job: "refunded"}
     # the worker sees its earnings
@@ -243,20 +249,20 @@ async def test_staking_and_treasury(core: Core) -> None:
     other = await core.sign_in()
     await core.treasury.Stake(treasury_pb2.StakeRequest(amount=30), metadata=other)
     await core.app.ledger.commit([Move(MINT, TREASURY, 99_998, "grant")])
-    treasury_before = core.app.ledger.balance(TREASURY)
+    treasury_before = await core.app.ledger.balance(TREASURY)
     assert treasury_before == 100_000
     snap = await core.app.treasury.tick()
-    paid = treasury_before - core.app.ledger.balance(TREASURY)
+    paid = treasury_before - await core.app.ledger.balance(TREASURY)
     assert paid == 66 + 33  # a pool of 10 basis points (100), split 60:30 with floors; 1 stays
     mine = (await core.treasury.GetStaking(treasury_pb2.GetStakingRequest(), metadata=user)).position
     theirs = (await core.treasury.GetStaking(treasury_pb2.GetStakingRequest(), metadata=other)).position
     assert (mine.rewards, theirs.rewards) == (66, 33)  # pro rata 60:30, floors; the rest stays
     paid = mine.rewards + theirs.rewards
     r = await core.treasury.GetTreasury(treasury_pb2.GetTreasuryRequest())
-    assert r.series[-1].at_ms == snap.at_ms and r.current.balance == core.app.ledger.balance(TREASURY)
+    assert r.series[-1].at_ms == snap.at_ms and r.current.balance == await core.app.ledger.balance(TREASURY)
     w, _, b = TIERS["ultra"].split(TIERS["ultra"].credit_cost)
     assert r.current.total_burned == b and r.current.rewards_paid == w + paid
-    assert r.current.circulating_supply == -core.app.ledger.balance(MINT) - b - r.current.balance
+    assert r.current.circulating_supply == -await core.app.ledger.balance(MINT) - b - r.current.balance
     assert r.current.price == pytest.approx(1 + r.current.balance / r.current.circulating_supply)
     pos = (await core.treasury.Unstake(treasury_pb2.UnstakeRequest(amount=60), metadata=user)).position
     assert pos.staked == 0

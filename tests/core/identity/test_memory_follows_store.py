@@ -36,7 +36,7 @@ async def test_a_first_sign_in_whose_write_fails_leaves_nothing_behind(core: Cor
     me = await core.accounts.WhoAmI(account_pb2.WhoAmIRequest(), metadata=md)
     assert me.user.address == address and me.credits == SIGNUP_GRANT
     assert me.user.created_at_ms > 0 and r.user.created_at_ms == me.user.created_at_ms
-    assert -core.app.ledger.balance("mint") == SIGNUP_GRANT  # granted once, not twice
+    assert -await core.app.ledger.balance("mint") == SIGNUP_GRANT  # granted once, not twice
 
 
 async def test_a_logout_whose_write_fails_keeps_the_session_now_and_after_restart(tmp_path: Path) -> None:
@@ -84,7 +84,6 @@ async def test_storage_failures_are_unavailable_not_internal(core: Core) -> None
     md = (("authorization", f"Bearer {r.session_token}"),)
     await core.join_token()  # issued before the disk fills: the registration below is what fails
     calls = [
-
         lambda: core.treasury.Stake(treasury_pb2.StakeRequest(amount=10), metadata=md),
         lambda: core.accounts.CreateApiKey(account_pb2.CreateApiKeyRequest(name="k"), metadata=md),
         lambda: core.send("hi", tier="pro", metadata=md),

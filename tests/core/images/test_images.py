@@ -57,7 +57,7 @@ async def test_generate_store_and_fetch(core: Core) -> None:
     assert stored.read_bytes() == data
     cost = TIERS["image"].credit_cost
     assert await credits(core, user) == SIGNUP_GRANT - cost
-    assert core.app.ledger.balance(worker_account(worker.worker_id)) == TIERS["image"].split(cost)[0]
+    assert await core.app.ledger.balance(worker_account(worker.worker_id)) == TIERS["image"].split(cost)[0]
 
 
 async def test_bad_requests_and_anonymous_callers(core: Core) -> None:

@@ -12,6 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from core.economics import TIERS
 from core.errors import AshaoError
+from core.money.balances import GUARDED, MemoryBalances
 from core.money.billing import Billing
 from core.money.ledger import ESCROW, MINT, Ledger, Move, stake_account, user_account
 from core.store.sqlite import migrate
@@ -28,7 +29,8 @@ class LedgerMachine(RuleBasedStateMachine):
         super().__init__()
         self.db = sqlite3.connect(":memory:", isolation_level=None)
         migrate(self.db)
-        self.ledger = Ledger(store=None)  # type: ignore[arg-type]  # rows go to self.db directly
+        self.projection = MemoryBalances()
+        self.ledger = Ledger(store=None, balances=self.projection)  # type: ignore[arg-type]  # rows go to self.db directly
         self.billing = Billing(self.ledger)
         self.open_jobs: dict[str, tuple[str, str, int]] = {}
         self.outcomes: dict[str, str] = {}
@@ -50,12 +52,12 @@ class LedgerMachine(RuleBasedStateMachine):
     def send(self, user: str, tier: str) -> None:
         self.n += 1
         job = f"job_{self.n:08d}"
-        before = self.ledger.balance(user_account(user))
+        before = self.projection.projected(user_account(user))
         try:
             booking = self.billing.charge(job_id=job, tier=tier, payer=user)
         except AshaoError:
             assert before < TIERS[tier].credit_cost  # refused only when short
-            assert self.ledger.balance(user_account(user)) == before
+            assert self.projection.projected(user_account(user)) == before
             return
         self.write(booking.statements)
         self.open_jobs[job] = (user, tier, TIERS[tier].credit_cost)
@@ -91,7 +93,7 @@ class LedgerMachine(RuleBasedStateMachine):
         src, dst = (
             (user_account(user), stake_account(user)) if stake else (stake_account(user), user_account(user))
         )
-        before = self.ledger.balance(src)
+        before = self.projection.projected(src)
         try:
             rows = self.ledger.book([Move(src, dst, amount, "stake" if stake else "unstake")]).statements
         except AshaoError:
@@ -102,11 +104,11 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @invariant()
     def books_balance(self) -> None:
-        balances = self.ledger.balances.snapshot()
+        balances = self.projection.projection()
         assert sum(balances.values()) == 0
         assert sum(v for k, v in balances.items() if k != MINT) == self.minted
         assert all(v >= 0 for k, v in balances.items() if k != MINT)
-        assert self.ledger.balance(ESCROW) == sum(cost for _, _, cost in self.open_jobs.values())
+        assert self.projection.projected(ESCROW) == sum(cost for _, _, cost in self.open_jobs.values())
 
     @invariant()
     def store_agrees_with_projection(self) -> None:
@@ -114,9 +116,11 @@ class LedgerMachine(RuleBasedStateMachine):
             "SELECT account, SUM(delta) FROM (SELECT credit AS account, amount AS delta FROM ledger"
             " UNION ALL SELECT debit, -amount FROM ledger) GROUP BY account"
         ).fetchall()
-        assert {a: t for a, t in rows if t} == self.ledger.balances.snapshot()
+        assert {a: t for a, t in rows if t} == self.projection.projection()
         settled = dict(self.db.execute("SELECT job_id, outcome FROM settlements").fetchall())
         assert settled == self.outcomes
+        guarded = {a: b for a, b in self.db.execute("SELECT account, balance FROM account_balances") if b}
+        assert guarded == {a: b for a, b in self.projection.projection().items() if a.startswith(GUARDED)}
 
 
 LedgerMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)

@@ -251,10 +251,10 @@ async def test_billing_gate_commitment(tmp_path: Path) -> None:
             assert price >= 1 and challenge["message_sha256"] == hashlib.sha256(b"pay me").hexdigest()
             sig = b58encode(key.sign(commitment_bytes(nonce, price, "pay me")).signature)
             pay = relay_pb2.PaymentCommitment(address=address, nonce=nonce, price=price, signature=sig)
-            before = core.app.ledger.balance(f"user:{core.app.directory.find_user(address).id}")
+            before = await core.app.ledger.balance(f"user:{core.app.directory.find_user(address).id}")
             env = orjson.loads((await relay.Chat(prompt("pay me", payment=pay))).envelope.body)
             assert env["text"] == "paid answer"
-            after = core.app.ledger.balance(f"user:{core.app.directory.find_user(address).id}")
+            after = await core.app.ledger.balance(f"user:{core.app.directory.find_user(address).id}")
             assert before - after == price
             with pytest.raises(grpc.aio.AioRpcError) as info:  # the nonce is single use
                 await relay.Chat(prompt("pay me", payment=pay))

@@ -67,8 +67,11 @@ async def test_a_completion_without_tokens_is_not_paid_and_goes_elsewhere(core: 
     await honest.complete(job_id)
     assert (await collect(core, job_id, metadata=md))[-1][1:] == ("done", 2)
     ledger = core.app.ledger
-    assert ledger.balance(worker_account(empty.worker_id)) == 0
-    assert ledger.balance(worker_account(honest.worker_id)) == TIERS["pro"].split(TIERS["pro"].credit_cost)[0]
+    assert await ledger.balance(worker_account(empty.worker_id)) == 0
+    assert (
+        await ledger.balance(worker_account(honest.worker_id))
+        == TIERS["pro"].split(TIERS["pro"].credit_cost)[0]
+    )
 
 
 async def test_heartbeats_must_be_finite(core: Core) -> None:
