@@ -7,9 +7,10 @@ import asyncio
 from core.errors import InvalidArgumentError, NotFoundError, UnavailableError
 from core.identity.principal import Principal, require_user
 from core.ids import is_id
-from core.jobs.model import ImageOutcome, ImageParams, StoredImage
+from core.jobs.model import ImageParams, StoredImage
 from core.jobs.system import JobSystem
 from core.store.images import ImageFiles
+from core.streams.fanout import Follower
 
 STYLES = (
     "Photographic",
@@ -52,18 +53,29 @@ class ImageService:
             raise InvalidArgumentError(f"aspect: must be one of {', '.join(ASPECTS)}", field="aspect")
         require_user(principal)
         width, height = ASPECTS[aspect]
-        job_id, result = await self._jobs.admission.submit_image(
+        job_id = await self._jobs.admission.submit_image(
             principal, ImageParams(prompt, style, aspect, width, height, nsfw)
         )
+        # The picture may come from a worker of any core: wait for the job's end on its event log.
+        log, _ = await self._jobs.queries.open_log(job_id, principal)
+        follower = Follower(log, 0, max_tokens_per_message=1)
         try:
-            outcome: ImageOutcome = await asyncio.wait_for(asyncio.shield(result), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                while (events := await follower.next()) is not None and events.terminal is None:
+                    pass
         except TimeoutError:
             self._jobs.lifecycle.cancel(job_id, "no image worker delivered in time")
             raise UnavailableError("no image worker delivered in time; the credits were refunded") from None
-        if outcome.error:
-            raise UnavailableError(f"image generation failed: {outcome.error}; the credits were refunded")
-        assert outcome.image is not None
-        return outcome.image
+        finally:
+            follower.close()
+        terminal = log.terminal
+        if terminal is None or terminal.kind != "done":
+            why = terminal.message if terminal is not None else "failed"
+            raise UnavailableError(f"image generation failed: {why}; the credits were refunded")
+        image = await self._jobs.repo.image_of_job(job_id)
+        if image is None:  # (done without a picture cannot happen: the picture ends the job)
+            raise UnavailableError("image generation failed: the picture is missing")
+        return image
 
     async def get(self, image_id: str) -> tuple[StoredImage, bytes]:
         """An image and its bytes (images are public by their unguessable id, as their URL is)."""

@@ -24,7 +24,7 @@ from core.identity.principal import Principal
 from core.identity.ratelimit import RateLimiter
 from core.ids import is_id, new_id
 from core.jobs.board import JobBoard
-from core.jobs.model import ImageOutcome, ImageParams, Job
+from core.jobs.model import ImageParams, Job
 from core.jobs.repository import JobRepository
 from core.money.billing import Billing
 from core.store import ConstraintError, Statement, Store, StoreError, now_ms
@@ -205,10 +205,8 @@ class Admission:
         """Forget idempotency keys past their window (run on a schedule)."""
         await self._repo.prune_idempotency(now_ms() - IDEMPOTENCY_WINDOW_MS)
 
-    async def submit_image(
-        self, principal: Principal, params: ImageParams
-    ) -> tuple[str, asyncio.Future[ImageOutcome]]:
-        """Charge the image tier and queue an image job; returns its id and the future of its picture."""
+    async def submit_image(self, principal: Principal, params: ImageParams) -> str:
+        """Charge the image tier and queue an image job; returns its id (its end is on its event log)."""
         if self._board.closing:
             raise UnavailableError("the core is shutting down")
         spec = TIERS["image"]
@@ -218,7 +216,6 @@ class Admission:
             new_id("job"), spec.name, spec.model, "", principal.owner, 0, [], now, spec.credit_cost, payer
         )
         job.image = params
-        job.result = asyncio.get_running_loop().create_future()
         booking = self._billing.charge(job_id=job.id, tier=spec.name, payer=payer)
         try:
             await self._store.write([JobRepository.new_job(job, now), *booking.statements])
@@ -234,4 +231,4 @@ class Admission:
             raise
         self._board.add(job)
         self._wake()
-        return job.id, job.result
+        return job.id

@@ -57,6 +57,13 @@ class JobBoard:
         job.queued_at = time.monotonic()
         self.queue.push(job.tier, job.owner, job.id)
 
+    def adopt(self, job: Job) -> None:
+        """A job this core took from the shared queue: live here, handed out by this core."""
+        self._jobs[job.id] = job
+        self.bus.publish(job.log)
+        job.queued_at = time.monotonic()
+        self.queue.adopt(job.tier, job.owner, job.id)
+
     def requeue(self, job: Job) -> None:
         """Put a job taken from a worker back at the front of its caller's line."""
         job.state = JobState.QUEUED
@@ -89,6 +96,8 @@ class JobBoard:
         """A job left the board for good (its end is durable, or could not be made so)."""
         self._jobs.pop(job.id, None)
         self.bus.retire(job.log)
+        self.queue.ended(job.id)
+
         self._outcomes.append(job.state)
         if job.state == JobState.DONE:
             self.jobs_completed += 1

@@ -40,7 +40,10 @@ class Lifecycle:
         billing: Billing,
         images: ImageFiles,
         settings: CoreSettings,
+        core_id: str = "",
     ) -> None:
+        self.core_id = core_id
+        """This core, as the location of the jobs it runs."""
         self._board = board
         self._settler = settler
         self._billing = billing
@@ -56,7 +59,7 @@ class Lifecycle:
         job.last_progress = time.monotonic()
         job.attempts += 1
         job.attempt_base = len(job.log.tokens)
-        self._settler.write_behind([JobRepository.assigned(job)])
+        self._settler.write_behind([JobRepository.assigned(job, self.core_id)])
 
     def publish(self, info: WorkerInfo, job_id: str, offset: int | None, tokens: list[str]) -> int:
         """Append tokens a worker produced; a resent run (by ``offset``) is not counted twice.
@@ -76,8 +79,11 @@ class Lifecycle:
         if len(fresh) > room:
             fresh = fresh[:room]
         if fresh:
+            if not job.log.tokens:  # its first token: callers will have part of an answer from now on
+                self._settler.write_behind([JobRepository.streaming(job.id)])
             job.state = JobState.STREAMING
             job.log.append(fresh)
+
             job.last_progress = time.monotonic()
             self._board.meter.add(len(fresh))
             info.standing.relayed(len(fresh))
@@ -148,7 +154,9 @@ class Lifecycle:
                 return
 
         self._board.requeue(job)
-        self._settler.write_behind([JobRepository.requeued(job.id)])
+        if not job.continuing:  # (a partial answer stays 'streaming' in the store: it cannot start over)
+            self._settler.write_behind([JobRepository.requeued(job.id)])
+
         log.info("job %s requeued: %s", job.id, message)
 
     def finish_failed(self, job: Job, message: str, reason: str, state: JobState = JobState.FAILED) -> None:
@@ -197,5 +205,5 @@ class Lifecycle:
         image = StoredImage(new_id("img"), p.prompt, p.style, p.aspect, digest, real)
         statements = JobRepository.image_completed(job, image, info.id, now_ms())
         booking = self._billing.payout(job_id=job.id, tier=job.tier, cost=job.cost, worker_id=info.id)
-        self._settler.finalize(job, JobState.DONE, statements, booking, Terminal("done"), image)
+        self._settler.finalize(job, JobState.DONE, statements, booking, Terminal("done"))
         self.wake()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from dataclasses import dataclass, field
 
@@ -101,14 +100,6 @@ class StoredImage:
 
 
 @dataclass(frozen=True, slots=True)
-class ImageOutcome:
-    """How an image job ended for its caller."""
-
-    image: StoredImage | None = None
-    error: str = ""
-
-
-@dataclass(frozen=True, slots=True)
 class JobSnapshot:
     """A job's state as reported to callers."""
 
@@ -174,8 +165,6 @@ class Job:
     error: str = ""
     image: ImageParams | None = None
     """For an image job: what to draw."""
-    result: asyncio.Future[ImageOutcome] | None = None
-    """For an image job: what its caller awaits."""
 
     def __post_init__(self) -> None:
         self.log = JobLog(self.id)

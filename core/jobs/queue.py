@@ -98,6 +98,14 @@ class JobQueue(Protocol):
         """Jobs waiting on ``tier``, or on every tier."""
         ...
 
+    def adopt(self, tier: str, owner: str, job_id: str) -> None:
+        """A job this core took from the shared queue joins the line it hands out from."""
+        ...
+
+    def ended(self, job_id: str) -> None:
+        """A job this core ran (or took) ended: the shared queue may forget it."""
+        ...
+
 
 class LocalQueues:
     """One TierQueue per tier, in this process."""
@@ -126,3 +134,10 @@ class LocalQueues:
         if tier is not None:
             return len(self._queues[tier])
         return sum(len(q) for q in self._queues.values())
+
+    def adopt(self, tier: str, owner: str, job_id: str) -> None:
+        """Queue a job (nothing is shared here)."""
+        self._queues[tier].push(owner, job_id)
+
+    def ended(self, job_id: str) -> None:
+        """Nothing to forget: the job left the line when it was handed out."""

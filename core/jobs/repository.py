@@ -3,11 +3,11 @@ callers can put them in one unit with the money they move)."""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
 
 import orjson
 
-from core.jobs.model import Job, JobSnapshot, JobState, StoredImage
+from core.jobs.model import ImageParams, Job, JobSnapshot, JobState, StoredImage
 from core.store import Statement, Store, now_ms
 
 _UNFINISHED = ("queued", "assigned", "streaming")
@@ -40,9 +40,10 @@ class JobRepository:
     @staticmethod
     def new_job(job: Job, now: int) -> Statement:
         """Insert a queued job."""
+        params = orjson.dumps(dataclasses.asdict(job.image)).decode() if job.image is not None else ""
         return (
             "INSERT INTO jobs (id, tier, model, conversation_id, owner, state, max_tokens, cost, payer,"
-            " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " created_at, updated_at, params) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 job.id,
                 job.tier,
@@ -55,6 +56,7 @@ class JobRepository:
                 job.payer,
                 now,
                 now,
+                params,
             ),
         )
 
@@ -64,12 +66,17 @@ class JobRepository:
         return ("UPDATE jobs SET state='queued', worker_id='', updated_at=? WHERE id=?", (now_ms(), job_id))
 
     @staticmethod
-    def assigned(job: Job) -> Statement:
-        """The job went to a worker."""
+    def assigned(job: Job, core_id: str) -> Statement:
+        """The job went to a worker (held by core ``core_id``)."""
         return (
-            "UPDATE jobs SET state='assigned', worker_id=?, attempts=?, updated_at=? WHERE id=?",
-            (job.worker_id, job.attempts, now_ms(), job.id),
+            "UPDATE jobs SET state='assigned', worker_id=?, attempts=?, core_id=?, updated_at=? WHERE id=?",
+            (job.worker_id, job.attempts, core_id, now_ms(), job.id),
         )
+
+    @staticmethod
+    def streaming(job_id: str) -> Statement:
+        """The job's first token reached its callers: from now on a lost answer cannot start over."""
+        return ("UPDATE jobs SET state='streaming', updated_at=? WHERE id=?", (now_ms(), job_id))
 
     @staticmethod
     def completed(job: Job, worker_id: str, now: int) -> list[Statement]:
@@ -184,13 +191,41 @@ class JobRepository:
         )
         return [(r, c) for r, c in rows][-limit:]
 
-    async def unfinished(self) -> list[tuple[Any, ...]]:
-        """Rows of every job not yet ended, oldest first."""
-        return await self._store.fetchall(
-            "SELECT id, tier, model, conversation_id, owner, max_tokens, created_at, attempts, state, cost, payer"
-            " FROM jobs WHERE state IN (?,?,?) ORDER BY created_at",
-            _UNFINISHED,
+    async def unfinished(self) -> list[str]:
+        """Ids of every job not yet ended, oldest first."""
+        rows = await self._store.fetchall(
+            "SELECT id FROM jobs WHERE state IN (?,?,?) ORDER BY created_at", _UNFINISHED
         )
+        return [str(r[0]) for r in rows]
+
+    async def load(self, job_id: str, history_limit: int) -> tuple[Job, JobState] | None:
+        """A stored job as it would run again (its conversation up to its own message, what an image job
+        asks for), and the state the store holds for it; None if there is no such job."""
+        row = await self._store.fetchone(
+            "SELECT id, tier, model, conversation_id, owner, max_tokens, created_at, attempts, state, cost, payer,"
+            " params FROM jobs WHERE id = ?",
+            (job_id,),
+        )
+        if row is None:
+            return None
+        jid, tier, model, conv, owner, max_tokens, created, attempts, state, cost, payer, params = row
+        history = await self.history_for(conv, jid, history_limit) if conv else []
+        job = Job(
+            jid,
+            tier,
+            model,
+            conv,
+            owner,
+            int(max_tokens),
+            history,
+            int(created),
+            int(cost),
+            payer,
+            attempts=int(attempts),
+        )
+        if params:
+            job.image = ImageParams(**orjson.loads(params))
+        return job, JobState(state)
 
     async def completed_count(self) -> int:
         """Jobs done since the network began."""
@@ -236,6 +271,13 @@ class JobRepository:
             "SELECT jobs_completed, tokens_generated FROM workers WHERE id = ?", (worker_id,)
         )
         return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    async def image_of_job(self, job_id: str) -> StoredImage | None:
+        """The image an image job made, if it is done."""
+        row = await self._store.fetchone(
+            "SELECT id, prompt, style, aspect, sha256, mime_type FROM images WHERE job_id = ?", (job_id,)
+        )
+        return StoredImage(*row) if row else None
 
     async def image(self, image_id: str) -> StoredImage | None:
         """A stored image's description."""

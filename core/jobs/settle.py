@@ -16,7 +16,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from core.jobs.board import JobBoard
-from core.jobs.model import ImageOutcome, Job, JobState, StoredImage
+from core.jobs.model import Job, JobState
 from core.jobs.repository import JobRepository
 from core.money.billing import Billing, Booking
 from core.store import Statement, Store
@@ -61,7 +61,6 @@ class Settler:
         statements: list[Statement],
         booking: Booking,
         terminal: Terminal,
-        image: StoredImage | None = None,
     ) -> None:
         """End ``job`` as ``state``: ``statements`` and ``booking`` in one unit; ``terminal`` once durable."""
         job.state = state
@@ -72,9 +71,9 @@ class Settler:
             self._pending.discard(f)
             if f.cancelled() or f.exception() is not None:
                 log.error("could not store the end of %s (%s); retrying", job.id, _why(f))
-                self._spawn(self._retry(job, statements, booking, terminal, image))
+                self._spawn(self._retry(job, statements, booking, terminal))
             else:
-                self._ended(job, terminal, image)
+                self._ended(job, terminal)
 
         fut.add_done_callback(written)
 
@@ -84,7 +83,6 @@ class Settler:
         statements: list[Statement],
         booking: Booking,
         terminal: Terminal,
-        image: StoredImage | None,
     ) -> None:
         backoff = self._backoff_s
         attempt = 1
@@ -100,23 +98,17 @@ class Settler:
                 booking = self._billing.refund(job_id=job.id, cost=job.cost, payer=job.payer)
                 statements = [JobRepository.ended(job, JobState.FAILED, STORE_FAILED)]
                 terminal = Terminal("error", message=STORE_FAILED, reason="STORE_FAILED")
-                image = None
             try:
                 await self._store.write(statements + booking.statements)
             except Exception as exc:
                 log.error("could not store the end of %s (attempt %d: %s)", job.id, attempt, exc)
                 continue
-            self._ended(job, terminal, image)
+            self._ended(job, terminal)
             return
 
-    def _ended(self, job: Job, terminal: Terminal, image: StoredImage | None) -> None:
+    def _ended(self, job: Job, terminal: Terminal) -> None:
         self._board.ended(job)
         job.log.finish(terminal)
-        if job.result is not None and not job.result.done():
-            ok = terminal.kind == "done" and image is not None
-            job.result.set_result(
-                ImageOutcome(image) if ok else ImageOutcome(None, terminal.message or "failed")
-            )
 
     def write_behind(self, statements: list[Statement]) -> None:
         """Write without waiting: for changes a restart recovers anyway (assignments, requeues)."""

@@ -7,13 +7,12 @@ import logging
 import time
 
 from core.config import CoreSettings
-from core.economics import TIERS
 from core.identity.ratelimit import RateLimiter, TokenBuckets
 from core.jobs.admission import Admission
 from core.jobs.board import JobBoard
 from core.jobs.dispatch import Dispatcher
 from core.jobs.lifecycle import Lifecycle
-from core.jobs.model import Job, JobState
+from core.jobs.model import JobState
 from core.jobs.queries import JobQueries
 from core.jobs.queue import JobQueue, LocalQueues
 from core.jobs.reaper import Reaper
@@ -29,6 +28,8 @@ from core.workers.joining import JoinPolicy
 from core.workers.registry import WorkerRegistry
 
 log = logging.getLogger("ashao.core.jobs")
+
+LOST_MID_ANSWER = "the core running this job stopped mid-answer; the credits were refunded (send it again)"
 
 
 class JobSystem:
@@ -84,29 +85,28 @@ class JobSystem:
         )
 
     async def start(self) -> None:
-        """Load workers and unfinished jobs from the store and queue the jobs again."""
+        """Load workers, then take back every unfinished job the store holds (one core: they are all
+        this core's): queued and assigned ones run again; one that had started answering ends with an
+        error and is refunded (its tokens were in memory; starting over would splice two answers)."""
         await self.registry.load()
         self.board.jobs_completed = await self.repo.completed_count()
-        rows = await self.repo.unfinished()
+        ids = await self.repo.unfinished()
         requeued = []
-        for jid, tier, model, conv, owner, max_tokens, created, attempts, state, cost, payer in rows:
-            history = (
-                await self.repo.history_for(conv, jid, self.settings.max_history_messages) if conv else []
-            )
-            job = Job(
-                jid, tier, model, conv, owner, max_tokens, history, created, cost, payer, attempts=attempts
-            )
+        for job_id in ids:
+            loaded = await self.repo.load(job_id, self.settings.max_history_messages)
+            if loaded is None:
+                continue
+            job, state = loaded
             self.board.add(job)
-            if not TIERS[tier].chat:
-                # What to draw was never stored: an image request cannot outlive the call that waited.
+            if state == JobState.STREAMING:
                 self.board.unqueue(job)
-                self.lifecycle.finish_failed(job, "the core restarted before the picture came", "RESTARTED")
+                self.lifecycle.finish_failed(job, LOST_MID_ANSWER, "RESTARTED")
             elif state != JobState.QUEUED:
-                requeued.append(JobRepository.requeued(jid))
+                requeued.append(JobRepository.requeued(job_id))
         if requeued:
             await self.store.write(requeued)
-        if rows:
-            log.info("recovered %d unfinished jobs from the store", len(rows))
+        if ids:
+            log.info("recovered %d unfinished jobs from the store", len(ids))
         self.dispatcher.pump()
 
     def snapshot(self) -> JobsSnapshot:

@@ -206,6 +206,22 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX IF NOT EXISTS ledger_by_reason ON ledger(reason)",
         ],
     ),
+    (
+        5,
+        [
+            # Where each job runs (the core that holds it), and the cores of the cluster: a core that
+            # follows a job another core runs finds it here.
+            "ALTER TABLE jobs ADD COLUMN core_id TEXT NOT NULL DEFAULT ''",
+            # What an image job asks for (JSON), so whichever core takes it can run it.
+            "ALTER TABLE jobs ADD COLUMN params TEXT NOT NULL DEFAULT ''",
+            """CREATE TABLE IF NOT EXISTS cores (
+                id TEXT PRIMARY KEY,
+                address TEXT NOT NULL,
+                started_at BIGINT NOT NULL,
+                last_seen BIGINT NOT NULL
+            )""",
+        ],
+    ),
 ]
 
 

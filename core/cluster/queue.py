@@ -1,0 +1,237 @@
+"""The job queue several cores share: a JetStream work-queue stream, one subject per tier.
+
+Admission publishes a job (its id; the job itself is in PostgreSQL) once its unit has committed, with
+the job id as the message id, so a publish repeated after a failure is not a second job. Each core
+pulls from a durable consumer per tier — shared by every core, so each message goes to one core — only
+as many jobs as its connected workers have free slots: dispatch stays a push to the worker, and no job
+waits behind a busy core. A pulled job is held (not acknowledged) while it runs here, and its hold is
+renewed while it does; it is acknowledged when it ends. If this core dies, the holds lapse after
+``ack_wait_s`` and JetStream hands its jobs to another core. A job this core pulled but cannot start
+(its worker went away) is handed back (``release``).
+
+The local side is a ``LocalQueues``: what this core pulled, in the order it hands them out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
+from nats.js.errors import NotFoundError
+
+from core.economics import TIERS_BY_PRIORITY
+from core.jobs.queue import LocalQueues
+
+log = logging.getLogger("ashao.core.cluster")
+
+STREAM = "ASHAO_JOBS"
+SUBJECT = "ashao.jobs.{tier}"
+
+Adopt = Callable[[str, str], Awaitable[bool]]
+"""Loads a pulled job (tier, job id) and puts it on this core's board; False if it is not to run."""
+Wanted = Callable[[str], int]
+"""How many more jobs of a tier this core's workers can start now."""
+
+
+@dataclass(slots=True)
+class _Held:
+    msg: Msg
+    tier: str
+    since: float
+    owner: str = ""
+    running: bool = False
+
+
+class JetStreamQueue:
+    """The shared queue, as this core sees it."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        ack_wait_s: float = 30.0,
+        replicas: int = 1,
+    ) -> None:
+        self._js = js
+        self._local = LocalQueues()
+        self._held: dict[str, _Held] = {}
+        self._subs: dict[str, JetStreamContext.PullSubscription] = {}
+        self._ack_wait_s = ack_wait_s
+        self._replicas = replicas
+        self._publishing: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self.published = 0
+        self.pulled = 0
+        self.publish_failures = 0
+        """Publishes that failed (the jobs stay queued in the store; the sweeper publishes them again)."""
+
+    async def open(self) -> None:
+        """Create the stream and the per-tier consumers if they do not exist yet."""
+        config = StreamConfig(
+            name=STREAM,
+            subjects=[SUBJECT.format(tier="*")],
+            retention=RetentionPolicy.WORK_QUEUE,
+            num_replicas=self._replicas,
+            duplicate_window=120.0,
+        )
+        try:
+            await self._js.stream_info(STREAM)
+            await self._js.update_stream(config)
+        except NotFoundError:
+            await self._js.add_stream(config)
+        for tier in TIERS_BY_PRIORITY:
+            durable = f"ashao-{tier}"
+            self._subs[tier] = await self._js.pull_subscribe(
+                SUBJECT.format(tier=tier),
+                durable=durable,
+                stream=STREAM,
+                config=ConsumerConfig(
+                    durable_name=durable,
+                    filter_subject=SUBJECT.format(tier=tier),
+                    ack_policy=AckPolicy.EXPLICIT,
+                    ack_wait=self._ack_wait_s,
+                    max_deliver=-1,
+                    max_ack_pending=100_000,
+                ),
+            )
+
+    # -- JobQueue ---------------------------------------------------------------------------------
+
+    def push(self, tier: str, owner: str, job_id: str, *, front: bool = False) -> None:
+        """A job to run: one this core holds goes back on its local line; a new one is published."""
+        if job_id in self._held:
+            self._held[job_id].running = False
+            self._local.push(tier, owner, job_id, front=front)
+            return
+        self.publish(tier, job_id)
+
+    def publish(self, tier: str, job_id: str) -> None:
+        """Publish ``job_id`` on its tier (not waiting; a failure leaves it to the sweeper)."""
+        task = asyncio.create_task(self._publish(tier, job_id))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def _publish(self, tier: str, job_id: str) -> None:
+        try:
+            await self._js.publish(
+                SUBJECT.format(tier=tier), job_id.encode(), headers={"Nats-Msg-Id": job_id}, timeout=5.0
+            )
+            self.published += 1
+        except Exception as exc:  # the job is durable in the store: the sweeper publishes it again
+            self.publish_failures += 1
+            log.warning("could not publish job %s (%s); it will be published again", job_id, exc)
+
+    def peek(self, tier: str) -> str | None:
+        """The next job this core pulled for ``tier``."""
+        return self._local.peek(tier)
+
+    def pop(self, tier: str) -> str | None:
+        """Hand out the next job this core pulled for ``tier``."""
+        job_id = self._local.pop(tier)
+        if job_id is not None and job_id in self._held:
+            self._held[job_id].running = True
+        return job_id
+
+    def remove(self, tier: str, owner: str, job_id: str) -> bool:
+        """Take a pulled job out of the local line (it ends: cancelled, expired)."""
+        return self._local.remove(tier, owner, job_id)
+
+    def depth(self, tier: str | None = None) -> int:
+        """Jobs pulled here and not handed out yet."""
+        return self._local.depth(tier)
+
+    def adopt(self, tier: str, owner: str, job_id: str) -> None:
+        """A pulled job joins the local line."""
+        if job_id in self._held:
+            self._held[job_id].owner = owner
+        self._local.adopt(tier, owner, job_id)
+
+    def idle(self, older_than_s: float) -> list[str]:
+        """Jobs pulled here that have waited in the local line longer than ``older_than_s``."""
+        now = time.monotonic()
+        return [j for j, h in self._held.items() if not h.running and now - h.since > older_than_s]
+
+    def release(self, job_id: str) -> bool:
+        """Hand a job this core pulled but did not start back to the shared queue (another core may
+        run it now); False if it is not waiting here."""
+        held = self._held.get(job_id)
+        if held is None or held.running or not self._local.remove(held.tier, held.owner, job_id):
+            return False
+        del self._held[job_id]
+        task = asyncio.create_task(_quietly(held.msg.nak()))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+        return True
+
+    def ended(self, job_id: str) -> None:
+        """The job ended here: acknowledge it, so no other core gets it."""
+        held = self._held.pop(job_id, None)
+        if held is not None:
+            task = asyncio.create_task(_quietly(held.msg.ack()))
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
+
+    # -- the pulling loop -------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Workers have room (a slot freed, a worker connected): pull now rather than at the next poll."""
+        self._wake.set()
+
+    async def pull(self, wanted: Wanted, adopt: Adopt) -> None:
+        """Pull jobs for the workers' free slots, forever (run it under a supervisor)."""
+        while True:
+            pulled = 0
+            for tier in TIERS_BY_PRIORITY:
+                want = wanted(tier) - self._local.depth(tier)
+                if want <= 0:
+                    continue
+                try:
+                    msgs = await self._subs[tier].fetch(min(want, 256), timeout=0.05)
+                except NatsTimeout:
+                    continue
+                for msg in msgs:
+                    job_id = msg.data.decode()
+                    self._held[job_id] = _Held(msg, tier, time.monotonic())
+                    self.pulled += 1
+                    pulled += 1
+                    try:
+                        keep = await adopt(tier, job_id)
+                    except Exception:
+                        log.exception("could not take job %s; handing it back", job_id)
+                        keep = False
+                        await _quietly(msg.nak(delay=1.0))
+                        self._held.pop(job_id, None)
+                        continue
+                    if not keep:  # ended already, or not a job to run: nobody should get it again
+                        self.ended(job_id)
+            if not pulled:
+                self._wake.clear()
+                try:
+                    async with asyncio.timeout(0.25):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+
+    async def renew(self) -> None:
+        """One pass: renew the holds of every job held here (run it every third of ``ack_wait_s``)."""
+        for held in list(self._held.values()):
+            await _quietly(held.msg.in_progress())
+
+    async def drain(self) -> None:
+        """Wait for publishes and acknowledgements in flight (bounded)."""
+        if self._publishing:
+            await asyncio.wait(set(self._publishing), timeout=5.0)
+
+
+async def _quietly(op: Awaitable[object]) -> None:
+    try:
+        await op
+    except Exception as exc:  # a lapsed hold is redelivered: nothing is lost by a failed ack here
+        log.debug("JetStream acknowledgement failed: %s", exc)
