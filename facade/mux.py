@@ -66,7 +66,7 @@ class WatchRefused(Exception):
 class Subscription(FrameBuffer):
     """One SSE client's view of one job: a buffer of SSE frames not yet written to it."""
 
-    __slots__ = ("client_ip", "credential", "finished", "job_id", "last_seq", "ready", "sub_id")
+    __slots__ = ("client_ip", "credential", "finished", "job_id", "last_seq", "ready", "renumber", "sub_id")
 
     def __init__(
         self,
@@ -89,6 +89,9 @@ class Subscription(FrameBuffer):
         self.finished = False
         """The job had ended and this client already had its every event, the terminal one included:
         there is nothing to stream (an SSE client is told not to reconnect)."""
+        self.renumber = False
+        """The job was re-watched after a core restart lost tokens this client saw, and has ended: its
+        end is sent after the client's last event, whatever id the core gives it."""
 
 
 class Mux:
@@ -290,12 +293,15 @@ class Mux:
                 # The core ends a finished watch by itself. A terminal event this client already has
                 # (it resumed past it) ends the stream with nothing more to say.
                 subs.pop(sub.sub_id, None)
-                if ev.seq > sub.last_seq:
-                    sub.last_seq = ev.seq
+                if ev.seq > sub.last_seq or sub.renumber:
+                    # (renumbered: the job ended after the tokens this client saw were lost with a
+                    # restarted core, so its end must come after what the client has)
+                    seq = max(ev.seq, sub.last_seq + 1)
+                    sub.last_seq = seq
                     sub.end(
-                        DONE_FRAME % (ev.seq, ev.done.tokens)
+                        DONE_FRAME % (seq, ev.done.tokens)
                         if kind == "done"
-                        else error_frame(ev.seq, ev.error.message)
+                        else error_frame(seq, ev.error.message)
                     )
                 else:
                     sub.end()
@@ -306,7 +312,10 @@ class Mux:
                         # Resuming at or past the terminal event (its id is tokens + 1): nothing to send.
                         sub.finished = True
                         self.release(sub)
+                elif ev.accepted.tokens < sub.last_seq and _terminal(ev.accepted.state):
+                    sub.renumber = True
                 elif ev.accepted.tokens < sub.last_seq and not _terminal(ev.accepted.state):
+
                     # Re-watched after a core restart, but the tokens this client saw were lost with
                     # it: the answer is being produced again. Splicing the two would be a lie.
                     subs.pop(sub.sub_id, None)

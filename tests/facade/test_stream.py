@@ -179,7 +179,10 @@ async def test_restart_mid_answer_is_an_error_not_a_splice(tmp_path: Path) -> No
         await start_again(s, await stop_core_keeping_port(s))
         status, events = await asyncio.wait_for(reader, 15)
         assert status == 200 and tokens_of(events) == ["first ", "attempt "]
-        assert events[-1]["data"]["type"] == "error" and "restarted" in events[-1]["data"]["message"]
+        last = events[-1]
+        assert last["data"]["type"] == "error" and "stopped mid-answer" in last["data"]["message"]
+        assert last["id"] == "3"  # after the two tokens the client has
+
     finally:
         await stop_stack(s)
 
