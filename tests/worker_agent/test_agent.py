@@ -109,7 +109,7 @@ async def test_cancel_stops_the_job(tmp_path: Path, core: Core) -> None:
         job_id, _ = await core.send("long")
         await eventually(lambda: agent.tokens_sent >= 3)
         core.app.jobs.lifecycle.cancel(job_id, "cancelled by its owner")
-        await eventually(lambda: agent.running == 0 and backend.clock.active == 0)
+        await eventually(lambda: agent.running == 0 and backend.pacing.active == 0)
         events = await collect(core, job_id)
         assert events[-1][1:] == ("error", "CANCELLED")
         sent = agent.tokens_sent
