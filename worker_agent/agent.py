@@ -5,13 +5,13 @@ core has forgotten its token), then dials: hello → Welcome →
 a ``Session`` runs the stream's jobs until the stream ends. When the stream breaks, its jobs are
 dropped (the core requeues them on other workers) and the agent dials again with exponential
 backoff and jitter. ``drain()`` lets the session finish its jobs and close the stream cleanly;
-``abort()`` drops everything at once.
+``abort()`` drops everything at once. Backoff, heartbeats, token flushes and the drain timeout
+follow the agent's ``Clock`` (the event loop's unless a test gives it another).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.metadata
 import logging
 import random
@@ -24,6 +24,7 @@ from ashao.v1 import network_pb2_grpc, worker_pb2, worker_pb2_grpc
 from worker_agent import AgentError
 from worker_agent.backends import ChatBackend
 from worker_agent.backends.images import ImageBackend
+from worker_agent.clock import LOOP_CLOCK, Clock
 from worker_agent.config import AgentSettings
 from worker_agent.identity import (
     Credentials,
@@ -35,7 +36,7 @@ from worker_agent.identity import (
     save_credentials,
 )
 from worker_agent.network import fetch_network_info
-from worker_agent.session import Session, SessionEnd
+from worker_agent.session import Session, SessionEnd, cancel_tasks
 
 if TYPE_CHECKING:
     Call = grpc.aio.StreamStreamCall[worker_pb2.ConnectRequest, worker_pb2.ConnectResponse]
@@ -94,8 +95,10 @@ class Agent:
         settings: AgentSettings,
         backend: ChatBackend | None = None,
         image_backend: ImageBackend | None = None,
+        clock: Clock = LOOP_CLOCK,
     ) -> None:
         self._s = settings
+        self._clock = clock
         self._backend = backend
         self._image = image_backend
         self.tiers: tuple[str, ...] = ()
@@ -106,14 +109,17 @@ class Agent:
         self._session: Session | None = None
         self._task: asyncio.Task[None] | None = None
         self._own_cancels = 0
-        self._welcomed_at = 0.0
+        self._welcomed_at: float | None = None
+        """When the core welcomed the current stream (None while it has not)."""
         self.credentials: Credentials | None = None
         """The identity in use, once known."""
         self.connections = 0
         """Streams the core welcomed."""
         self.registrations = 0
         """RegisterWorker calls that succeeded."""
-        self._batches = self._tokens = self._messages = self._started = 0
+        self.retries = 0
+        """Backoff pauses taken before trying the core again."""
+        self._batches = self._tokens = self._messages = self._started = self._heartbeats = 0
 
     # -- control ----------------------------------------------------------------------------
 
@@ -170,6 +176,11 @@ class Agent:
         return self._tokens + (self._session.batcher.tokens_sent if self._session else 0)
 
     @property
+    def heartbeats_sent(self) -> int:
+        """Heartbeats queued, over every stream."""
+        return self._heartbeats + (self._session.heartbeats_sent if self._session else 0)
+
+    @property
     def messages_sent(self) -> int:
         """Messages of any kind written after the hello, over every stream."""
         return self._messages + (self._session.batcher.messages_sent if self._session else 0)
@@ -210,7 +221,6 @@ class Agent:
         )
 
     async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
         async with self._channel() as channel:
             network: NetworkStub = network_pb2_grpc.NetworkServiceStub(channel)
             info = await self._retrying(
@@ -230,7 +240,7 @@ class Agent:
             renewed = False
             while creds is not None and not self._draining.is_set():
                 self.credentials = creds
-                self._welcomed_at = 0.0
+                self._welcomed_at = None
                 try:
                     end = await self._connect(stub, creds)
                     reason = "the core closed the stream"
@@ -245,13 +255,13 @@ class Agent:
                     end, reason = SessionEnd.BROKEN, str(exc)
                 if end is not SessionEnd.BROKEN or self._draining.is_set():
                     return
-                if self._welcomed_at:  # the core welcomed us: the identity works again
+                if self._welcomed_at is not None:  # the core welcomed us: the identity works again
                     renewed = False
-                    if loop.time() - self._welcomed_at >= self._s.stable_session_s:
+                    if self._clock.time() - self._welcomed_at >= self._s.stable_session_s:
                         attempt = 0
                 delay = self._backoff(attempt)
                 attempt += 1
-                if self._welcomed_at:
+                if self._welcomed_at is not None:
                     log.info("connection to the core lost (%s); reconnecting in %.1f s", reason, delay)
                 else:
                     log.info("core at %s unreachable (%s); retrying in %.1f s", self._s.core, reason, delay)
@@ -262,10 +272,14 @@ class Agent:
         return base * random.uniform(0.5, 1.0)  # jitter: a restarted core is not hit by every worker at once
 
     async def _pause(self, seconds: float) -> None:
-        """Sleep, cut short by ``drain()``/``abort()``."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._draining.wait()
+        """Sleep on the agent's clock, cut short by ``drain()``/``abort()``."""
+        self.retries += 1
+        sleep = asyncio.create_task(self._clock.sleep(seconds), name="ashao-worker-backoff")
+        stop = asyncio.create_task(self._draining.wait(), name="ashao-worker-backoff-stop")
+        try:
+            await asyncio.wait({sleep, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_tasks(sleep, stop)
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T | None:
         """``call()``, retried with backoff while the core is unreachable; None if drained first.
@@ -347,10 +361,11 @@ class Agent:
                 backend=self._backend,
                 image_backend=self._image,
                 stopping=self._draining,
+                clock=self._clock,
             )
             self._session = session
             self.connections += 1
-            self._welcomed_at = asyncio.get_running_loop().time()
+            self._welcomed_at = self._clock.time()
             log.info(
                 "connected to the core at %s as %s (slots %d, tiers %s)",
                 self._s.core,
@@ -366,6 +381,7 @@ class Agent:
                 self._tokens += session.batcher.tokens_sent
                 self._messages += session.batcher.messages_sent
                 self._started += session.jobs_started
+                self._heartbeats += session.heartbeats_sent
         except grpc.aio.AioRpcError as exc:
             raise _StreamLost(exc.code(), exc.details() or "") from exc
         except asyncio.InvalidStateError:

@@ -4,7 +4,8 @@ A gRPC message costs about the same whatever its size, so tokens are never sent 
 the tokens of ALL running jobs go into one ``TokenBatch`` per flush. A flush happens
 ``flush_interval`` after the oldest pending token, at once for a job's first token (time to first
 token), and at once when more than ``max_pending_tokens`` are held (bounded memory). Emitting a
-token only appends to a list; the writer task wakes once per flush, not once per token.
+token only appends to a list; the writer task wakes once per flush, not once per token. The flush
+interval is measured on the ``Clock`` the batcher is given (the event loop's by default).
 
 Everything else the worker says (heartbeats, completions, failures, pictures, drain) goes through
 the same writer, after the tokens queued before it, so a job's ``JobComplete`` always follows its
@@ -19,6 +20,7 @@ from typing import Protocol
 
 from ashao.v1 import worker_pb2
 from worker_agent.backends import Emit
+from worker_agent.clock import LOOP_CLOCK, Clock, Timer
 
 
 class StreamWriter(Protocol):
@@ -54,9 +56,15 @@ class TokenBatcher:
     """Coalesces tokens and serialises every write of one Connect stream."""
 
     def __init__(
-        self, call: StreamWriter, *, flush_interval_s: float, max_pending_tokens: int = 4096
+        self,
+        call: StreamWriter,
+        *,
+        flush_interval_s: float,
+        max_pending_tokens: int = 4096,
+        clock: Clock = LOOP_CLOCK,
     ) -> None:
         self._call = call
+        self._clock = clock
         self._interval = flush_interval_s
         self._max_pending = max_pending_tokens
         self._runs: dict[str, _Run] = {}
@@ -67,7 +75,7 @@ class TokenBatcher:
         self._completed: list[worker_pb2.JobComplete] = []
         """Completions that ride in the next batch, after its tokens (one message fewer per job)."""
         self._ready = asyncio.Event()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
         self._closing = False
         self.tokens_added = 0
         """Tokens emitted by the jobs of this stream (sent or dropped)."""
@@ -108,7 +116,7 @@ class TokenBatcher:
         if first or self._pending >= self._max_pending:
             self._fire()
         elif self._timer is None and not self._ready.is_set():
-            self._timer = asyncio.get_running_loop().call_later(self._interval, self._fire)
+            self._timer = self._clock.call_later(self._interval, self._fire)
 
     def discard(self, job_id: str) -> None:
         """Forget a job the core ended: its pending tokens are dropped and later ones ignored."""

@@ -2,7 +2,8 @@
 
 Assignments run as owned tasks, up to ``slots`` at once; CancelJob (or a rejection) stops a job's
 task and with it the backend's upstream request. Everything the session writes goes through its
-``TokenBatcher``. When the session ends, every task it started has ended too.
+``TokenBatcher``. When the session ends, every task it started has ended too. Heartbeats, token
+flushes and the drain timeout follow the session's ``Clock``.
 """
 
 from __future__ import annotations
@@ -10,20 +11,25 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from typing import TYPE_CHECKING, Any
-
-import grpc
+from typing import Any, Protocol
 
 from ashao.v1 import worker_pb2
 from worker_agent.backends import BackendError, ChatBackend, ChatMessage, ChatRequest
 from worker_agent.backends.images import ImageBackend
-from worker_agent.batcher import TokenBatcher
+from worker_agent.batcher import StreamWriter, TokenBatcher
+from worker_agent.clock import LOOP_CLOCK, Clock
 from worker_agent.config import AgentSettings
 
-if TYPE_CHECKING:
-    Call = grpc.aio.StreamStreamCall[worker_pb2.ConnectRequest, worker_pb2.ConnectResponse]
-
 log = logging.getLogger("ashao.worker")
+
+
+class ConnectCall(StreamWriter, Protocol):
+    """A Connect call after its Welcome: what the session reads and writes."""
+
+    async def read(self) -> object:
+        """The next ``ConnectResponse``, or anything else (``grpc.aio.EOF``) once the core has ended."""
+        ...
+
 
 LOST_JOB_CODES = frozenset({"PERMISSION_DENIED", "NOT_FOUND"})
 """Rejection codes meaning the job is no longer this worker's: it is dropped without a word."""
@@ -52,16 +58,18 @@ class Session:
 
     def __init__(
         self,
-        call: Call,
+        call: ConnectCall,
         welcome: worker_pb2.Welcome,
         *,
         settings: AgentSettings,
         backend: ChatBackend | None,
         image_backend: ImageBackend | None,
         stopping: asyncio.Event,
+        clock: Clock = LOOP_CLOCK,
     ) -> None:
         """``stopping`` asks for a drain. (An abort cancels ``run()``.)"""
         self._s = settings
+        self._clock = clock
         self._backend = backend
         self._image = image_backend
         self._stopping = stopping
@@ -71,6 +79,7 @@ class Session:
             call,
             flush_interval_s=(welcome.flush_interval_ms or 10) / 1000,
             max_pending_tokens=self._s.max_pending_tokens,
+            clock=clock,
         )
         self.jobs: dict[str, asyncio.Task[None]] = {}
         self._idle = asyncio.Event()
@@ -78,6 +87,8 @@ class Session:
         self._draining = False
         self.jobs_started = 0
         """Assignments run on this stream."""
+        self.heartbeats_sent = 0
+        """Heartbeats queued on this stream."""
 
     async def run(self) -> SessionEnd:
         """Until the stream breaks or a drain ends it. Every task it starts ends with it, cancelled or not."""
@@ -96,7 +107,7 @@ class Session:
         finally:
             if self.jobs:
                 log.info("%d running job(s) dropped with the stream; the core requeues them", len(self.jobs))
-            await _cancel(writer, reader, beat, stop, *self.jobs.values())
+            await cancel_tasks(writer, reader, beat, stop, *self.jobs.values())
 
     async def _read(self) -> None:
         while True:
@@ -177,11 +188,12 @@ class Session:
                     self._idle.set()
 
     async def _heartbeat(self) -> None:
-        loop = asyncio.get_running_loop()
-        last_t, last_n = loop.time(), self.batcher.tokens_added
+        """Every interval: the tokens emitted per second since the last beat, and the running jobs."""
+        clock = self._clock
+        last_t, last_n = clock.time(), self.batcher.tokens_added
         while True:
-            await asyncio.sleep(self._heartbeat_s)
-            now, n = loop.time(), self.batcher.tokens_added
+            await clock.sleep(self._heartbeat_s)
+            now, n = clock.time(), self.batcher.tokens_added
             rate = (n - last_n) / max(now - last_t, 1e-3)
             last_t, last_n = now, n
             self.batcher.send(
@@ -189,6 +201,7 @@ class Session:
                     heartbeat=worker_pb2.WorkerHeartbeat(tokens_per_sec=rate, running=len(self.jobs))
                 )
             )
+            self.heartbeats_sent += 1
 
     async def _drain(self, writer: asyncio.Task[None], reader: asyncio.Task[None]) -> SessionEnd:
         """WorkerDrain, let running jobs finish (bounded), hand back the rest, flush, half-close."""
@@ -201,14 +214,13 @@ class Session:
         self.batcher.send(worker_pb2.ConnectRequest(drain=worker_pb2.WorkerDrain()))
         if self.jobs:
             idle = asyncio.create_task(self._idle.wait(), name="ashao-worker-idle")
+            timeout = asyncio.create_task(
+                self._clock.sleep(self._s.drain_timeout_s), name="ashao-worker-drain-timeout"
+            )
             try:
-                await asyncio.wait(
-                    {idle, writer, reader},
-                    timeout=self._s.drain_timeout_s,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
+                await asyncio.wait({idle, timeout, writer, reader}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                await _cancel(idle)
+                await cancel_tasks(idle, timeout)
         if writer.done() or reader.done():
             log.warning("the stream broke while draining")
             return SessionEnd.DRAINED
@@ -216,7 +228,7 @@ class Session:
         if left:
             log.warning("drain timeout: handing %d unfinished job(s) back to the core", len(left))
             self.jobs.clear()
-            await _cancel(*(t for _, t in left))
+            await cancel_tasks(*(t for _, t in left))
             for job_id, _ in left:
                 self.batcher.fail(job_id, "the worker shut down before finishing", retryable=True)
         self.batcher.close()
@@ -229,7 +241,7 @@ class Session:
         return SessionEnd.DRAINED
 
 
-async def _cancel(*tasks: asyncio.Task[Any]) -> None:
+async def cancel_tasks(*tasks: asyncio.Task[Any]) -> None:
     """Cancel ``tasks`` and wait until they have ended (their errors were already handled or don't matter)."""
     for t in tasks:
         t.cancel()

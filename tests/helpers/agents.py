@@ -15,6 +15,7 @@ from worker_agent.agent import Agent
 from worker_agent.backends import ChatBackend
 from worker_agent.backends.images import ImageBackend
 from worker_agent.backends.synthetic import SyntheticBackend
+from worker_agent.clock import LOOP_CLOCK, Clock
 from worker_agent.config import AgentSettings
 
 
@@ -40,15 +41,19 @@ async def running(
     image_backend: ImageBackend | None = None,
     *,
     wait_connected: bool = True,
+    clock: Clock = LOOP_CLOCK,
 ) -> AsyncIterator[tuple[Agent, asyncio.Task[None]]]:
-    """An agent running as a task (a synthetic backend unless given); aborted and awaited at the end."""
+    """An agent running as a task (a synthetic backend on ``clock`` unless given); aborted and awaited
+    at the end."""
     own = backend is None and settings.backend == "synthetic"
     chat = (
-        SyntheticBackend(tokens=settings.synthetic_tokens, tokens_per_sec=settings.tokens_per_sec)
+        SyntheticBackend(
+            tokens=settings.synthetic_tokens, tokens_per_sec=settings.tokens_per_sec, clock=clock
+        )
         if own
         else backend
     )
-    agent = Agent(settings=settings, backend=chat, image_backend=image_backend)
+    agent = Agent(settings=settings, backend=chat, image_backend=image_backend, clock=clock)
     task = asyncio.create_task(agent.run())
     try:
         if wait_connected:

@@ -19,3 +19,14 @@ async def core(tmp_path: Path) -> AsyncIterator[Core]:
         yield c
     finally:
         await stop_core(c)
+
+
+@pytest.fixture
+async def patient_core(tmp_path: Path) -> AsyncIterator[Core]:
+    """A core that waits half an hour for a worker's heartbeat: an agent whose clock the test moves
+    by hand beats only when the test says, and is not lost meanwhile."""
+    c = await start_core(core_settings(tmp_path, heartbeat_interval_ms=600_000, worker_registration="open"))
+    try:
+        yield c
+    finally:
+        await stop_core(c)

@@ -1,10 +1,15 @@
-"""The agent against a real core (grpc.aio on loopback, SQLite in tmp_path), run as a task of the test."""
+"""The agent against a real core (grpc.aio on loopback, SQLite in tmp_path), run as a task of the test.
+
+Where timing is what a test is about, the agent or its synthetic backend keeps time by a
+``FakeClock`` that the test moves, and the test counts what happened on it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +19,17 @@ import pytest
 
 from ashao.v1 import image_pb2, image_pb2_grpc, network_pb2
 from core.jobs.model import JobState
+from core.workers.registry import WorkerInfo
 from tests.helpers.agents import account, agent_settings, running
 from tests.helpers.core import Core, collect, core_settings, start_core, stop_core
 from tests.helpers.images import ImageServer, png
+from tests.helpers.net import free_port
 from tests.helpers.upstream import FakeUpstream
 from tests.helpers.wait import eventually
+from tests.worker_agent.fakeclock import FakeClock
 from worker_agent import AgentError
 from worker_agent.agent import Agent
+from worker_agent.backends import ChatBackend, ChatRequest, Emit
 from worker_agent.backends.images import OpenAIImagesBackend
 from worker_agent.backends.openai import OpenAIBackend
 from worker_agent.backends.synthetic import SyntheticBackend
@@ -45,6 +54,43 @@ def tokens_of(events: list[tuple[int, str, object]]) -> list[object]:
     return [p for _, kind, p in events if kind == "token"]
 
 
+def worker(core: Core, agent: Agent) -> WorkerInfo:
+    """The core's record of the agent's worker."""
+    assert agent.credentials is not None
+    info = core.app.jobs.board.registry.get(agent.credentials.worker_id)
+    assert info is not None
+    return info
+
+
+class Counting:
+    """A chat backend that counts the tokens its inner backend emits."""
+
+    def __init__(self, inner: ChatBackend) -> None:
+        self.inner = inner
+        self.continues_prefix = inner.continues_prefix
+        self.emitted = 0
+
+    async def generate(self, request: ChatRequest, emit: Emit) -> str:
+        def counted(tokens: Sequence[str]) -> None:
+            self.emitted += len(tokens)
+            emit(tokens)
+
+        return await self.inner.generate(request, counted)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def pace(clock: FakeClock, backend: SyntheticBackend, tick: float, *, sleepers: int = 1) -> None:
+    """Move ``clock`` on a pacing tick at a time, each once the pacer has done the one before, while
+    ``backend`` paces an answer. ``sleepers``: the pacer and whatever else sleeps on the clock."""
+    while True:
+        await eventually(lambda: clock.sleeping == sleepers or not backend.pacing.running)
+        if not backend.pacing.running:
+            return
+        clock.advance(tick)
+
+
 async def test_registers_persists_credentials_0600_and_reuses_them(tmp_path: Path, core: Core) -> None:
     s = agent_settings(tmp_path, core.app.address)
     path = credentials_path(s.data_dir, s.name)
@@ -61,70 +107,96 @@ async def test_registers_persists_credentials_0600_and_reuses_them(tmp_path: Pat
         assert agent.registrations == 0 and agent.credentials == first
 
 
-async def test_pushed_job_arrives_in_few_token_batches(tmp_path: Path, core: Core) -> None:
+async def test_pushed_job_arrives_in_two_token_batches(tmp_path: Path, patient_core: Core) -> None:
+    core = patient_core
     s = agent_settings(tmp_path, core.app.address, synthetic_tokens=200)
-    async with running(s) as (agent, _):
+    async with running(s, clock=FakeClock()) as (agent, _):  # the agent's clock stands still
         job_id, _ = await core.send("count")
         events = await collect(core, job_id)
         assert tokens_of(events) == [f"tok{i} " for i in range(200)]
         assert events[-1] == (201, "done", 200)
-        # the first token went out alone (time to first token), the rest in one or two batches
-        assert 1 <= agent.batches_sent <= 6, agent.batches_sent
-        assert agent.tokens_sent == 200
+        # The first burst went out at once (time to first token); the rest was held for a flush
+        # interval that never passed on the agent's clock, and went out with the completion.
+        assert agent.batches_sent == 2 and agent.tokens_sent == 200
 
 
 async def test_runs_jobs_at_once_up_to_its_slots(tmp_path: Path, core: Core) -> None:
-    s = agent_settings(tmp_path, core.app.address, slots=3, tokens_per_sec=40, synthetic_tokens=12)
-    async with running(s) as (agent, _):
+    clock = FakeClock()  # the answers move only when the test moves this clock
+    backend = SyntheticBackend(tokens=12, tokens_per_sec=40, clock=clock)
+    s = agent_settings(tmp_path, core.app.address, slots=3)
+    async with running(s, backend) as (agent, _):
         jobs = [(await core.send(f"m{i}"))[0] for i in range(5)]
-        seen = 0
-
-        def watch() -> bool:
-            nonlocal seen
-            seen = max(seen, agent.running)
-            assert agent.running <= 3
-            return agent.jobs_started == 5 and agent.running == 0
-
         results = asyncio.gather(*(collect(core, j) for j in jobs))
-        await eventually(watch)
+
+        def holding(running: int, started: int) -> bool:
+            """``running`` answers are under way (paced, the pacer waiting for the clock)."""
+            assert agent.running <= 3
+            return (
+                agent.running == backend.pacing.active == running
+                and agent.jobs_started == started
+                and clock.sleeping == 1
+            )
+
+        await eventually(lambda: holding(3, 3))  # three at once; two wait for a slot
+        clock.advance(1.0)  # every running answer is due in full
+        await eventually(lambda: holding(2, 5))
+        clock.advance(1.0)
         for events in await results:
             assert tokens_of(events) == [f"tok{i} " for i in range(12)]
-        assert seen == 3
+    await backend.aclose()
 
 
-async def test_tokens_of_many_paced_jobs_share_batches(tmp_path: Path, core: Core) -> None:
-    s = agent_settings(tmp_path, core.app.address, slots=20, tokens_per_sec=200, synthetic_tokens=60)
-    async with running(s) as (agent, _):
-        jobs = [(await core.send(f"m{i}"))[0] for i in range(20)]
-        for events in await asyncio.gather(*(collect(core, j) for j in jobs)):
+async def test_tokens_of_many_paced_jobs_share_batches(tmp_path: Path, patient_core: Core) -> None:
+    core, jobs, tick = patient_core, 20, 1 / 256
+    clock = FakeClock()  # the agent's (flushes, heartbeats) and the backend's (pacing)
+    backend = SyntheticBackend(tokens=60, tokens_per_sec=256, tick_s=tick, clock=clock)
+    s = agent_settings(tmp_path, core.app.address, slots=jobs)
+    async with running(s, backend, clock=clock) as (agent, _):
+        job_ids = [(await core.send(f"m{i}"))[0] for i in range(jobs)]
+        results = asyncio.gather(*(collect(core, j) for j in job_ids))
+        await eventually(lambda: backend.pacing.active == jobs)  # every answer started, at t0
+        t0 = clock.time()
+        await pace(clock, backend, tick, sleepers=2)  # the heartbeat sleeps on the clock too
+        for events in await results:
             assert tokens_of(events) == [f"tok{i} " for i in range(60)]
-        # 1,200 tokens over ~0.3 s: about one batch per flush interval plus each job's first token
-        assert agent.tokens_sent == 1200 and agent.batches_sent < 120, agent.batches_sent
+        assert clock.time() - t0 == 59 * tick  # one token a tick for each job
+        intervals = (clock.time() - t0) / (core.app.settings.flush_interval_ms / 1000)
+    await backend.aclose()
+    # 1,200 tokens: each job's first token at once, then at most one batch per flush interval on the
+    # agent's clock (the last one carrying every completion)
+    assert agent.tokens_sent == jobs * 60
+    assert agent.batches_sent <= jobs + intervals + 1, (agent.batches_sent, intervals)
 
 
 async def test_cancel_stops_the_job(tmp_path: Path, core: Core) -> None:
     s = agent_settings(tmp_path, core.app.address)
-    backend = SyntheticBackend(tokens=10_000, tokens_per_sec=50)
+    clock, tick = FakeClock(), 1 / 64
+    synthetic = SyntheticBackend(tokens=10_000, tokens_per_sec=64, tick_s=tick, clock=clock)
+    backend = Counting(synthetic)
     async with running(s, backend) as (agent, _):
         job_id, _ = await core.send("long")
+        for _ in range(3):
+            await clock.turn(tick)  # once the pacer waits: the first token went at once
         await eventually(lambda: agent.tokens_sent >= 3)
         core.app.jobs.lifecycle.cancel(job_id, "cancelled by its owner")
-        await eventually(lambda: agent.running == 0 and backend.clock.active == 0)
+        await eventually(lambda: agent.running == 0 and synthetic.pacing.active == 0)
         events = await collect(core, job_id)
         assert events[-1][1:] == ("error", "CANCELLED")
-        sent = agent.tokens_sent
-        await asyncio.sleep(0.1)
-        assert agent.tokens_sent == sent and agent.connected
+        emitted, sent = backend.emitted, agent.tokens_sent
+        clock.advance(1.0)  # a second in which 64 more tokens were due
+        await eventually(lambda: not synthetic.pacing.running)  # it woke, found nothing to pace, stopped
+        assert backend.emitted == emitted and agent.tokens_sent == sent and agent.connected
     await backend.aclose()
 
 
 async def test_cancel_stops_the_upstream_request(tmp_path: Path, core: Core) -> None:
-    async with FakeUpstream([f"w{i} " for i in range(200)], delay_s=0.02).running() as up:
+    # An upstream that takes an hour between words: the job is cancelled in the middle of its answer.
+    async with FakeUpstream([f"w{i} " for i in range(200)], delay_s=3600).running() as up:
         backend = OpenAIBackend(upstream=f"http://127.0.0.1:{up.port}/v1", model="m")
         s = agent_settings(tmp_path, core.app.address, backend="openai", upstream=backend_url(up), model="m")
         async with running(s, backend) as (agent, _):
             job_id, _ = await core.send("long")
-            await eventually(lambda: agent.tokens_sent >= 2)
+            await eventually(lambda: agent.tokens_sent == 1)
             core.app.jobs.lifecycle.cancel(job_id, "cancelled by its owner")
             await eventually(lambda: agent.running == 0)
             await eventually(lambda: up.abandoned == 1)  # the model server saw the request go away
@@ -175,25 +247,30 @@ async def test_drain_finishes_running_jobs_then_ends(tmp_path: Path, core: Core)
         assert (await account(core, agent)).connected is False
 
 
-async def test_drain_with_nothing_running_exits_promptly(tmp_path: Path, core: Core) -> None:
-    s = agent_settings(tmp_path, core.app.address)
-    async with running(s) as (agent, task):
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
+async def test_drain_with_nothing_running_exits_without_waiting_for_a_timeout(
+    tmp_path: Path, patient_core: Core
+) -> None:
+    # Its drain timeout would pass only if the test moved the agent's clock, and the grace for the
+    # core to close the stream is an hour: the agent ends once the core has closed the stream.
+    s = agent_settings(tmp_path, patient_core.app.address, drain_timeout_s=1, shutdown_grace_s=3600)
+    async with running(s, clock=FakeClock()) as (agent, task):
         agent.drain()
-        await asyncio.wait_for(task, 5)
-        assert loop.time() - t0 < 1.0
+        await asyncio.wait_for(task, 10)
+        assert not agent.aborted and not agent.connected
 
 
 async def test_drain_timeout_hands_jobs_back_and_another_worker_continues(tmp_path: Path, core: Core) -> None:
-    s = agent_settings(
-        tmp_path, core.app.address, tokens_per_sec=20, synthetic_tokens=40, drain_timeout_s=0.3
-    )
+    s = agent_settings(tmp_path, core.app.address, drain_timeout_s=0.3)
+    clock, tick = FakeClock(), 1 / 64  # the answer cannot end unless the test moves this clock
+    backend = SyntheticBackend(tokens=40, tokens_per_sec=64, tick_s=tick, clock=clock)
     job_id, _ = await core.send("long")
-    async with running(s) as (agent, task):
+    async with running(s, backend) as (agent, task):
+        for _ in range(3):
+            await clock.turn(tick)
         await eventually(lambda: agent.tokens_sent >= 3)
         agent.drain()
         await asyncio.wait_for(task, 5)
+    await backend.aclose()
     job = core.app.jobs.board.get(job_id)
     assert job.state == JobState.QUEUED and job.attempts == 1
     done = len(job.log.tokens)
@@ -206,17 +283,21 @@ async def test_drain_timeout_hands_jobs_back_and_another_worker_continues(tmp_pa
 
 
 async def test_heartbeats_report_throughput_and_keep_the_worker(tmp_path: Path) -> None:
+    # The rate each heartbeat carries is counted on a controlled clock in test_session.py; here the
+    # core hears the heartbeats, on its own (real) clock.
     c = await start_core(core_settings(tmp_path, heartbeat_interval_ms=150, worker_registration="open"))
     try:
         s = agent_settings(tmp_path, c.app.address, tokens_per_sec=100, synthetic_tokens=100)
         async with running(s) as (agent, _):
             job_id, _ = await c.send("x")
-            await asyncio.sleep(0.6)
-            rate = (await account(c, agent)).tokens_per_sec
-            assert 50 <= rate <= 150, rate
-            events = await collect(c, job_id)  # ~1 s: far longer than 3 heartbeat intervals
+            await eventually(lambda: worker(c, agent).tokens_per_sec > 0)  # the job's throughput
+            events = await collect(c, job_id)
             assert events[-1][1:] == ("done", 100)
-            await asyncio.sleep(0.6)  # idle: heartbeats alone keep the stream
+            # Idle: heartbeats alone keep the stream, for longer than the core waits for a word from
+            # a worker (three intervals), and they report that nothing flows.
+            beats = agent.heartbeats_sent
+            await eventually(lambda: agent.heartbeats_sent >= beats + 4)
+            await eventually(lambda: worker(c, agent).tokens_per_sec == 0.0)
             assert agent.connections == 1 and (await account(c, agent)).connected
     finally:
         await stop_core(c)
@@ -229,7 +310,8 @@ async def test_reconnects_after_the_core_restarts(tmp_path: Path) -> None:
     async with running(s) as (agent, _):
         await stop_core(c)
         await eventually(lambda: not agent.connected)
-        await asyncio.sleep(0.3)  # a few failed attempts while the core is down
+        retries = agent.retries
+        await eventually(lambda: agent.retries >= retries + 3)  # a few failed attempts while it is down
         c = await start_core(
             core_settings(tmp_path, grpc_addr=f"127.0.0.1:{port}", worker_registration="open")
         )
@@ -273,7 +355,7 @@ async def test_waits_for_an_unreachable_core_then_registers(tmp_path: Path) -> N
     agent = Agent(settings=s, backend=SyntheticBackend())
     task = asyncio.create_task(agent.run())
     try:
-        await asyncio.sleep(0.3)
+        await eventually(lambda: agent.retries >= 3)  # it keeps trying
         assert not task.done() and agent.registrations == 0
         c = await start_core(
             core_settings(tmp_path, grpc_addr=f"127.0.0.1:{port}", worker_registration="open")
@@ -335,16 +417,14 @@ async def test_stop_is_immediate_while_the_core_hangs(tmp_path: Path, stop: str)
 
     server = await asyncio.start_server(accept, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    agent = Agent(settings=agent_settings(tmp_path, f"127.0.0.1:{port}", call_timeout_s=30), backend=None)
+    # The core's answer is awaited for an hour: stopping must not wait for it.
+    agent = Agent(settings=agent_settings(tmp_path, f"127.0.0.1:{port}", call_timeout_s=3600), backend=None)
     task = asyncio.create_task(agent.run())
     try:
-        await asyncio.sleep(0.3)
+        await eventually(lambda: bool(held))  # it reached the core and waits for an answer
         assert not task.done() and not agent.connected
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
         getattr(agent, stop)()
-        await asyncio.wait_for(task, 2)
-        assert loop.time() - t0 < 1.0
+        await asyncio.wait_for(task, 10)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -352,6 +432,27 @@ async def test_stop_is_immediate_while_the_core_hangs(tmp_path: Path, stop: str)
             w.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_backoff_doubles_up_to_its_cap(tmp_path: Path) -> None:
+    clock = FakeClock()
+    s = agent_settings(tmp_path, f"127.0.0.1:{free_port()}", backoff_initial_s=1, backoff_max_s=8)
+    agent = Agent(settings=s, backend=SyntheticBackend(), clock=clock)
+    task = asyncio.create_task(agent.run())
+    try:
+        for n in range(1, 8):
+            # each attempt fails at once (nothing listens); the pause after it is a sleep on the clock
+            await eventually(lambda n=n: len(clock.sleeps) == n and clock.sleeping == 1)
+            clock.advance(clock.sleeps[-1])
+        caps = [1, 2, 4, 8, 8, 8, 8]
+        for pause, cap in zip(clock.sleeps, caps, strict=True):
+            assert cap / 2 <= pause <= cap, clock.sleeps  # jitter takes up to half off
+        assert agent.retries == 7 and not task.done()
+        agent.drain()  # no stream is open: it stops at once, in the middle of a pause
+        await asyncio.wait_for(task, 10)
+    finally:
+        agent.abort()
+        await asyncio.wait_for(task, 10)
 
 
 async def test_a_hello_the_core_refuses_is_fatal(tmp_path: Path, core: Core) -> None:

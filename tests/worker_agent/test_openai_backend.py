@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from tests.helpers.upstream import FakeUpstream
+from tests.helpers.wait import eventually
 from worker_agent.backends import BackendError, ChatMessage, ChatRequest
 from worker_agent.backends.openai import OpenAIBackend, chat_completions_url
 
@@ -49,18 +50,21 @@ async def test_streams_pieces_in_order_and_sends_the_request() -> None:
 
 
 async def test_pieces_are_emitted_before_the_answer_ends() -> None:
-    async with FakeUpstream(["a", "b", "c"], delay_s=0.3).running() as up:
+    # An upstream that takes an hour between pieces: the first one must be passed on meanwhile.
+    async with FakeUpstream(["a", "b", "c"], delay_s=3600).running() as up:
         backend = OpenAIBackend(upstream=f"http://127.0.0.1:{up.port}", model="m")
         got: list[str] = []
         task = asyncio.create_task(backend.generate(request(), got.extend))
         try:
-            for _ in range(200):
-                if got:
-                    break
-                await asyncio.sleep(0.01)
+            await eventually(lambda: bool(got))
             assert got == ["a"] and not task.done()
-            assert await task == "stop"
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await eventually(lambda: up.abandoned == 1)  # the request went away with the job
         finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
             await backend.aclose()
 
 
@@ -120,7 +124,7 @@ async def test_unreachable_and_slow_servers_are_retryable_errors() -> None:
     finally:
         await backend.aclose()
     assert info.value.retryable
-    async with FakeUpstream(["late"], first_delay_s=1).running() as up:
+    async with FakeUpstream(["late"], first_delay_s=3600).running() as up:  # far past the read timeout
         backend = OpenAIBackend(upstream=f"http://127.0.0.1:{up.port}", model="m", read_timeout_s=0.2)
         try:
             with pytest.raises(BackendError) as info:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 
 import pytest
 
+from tests.helpers.wait import eventually
+from tests.worker_agent.fakeclock import FakeClock
 from worker_agent.backends import ChatRequest, Emit
 from worker_agent.backends.synthetic import PacedAnswer, SyntheticBackend
 
@@ -32,15 +33,30 @@ async def run(backend: SyntheticBackend, req: ChatRequest) -> tuple[str, list[st
     return finish, got, calls
 
 
-@pytest.mark.parametrize("rate", [0.0, 2000.0])
+TICK = 1 / 256
+"""The pacing tick of these tests (a binary fraction: sums of it on the fake clock are exact)."""
+
+
+async def run_paced(b: SyntheticBackend, clock: FakeClock, req: ChatRequest) -> tuple[str, list[str], int]:
+    """``run``, moving the clock on a pacing tick whenever the pacer waits for it."""
+    task = asyncio.create_task(run(b, req))
+    while True:
+        await eventually(lambda: clock.sleeping == 1 or task.done())
+        if task.done():
+            return task.result()
+        clock.advance(TICK)
+
+
+@pytest.mark.parametrize("rate", [0.0, 2048.0])
 async def test_numbering_and_continuation(rate: float) -> None:
-    b = SyntheticBackend(tokens=40, tokens_per_sec=rate)
+    clock = FakeClock()
+    b = SyntheticBackend(tokens=40, tokens_per_sec=rate, tick_s=TICK, clock=clock)
     try:
-        finish, got, _ = await run(b, request())
+        finish, got, _ = await run_paced(b, clock, request())
         assert finish == "stop" and got == [f"tok{i} " for i in range(40)]
         # a resumed job continues after the words already delivered
         prefix = "".join(f"tok{i} " for i in range(7))
-        finish, got, _ = await run(b, request(prefix=prefix))
+        finish, got, _ = await run_paced(b, clock, request(prefix=prefix))
         assert finish == "stop" and got == [f"tok{i} " for i in range(7, 40)]
     finally:
         await b.aclose()
@@ -62,15 +78,39 @@ async def test_max_tokens_caps_the_answer() -> None:
     assert finish == "length" and got == []
 
 
-@pytest.mark.parametrize("rate", [0.0, 500.0])
+def nanoseconds(clock: FakeClock) -> int:
+    """The fake clock read as a wall clock."""
+    return round(clock.time() * 1e9)
+
+
+async def paced(b: SyntheticBackend, clock: FakeClock, ticks: int, tick: float) -> None:
+    """Move ``clock`` on by ``ticks`` pacing ticks, each once the pacer has done the one before."""
+    for _ in range(ticks):
+        after = b.pacing.ticks + 1
+        await clock.turn(tick)
+        await eventually(lambda after=after: b.pacing.ticks == after or not b.pacing.running)
+
+
+@pytest.mark.parametrize("rate", [0.0, 64.0])
 async def test_stamps_are_emission_times(rate: float) -> None:
-    b = SyntheticBackend(tokens=20, tokens_per_sec=rate, stamp=True)
-    before = time.time_ns()
+    clock = FakeClock()
+    tick = 1 / 64
+    b = SyntheticBackend(
+        tokens=20,
+        tokens_per_sec=rate,
+        stamp=True,
+        tick_s=tick,
+        clock=clock,
+        wall_clock_ns=lambda: nanoseconds(clock),
+    )
+    t0 = clock.time()
     try:
-        _, got, _ = await run(b, request(prefix="tok0 tok1"))
+        task = asyncio.create_task(run(b, request(prefix="tok0 tok1")))
+        if rate:
+            await paced(b, clock, 17, tick)
+        _, got, _ = await asyncio.wait_for(task, 5)
     finally:
         await b.aclose()
-    after = time.time_ns()
     assert len(got) == 18
     stamps = []
     for i, tok in enumerate(got, start=2):
@@ -78,59 +118,62 @@ async def test_stamps_are_emission_times(rate: float) -> None:
         name, _, stamp = tok.strip().partition("@")
         assert name == f"tok{i}"
         stamps.append(int(stamp))
-    assert before <= stamps[0] and stamps == sorted(stamps) and stamps[-1] <= after
-    if rate:
-        assert (stamps[-1] - stamps[0]) / 1e9 >= 17 / rate * 0.8  # spread over the pacing, not all at once
+    # each token carries the time it was emitted: all at once unpaced, token k at t0 + k / rate paced
+    spacing = 1 / rate if rate else 0.0
+    assert stamps == [round((t0 + k * spacing) * 1e9) for k in range(18)]
 
 
 async def test_shared_clock_paces_many_jobs() -> None:
-    rate, jobs, seconds = 50.0, 200, 1.0
-    b = SyntheticBackend(tokens=10_000, tokens_per_sec=rate, tick_s=0.005)
+    rate, jobs, tick, ticks = 64.0, 200, 1 / 32, 32  # one second on the clock
+    clock = FakeClock()
+    b = SyntheticBackend(tokens=10_000, tokens_per_sec=rate, tick_s=tick, clock=clock)
     counts = [0] * jobs
-    first_at: list[float] = [0.0] * jobs
-    loop = asyncio.get_running_loop()
+    emits = [0] * jobs
 
     def emitter(k: int) -> Emit:
         def emit(tokens: Sequence[str]) -> None:
-            if not counts[k]:
-                first_at[k] = loop.time()
             counts[k] += len(tokens)
+            emits[k] += 1
 
         return emit
 
-    started = loop.time()
     tasks = [asyncio.create_task(b.generate(request(), emitter(k))) for k in range(jobs)]
-    await asyncio.sleep(seconds)
-    elapsed = loop.time() - started
+    # the first token of every job comes at once, before the clock moves
+    await eventually(lambda: all(counts))
+    assert counts == [1] * jobs
+    await paced(b, clock, ticks, tick)
     clocks = [t for t in asyncio.all_tasks() if t.get_name() == "ashao-synthetic-clock"]
     assert len(clocks) == 1  # one task paces every job
-    assert b.clock.active == jobs
+    assert b.pacing.active == jobs
+    # token k is due at k / rate: after one second, tokens 0 to 64 of every job, two per tick
+    assert counts == [int(rate) + 1] * jobs
+    assert emits == [1 + ticks] * jobs
+    assert b.pacing.ticks == ticks  # wakeups are per tick, not per token or per job
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    # the first token is immediate; then ~rate tokens per second per job
-    assert max(first_at) - started < 0.2
-    expected = rate * elapsed
-    for c in counts:
-        assert expected * 0.8 <= c <= expected + 2, (c, expected)
-    # wakeups are per tick, not per token
-    assert b.clock.ticks <= elapsed / 0.005 + 5
-    await asyncio.sleep(0.05)
-    assert b.clock.active == 0
+    assert b.pacing.active == 0
+    await paced(b, clock, 1, tick)  # the pacer drops the cancelled answers at its next turn and stops
+    await eventually(lambda: not b.pacing.running)
+    assert counts == [int(rate) + 1] * jobs
     await b.aclose()
 
 
 async def test_cancelled_job_stops_emitting() -> None:
-    b = SyntheticBackend(tokens=1000, tokens_per_sec=100)
+    clock = FakeClock()
+    tick = 1 / 128
+    b = SyntheticBackend(tokens=1000, tokens_per_sec=128, tick_s=tick, clock=clock)
     got: list[str] = []
     task = asyncio.create_task(b.generate(request(), got.extend))
-    await asyncio.sleep(0.1)
+    await paced(b, clock, 10, tick)
+    assert len(got) == 11
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    n = len(got)
-    await asyncio.sleep(0.1)
-    assert len(got) == n and b.clock.active == 0
+    assert b.pacing.active == 0
+    clock.advance(1.0)  # time in which 128 more tokens were due
+    await eventually(lambda: not b.pacing.running)  # the pacer woke, found nothing to pace, stopped
+    assert len(got) == 11
     await b.aclose()
 
 
@@ -141,6 +184,6 @@ async def test_pacing_survives_rounding_at_a_due_time() -> None:
     now = t0 + 8 / rate
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     got: list[str] = []
-    paced = PacedAnswer(first=0, total=100, rate=rate, stamp=False, emit=got.extend, t0=t0, done=done)
+    paced = PacedAnswer(first=0, total=100, rate=rate, stamp=None, emit=got.extend, t0=t0, done=done)
     nxt = paced.advance(now)
     assert nxt is not None and nxt > now and len(got) == 9

@@ -7,7 +7,8 @@ continues the numbering), capped by the job's ``max_tokens``. With ``stamp`` eac
 
 Paced jobs (``tokens_per_sec > 0``) are all driven by one shared clock task that wakes every few
 milliseconds and emits whatever each job has due: 500 jobs at 50 tokens/s cost ~200 wakeups a
-second in total, not 25,000.
+second in total, not 25,000. Pacing follows the ``Clock`` the backend is given (the event loop's by
+default) and stamps the wall clock it is given, so a test can drive both by hand.
 """
 
 from __future__ import annotations
@@ -18,19 +19,23 @@ import heapq
 import itertools
 import math
 import time
+from collections.abc import Callable
 
 from worker_agent.backends import ChatRequest, Emit
+from worker_agent.clock import LOOP_CLOCK, Clock
 
 BURST = 16
 """Tokens an unpaced job emits before yielding to the event loop."""
 
 
-def _token(i: int, stamp: bool) -> str:
-    return f"tok{i}@{time.time_ns()} " if stamp else f"tok{i} "
+def _token(i: int, stamp: Callable[[], int] | None) -> str:
+    return f"tok{i}@{stamp()} " if stamp is not None else f"tok{i} "
 
 
 class PacedAnswer:
-    """One paced answer: token ``k`` (0-based within this attempt) is due at ``t0 + k / rate``."""
+    """One paced answer: token ``k`` (0-based within this attempt) is due at ``t0 + k / rate``.
+
+    ``stamp``, when given, reads the wall clock (ns) each token is stamped with as it is emitted."""
 
     __slots__ = ("done", "emit", "emitted", "first", "rate", "stamp", "t0", "total")
 
@@ -40,7 +45,7 @@ class PacedAnswer:
         first: int,
         total: int,
         rate: float,
-        stamp: bool,
+        stamp: Callable[[], int] | None,
         emit: Emit,
         t0: float,
         done: asyncio.Future[None],
@@ -76,8 +81,9 @@ class PacedAnswer:
 class PacingClock:
     """One task that paces every running synthetic job; it runs only while some job is paced."""
 
-    def __init__(self, *, tick_s: float = 0.005) -> None:
+    def __init__(self, *, tick_s: float = 0.005, clock: Clock = LOOP_CLOCK) -> None:
         self._tick = tick_s
+        self._clock = clock
         self._heap: list[tuple[float, int, PacedAnswer]] = []
         self._seq = itertools.count()
         self._task: asyncio.Task[None] | None = None
@@ -89,6 +95,11 @@ class PacingClock:
         """Paced answers still running."""
         return sum(1 for _, _, p in self._heap if not p.done.done())
 
+    @property
+    def running(self) -> bool:
+        """Whether its task runs (it ends once no answer is left to pace)."""
+        return self._task is not None and not self._task.done()
+
     def add(self, paced: PacedAnswer) -> None:
         """Emit the first token at once (time to first token), then pace the rest from the clock."""
         nxt = paced.advance(paced.t0)
@@ -99,12 +110,11 @@ class PacingClock:
             self._task = asyncio.create_task(self._run(), name="ashao-synthetic-clock")
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         heap = self._heap
         while heap:
-            await asyncio.sleep(self._tick)
+            await self._clock.sleep(self._tick)
             self.ticks += 1
-            now = loop.time()
+            now = self._clock.time()
             while heap and heap[0][0] <= now:
                 _, seq, paced = heapq.heappop(heap)
                 nxt = paced.advance(now)
@@ -128,13 +138,22 @@ class SyntheticBackend:
     """It counts on from the prefix's last token."""
 
     def __init__(
-        self, *, tokens: int = 16, tokens_per_sec: float = 0.0, stamp: bool = False, tick_s: float = 0.005
+        self,
+        *,
+        tokens: int = 16,
+        tokens_per_sec: float = 0.0,
+        stamp: bool = False,
+        tick_s: float = 0.005,
+        clock: Clock = LOOP_CLOCK,
+        wall_clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
+        """``clock`` paces the answers; ``wall_clock_ns`` is what ``stamp`` stamps them with."""
         self._tokens = tokens
         self._rate = tokens_per_sec
-        self._stamp = stamp
-        self.clock = PacingClock(tick_s=tick_s)
-        """The shared clock of paced answers."""
+        self._stamp = wall_clock_ns if stamp else None
+        self._clock = clock
+        self.pacing = PacingClock(tick_s=tick_s, clock=clock)
+        """The shared clock task of paced answers."""
 
     async def generate(self, request: ChatRequest, emit: Emit) -> str:
         """Emit ``tok{start}`` … up to the configured length or ``max_tokens``; "length" when capped."""
@@ -152,19 +171,18 @@ class SyntheticBackend:
                 if i < end:
                     await asyncio.sleep(0)  # let other jobs and the writer run between bursts
             return finish
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         paced = PacedAnswer(
             first=start,
             total=end - start,
             rate=self._rate,
             stamp=self._stamp,
             emit=emit,
-            t0=loop.time(),
+            t0=self._clock.time(),
             done=done,
         )
         try:
-            self.clock.add(paced)
+            self.pacing.add(paced)
             await done
         finally:
             if not done.done():
@@ -172,5 +190,5 @@ class SyntheticBackend:
         return finish
 
     async def aclose(self) -> None:
-        """Stop the shared clock."""
-        await self.clock.aclose()
+        """Stop the shared clock task."""
+        await self.pacing.aclose()
