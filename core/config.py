@@ -63,7 +63,11 @@ class CoreSettings(BaseSettings):
     """How many workers may try one job before it fails for good."""
     queue_timeout_s: float = 600.0
     """A job still queued after this long expires."""
+    release_after_s: float = 10.0
+    """Several cores: a job this core took from the shared queue but could not start for this long
+    (its worker left) is handed back for another core."""
     continuation_timeout_s: float = 30.0
+
     """A job cut off mid-answer waits this long for a worker that continues a partial answer; then it
     ends with an error and is refunded (starting the answer over would splice two answers)."""
     max_content_chars: int = 32_000

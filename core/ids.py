@@ -7,7 +7,7 @@ import secrets
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _ID_BODY = 22  # 62**22 > 2**128
-ID_PATTERN = re.compile(r"^(job|conv|wrk|img|usr|key|jtk)_[0-9A-Za-z]{8,64}$")
+ID_PATTERN = re.compile(r"^(job|conv|wrk|img|usr|key|jtk|core)_[0-9A-Za-z]{8,64}$")
 
 
 class _Entropy:

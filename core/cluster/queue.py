@@ -52,18 +52,13 @@ class _Held:
 class JetStreamQueue:
     """The shared queue, as this core sees it."""
 
-    def __init__(
-        self,
-        js: JetStreamContext,
-        *,
-        ack_wait_s: float = 30.0,
-        replicas: int = 1,
-    ) -> None:
-        self._js = js
+    def __init__(self, *, ack_wait_s: float = 30.0, replicas: int = 1) -> None:
+        self._js_context: JetStreamContext | None = None
         self._local = LocalQueues()
         self._held: dict[str, _Held] = {}
         self._subs: dict[str, JetStreamContext.PullSubscription] = {}
-        self._ack_wait_s = ack_wait_s
+        self.ack_wait_s = ack_wait_s
+        """How long a hold lasts unless renewed."""
         self._replicas = replicas
         self._publishing: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -72,8 +67,16 @@ class JetStreamQueue:
         self.publish_failures = 0
         """Publishes that failed (the jobs stay queued in the store; the sweeper publishes them again)."""
 
-    async def open(self) -> None:
+    @property
+    def _js(self) -> JetStreamContext:
+        if self._js_context is None:
+            raise RuntimeError("the job queue is not open")
+        return self._js_context
+
+    async def open(self, js: JetStreamContext) -> None:
         """Create the stream and the per-tier consumers if they do not exist yet."""
+        self._js_context = js
+
         config = StreamConfig(
             name=STREAM,
             subjects=[SUBJECT.format(tier="*")],
@@ -96,7 +99,7 @@ class JetStreamQueue:
                     durable_name=durable,
                     filter_subject=SUBJECT.format(tier=tier),
                     ack_policy=AckPolicy.EXPLICIT,
-                    ack_wait=self._ack_wait_s,
+                    ack_wait=self.ack_wait_s,
                     max_deliver=-1,
                     max_ack_pending=100_000,
                 ),

@@ -16,11 +16,11 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self._directory = service.directory
         self._callers = callers
 
-    def _principal(self, context: Ctx) -> Principal:
-        return self._directory.resolve(bearer(context), self._callers.ip(context))
+    async def _principal(self, context: Ctx) -> Principal:
+        return await self._directory.resolve(bearer(context), self._callers.ip(context))
 
-    def _user(self, context: Ctx) -> str:
-        return require_user(self._principal(context))
+    async def _user(self, context: Ctx) -> str:
+        return require_user(await self._principal(context))
 
     async def GetSignInMessage(
         self, request: account_pb2.GetSignInMessageRequest, context: Ctx
@@ -45,14 +45,17 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
 
     async def WhoAmI(self, request: account_pb2.WhoAmIRequest, context: Ctx) -> account_pb2.WhoAmIResponse:
         """The signed-in user."""
-        user = self._directory.find_user(self._user(context))
+        user = await self._directory.find(await self._user(context))
+
         return account_pb2.WhoAmIResponse(user=user.to_proto(), credits=await self._s.credits(user.id))
 
     async def CreateApiKey(
         self, request: account_pb2.CreateApiKeyRequest, context: Ctx
     ) -> account_pb2.CreateApiKeyResponse:
         """A new API key for the signed-in user."""
-        key_id, secret, created = await self._directory.create_api_key(self._user(context), request.name)
+        key_id, secret, created = await self._directory.create_api_key(
+            await self._user(context), request.name
+        )
         return account_pb2.CreateApiKeyResponse(
             key=account_pb2.ApiKey(id=key_id, name=request.name, created_at_ms=created), secret=secret
         )
@@ -61,7 +64,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.ListApiKeysRequest, context: Ctx
     ) -> account_pb2.ListApiKeysResponse:
         """The caller's keys."""
-        keys = await self._directory.list_api_keys(self._user(context))
+        keys = await self._directory.list_api_keys(await self._user(context))
         return account_pb2.ListApiKeysResponse(
             keys=[account_pb2.ApiKey(id=k, name=n, created_at_ms=c, revoked_at_ms=r) for k, n, c, r in keys]
         )
@@ -70,19 +73,19 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.RevokeApiKeyRequest, context: Ctx
     ) -> account_pb2.RevokeApiKeyResponse:
         """Revoke one of the caller's keys."""
-        await self._directory.revoke_api_key(self._user(context), request.key_id)
+        await self._directory.revoke_api_key(await self._user(context), request.key_id)
         return account_pb2.RevokeApiKeyResponse()
 
     async def GetCredits(
         self, request: account_pb2.GetCreditsRequest, context: Ctx
     ) -> account_pb2.GetCreditsResponse:
         """The caller's credits."""
-        return account_pb2.GetCreditsResponse(credits=await self._s.credits(self._user(context)))
+        return account_pb2.GetCreditsResponse(credits=await self._s.credits(await self._user(context)))
 
     async def GrantCredits(
         self, request: account_pb2.GrantCreditsRequest, context: Ctx
     ) -> account_pb2.GrantCreditsResponse:
         """Operator only: mint credits to a user."""
-        require_operator(self._principal(context))
+        require_operator(await self._principal(context))
         uid, balance = await self._s.grant(request.user, request.amount, request.memo)
         return account_pb2.GrantCreditsResponse(credits=balance, user_id=uid)

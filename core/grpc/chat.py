@@ -21,6 +21,8 @@ from core.streams.log import Events
 
 log = logging.getLogger("ashao.core.grpc")
 
+PEER = Principal("peer", ip="peer")
+
 MAX_SENDS_IN_FLIGHT = 256
 """Sends one SendMany stream may have in progress; beyond it the core stops reading the stream, so
 the client feels backpressure instead of the core growing a task per message without bound."""
@@ -109,14 +111,20 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         self._max_watches = max_watches
         self._max_watches_untrusted = max_watches_untrusted
 
-    def _principal(self, context: Ctx) -> Principal:
-        return self._directory.resolve(bearer(context), self._callers.ip(context))
+    async def _principal(self, context: Ctx) -> Principal:
+        return await self._directory.resolve(bearer(context), self._callers.ip(context))
 
-    def _watcher(self, watch: chat_pb2.Watch, context: Ctx) -> Principal:
-        """Who a watch is for: the end user a relay names, else the stream's own caller."""
+    async def _watcher(self, watch: chat_pb2.Watch, context: Ctx) -> Principal:
+        """Who a watch is for: another core of the cluster (which authorized its readers itself), the
+        end user a relay names, else the stream's own caller."""
+        if self._callers.peer(context):
+            return PEER
+
         if watch.credential or watch.client_ip:
-            return self._directory.resolve(watch.credential, self._callers.named_ip(context, watch.client_ip))
-        return self._principal(context)
+            return await self._directory.resolve(
+                watch.credential, self._callers.named_ip(context, watch.client_ip)
+            )
+        return await self._principal(context)
 
     async def SendMessage(
         self, request: chat_pb2.SendMessageRequest, context: Ctx
@@ -126,7 +134,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             tier=request.tier,
             content=request.content,
             conversation_id=request.conversation_id,
-            principal=self._principal(context),
+            principal=await self._principal(context),
             idempotency_key=request.idempotency_key,
         )
         return chat_pb2.SendMessageResponse(job_id=job_id, conversation_id=conv)
@@ -141,7 +149,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
 
         async def one(item: chat_pb2.RelayedSend) -> None:
             try:
-                principal = self._directory.resolve(
+                principal = await self._directory.resolve(
                     item.credential, self._callers.named_ip(context, item.client_ip)
                 )
                 r = item.send
@@ -197,7 +205,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
 
     async def StreamJob(self, request: chat_pb2.StreamJobRequest, context: Ctx):  # type: ignore[no-untyped-def]
         """One job's events after ``after_seq``, until it ends."""
-        job_log, _ = await self._jobs.queries.open_log(request.job_id, self._principal(context))
+        job_log, _ = await self._jobs.queries.open_log(request.job_id, await self._principal(context))
         follower = Follower(job_log, request.after_seq, max_tokens_per_message=self._limit)
         try:
             while (ev := await follower.next()) is not None:
@@ -258,14 +266,16 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
 
     async def GetJob(self, request: chat_pb2.GetJobRequest, context: Ctx) -> chat_pb2.GetJobResponse:
         """One job's state."""
-        snap = await self._jobs.queries.get_job(request.job_id, self._principal(context))
+        snap = await self._jobs.queries.get_job(request.job_id, await self._principal(context))
         return chat_pb2.GetJobResponse(job=snap.to_proto())
 
     async def GetConversation(
         self, request: chat_pb2.GetConversationRequest, context: Ctx
     ) -> chat_pb2.GetConversationResponse:
         """A conversation's messages."""
-        msgs = await self._jobs.queries.get_conversation(request.conversation_id, self._principal(context))
+        msgs = await self._jobs.queries.get_conversation(
+            request.conversation_id, await self._principal(context)
+        )
         return chat_pb2.GetConversationResponse(
             conversation_id=request.conversation_id,
             messages=[common_pb2.ChatMessage(role=r, content=c) for r, c in msgs],

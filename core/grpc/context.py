@@ -11,6 +11,8 @@ from core.errors import InvalidArgumentError
 from core.identity.relays import RELAY_KEY_HEADER, RelayKeys
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
+PEER_HEADER = "x-ashao-peer"
+"""Set ("1") with a relay key by a core that follows another core's job for its own readers."""
 M = TypeVar("M")
 
 
@@ -49,6 +51,10 @@ class Callers:
     def trusted(self, context: Ctx) -> bool:
         """Whether the call comes from a trusted relay."""
         return self._relays.trusted(metadata(context, RELAY_KEY_HEADER))
+
+    def peer(self, context: Ctx) -> bool:
+        """Whether the call comes from another core of the cluster (a trusted relay that says so)."""
+        return metadata(context, PEER_HEADER) == "1" and self.trusted(context)
 
     def ip(self, context: Ctx) -> str:
         """The caller's address: the end user's that a trusted relay forwards, else the peer's."""

@@ -20,7 +20,7 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         self, request: image_pb2.GenerateImageRequest, context: Ctx
     ) -> image_pb2.GenerateImageResponse:
         """Generate, store and describe an image."""
-        principal = self._directory.resolve(bearer(context), self._callers.ip(context))
+        principal = await self._directory.resolve(bearer(context), self._callers.ip(context))
         image = await self._images.generate(
             principal, prompt=request.prompt, style=request.style, aspect=request.aspect, nsfw=request.nsfw
         )

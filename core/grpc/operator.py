@@ -17,14 +17,14 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
         self._directory = directory
         self._callers = callers
 
-    def _operator(self, context: Ctx) -> None:
-        require_operator(self._directory.resolve(bearer(context), self._callers.ip(context)))
+    async def _operator(self, context: Ctx) -> None:
+        require_operator(await self._directory.resolve(bearer(context), self._callers.ip(context)))
 
     async def IssueJoinToken(
         self, request: operator_pb2.IssueJoinTokenRequest, context: Ctx
     ) -> operator_pb2.IssueJoinTokenResponse:
         """A new join token."""
-        self._operator(context)
+        await self._operator(context)
         token, token_id, expires = await self._jobs.registry.joining.issue(
             label=request.label, uses=request.uses, ttl_s=request.ttl_s
         )
@@ -34,7 +34,7 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
         self, request: operator_pb2.RevokeJoinTokenRequest, context: Ctx
     ) -> operator_pb2.RevokeJoinTokenResponse:
         """Revoke a join token."""
-        self._operator(context)
+        await self._operator(context)
         await self._jobs.registry.joining.revoke(request.id)
         return operator_pb2.RevokeJoinTokenResponse()
 
@@ -42,7 +42,7 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
         self, request: operator_pb2.ListWorkersRequest, context: Ctx
     ) -> operator_pb2.ListWorkersResponse:
         """Every registered worker."""
-        self._operator(context)
+        await self._operator(context)
         entries = []
         for w in self._jobs.registry:
             conn = w.connection
@@ -65,6 +65,6 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
         self, request: operator_pb2.RevokeWorkerRequest, context: Ctx
     ) -> operator_pb2.RevokeWorkerResponse:
         """Revoke a worker: its token stops working and its stream is closed."""
-        self._operator(context)
+        await self._operator(context)
         await self._jobs.revoke_worker(request.worker_id)
         return operator_pb2.RevokeWorkerResponse()

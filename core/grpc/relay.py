@@ -37,10 +37,10 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
         self._directory = directory
         self._callers = callers
 
-    def _caller(self, context: Ctx) -> tuple[Principal, str]:
+    async def _caller(self, context: Ctx) -> tuple[Principal, str]:
         ip = self._callers.ip(context)
         try:
-            return self._directory.resolve(bearer(context), ip), ip
+            return await self._directory.resolve(bearer(context), ip), ip
         except AshaoError as err:
             if self._relay.require_auth:
                 raise auth_required(err.message) from None
@@ -48,13 +48,13 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
 
     async def Chat(self, request: relay_pb2.ChatRequest, context: Ctx) -> relay_pb2.ChatResponse:
         """Synchronous chat."""
-        principal, ip = self._caller(context)
+        principal, ip = await self._caller(context)
         signed = await self._relay.chat(principal, ip, _prompt(request))
         return relay_pb2.ChatResponse(envelope=signed.to_proto())
 
     async def ChatStream(self, request: relay_pb2.ChatStreamRequest, context: Ctx):  # type: ignore[no-untyped-def]
         """Streaming chat: admitted, pieces of text (batched), then done or error."""
-        principal, ip = self._caller(context)
+        principal, ip = await self._caller(context)
         adm = await self._relay.admit(principal, ip, _prompt(request))
         seq = 1
         async with contextlib.aclosing(self._relay.stream(adm)) as events:

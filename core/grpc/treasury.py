@@ -17,8 +17,8 @@ class TreasuryServicer(treasury_pb2_grpc.TreasuryServiceServicer):
         self._directory = directory
         self._callers = callers
 
-    def _user(self, context: Ctx) -> str:
-        return require_user(self._directory.resolve(bearer(context), self._callers.ip(context)))
+    async def _user(self, context: Ctx) -> str:
+        return require_user(await self._directory.resolve(bearer(context), self._callers.ip(context)))
 
     async def GetTreasury(
         self, request: treasury_pb2.GetTreasuryRequest, context: Ctx
@@ -31,14 +31,14 @@ class TreasuryServicer(treasury_pb2_grpc.TreasuryServiceServicer):
 
     async def Stake(self, request: treasury_pb2.StakeRequest, context: Ctx) -> treasury_pb2.StakeResponse:
         """Stake."""
-        pos = await self._t.move_stake(self._user(context), request.amount, stake=True)
+        pos = await self._t.move_stake(await self._user(context), request.amount, stake=True)
         return treasury_pb2.StakeResponse(position=pos.to_proto())
 
     async def Unstake(
         self, request: treasury_pb2.UnstakeRequest, context: Ctx
     ) -> treasury_pb2.UnstakeResponse:
         """Unstake."""
-        pos = await self._t.move_stake(self._user(context), request.amount, stake=False)
+        pos = await self._t.move_stake(await self._user(context), request.amount, stake=False)
         return treasury_pb2.UnstakeResponse(position=pos.to_proto())
 
     async def GetStaking(
@@ -46,5 +46,5 @@ class TreasuryServicer(treasury_pb2_grpc.TreasuryServiceServicer):
     ) -> treasury_pb2.GetStakingResponse:
         """The caller's position."""
         return treasury_pb2.GetStakingResponse(
-            position=(await self._t.position(self._user(context))).to_proto()
+            position=(await self._t.position(await self._user(context))).to_proto()
         )

@@ -31,8 +31,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         self._settings = settings
         self._callers = callers
 
-    def _worker(self, context: Ctx) -> WorkerInfo:
-        return self._registry.authenticate(bearer(context))
+    async def _worker(self, context: Ctx) -> WorkerInfo:
+        return await self._registry.authenticate(bearer(context))
 
     async def RegisterWorker(
         self, request: worker_pb2.RegisterWorkerRequest, context: Ctx
@@ -54,7 +54,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
 
     async def Connect(self, request_iterator: Any, context: Ctx) -> None:  # type: ignore[override]
         """The push path: hello, then heartbeats/tokens/results in, assignments/cancels out."""
-        info = self._worker(context)
+        info = await self._worker(context)
         first = await context.read()
         if not isinstance(first, worker_pb2.ConnectRequest) or not first.HasField("hello"):
             raise InvalidArgumentError("hello: the first message on Connect must be hello", field="hello")
@@ -151,7 +151,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         self, request: worker_pb2.ClaimJobRequest, context: Ctx
     ) -> worker_pb2.ClaimJobResponse:
         """Take the next queued job of a tier, if any."""
-        job = self._dispatcher.claim(self._worker(context), request.tier)
+        job = self._dispatcher.claim(await self._worker(context), request.tier)
         if job is None:
             return worker_pb2.ClaimJobResponse()
         return worker_pb2.ClaimJobResponse(
@@ -165,7 +165,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         self, request: worker_pb2.PublishTokensRequest, context: Ctx
     ) -> worker_pb2.PublishTokensResponse:
         """Publish tokens of a job assigned to this worker."""
-        info = self._worker(context)
+        info = await self._worker(context)
         jt = request.tokens
         if not jt.job_id:
             raise InvalidArgumentError("jobId: required", field="jobId")
@@ -179,13 +179,13 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     ) -> worker_pb2.CompleteJobResponse:
         """Finish a job assigned to this worker."""
         return worker_pb2.CompleteJobResponse(
-            tokens=self._lifecycle.complete(self._worker(context), request.job_id)
+            tokens=self._lifecycle.complete(await self._worker(context), request.job_id)
         )
 
     async def FailJob(self, request: worker_pb2.FailJobRequest, context: Ctx) -> worker_pb2.FailJobResponse:
         """Give up a job assigned to this worker."""
         state = self._lifecycle.fail(
-            self._worker(context), request.job_id, request.message, request.retryable
+            await self._worker(context), request.job_id, request.message, request.retryable
         )
         return worker_pb2.FailJobResponse(state=state.to_proto())
 
@@ -193,14 +193,14 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         self, request: worker_pb2.HeartbeatRequest, context: Ctx
     ) -> worker_pb2.HeartbeatResponse:
         """Liveness and throughput of a pull worker."""
-        self._dispatcher.heartbeat(self._worker(context), request.tokens_per_sec)
+        self._dispatcher.heartbeat(await self._worker(context), request.tokens_per_sec)
         return worker_pb2.HeartbeatResponse(heartbeat_interval_ms=self._settings.heartbeat_interval_ms)
 
     async def GetWorkerAccount(
         self, request: worker_pb2.GetWorkerAccountRequest, context: Ctx
     ) -> worker_pb2.GetWorkerAccountResponse:
         """The calling worker's earnings and stats."""
-        info = self._worker(context)
+        info = await self._worker(context)
         a = await self._jobs.queries.worker_account(info)
         return worker_pb2.GetWorkerAccountResponse(
             worker_id=info.id,

@@ -29,7 +29,7 @@ class AccountService:
         Returns (user, session token, expires_at). Nothing is remembered unless all of it committed.
         """
         self.wallets.check_signed(address, message, signature)
-        user = self.directory.by_address(address)
+        user = await self.directory.lookup_address(address)
         rows: list[Statement] = []
         booking = NOTHING
         new_user = user is None
@@ -61,6 +61,7 @@ class AccountService:
         """Mint ``amount`` credits to a user; (user id, new balance)."""
         if not 0 < amount <= MAX_GRANT:
             raise InvalidArgumentError(f"amount: must be between 1 and {MAX_GRANT}", field="amount")
-        uid = self.directory.find_user(user).id
+        uid = (await self.directory.find(user)).id
+
         await self._ledger.commit([Move(MINT, user_account(uid), amount, "grant", memo[:200])])
         return uid, await self.credits(uid)

@@ -50,14 +50,22 @@ class NewSession:
 class Directory:
     """Every user, live session and active API key."""
 
-    def __init__(self, *, store: Store, data_dir: Path, session_ttl_s: float) -> None:
+    def __init__(
+        self, *, store: Store, data_dir: Path, session_ttl_s: float, revalidate_s: float | None = None
+    ) -> None:
+        """``revalidate_s``: among several cores (which sign users in and out too), what memory holds is
+        a cache: a credential it does not know is looked up in the store, and one it knows is checked
+        again after this many seconds. None: this core is the only one, and memory is the truth."""
         self._store = store
         self._data_dir = data_dir
         self._session_ttl_s = session_ttl_s
+        self._revalidate_s = revalidate_s
         self._users: dict[str, User] = {}
         self._by_address: dict[str, str] = {}
         self._sessions: dict[str, tuple[str, float]] = {}
         self._api_keys: dict[str, str] = {}
+        self._checked: dict[str, float] = {}
+        """When each cached credential (by hash) was last read from the store (shared mode)."""
         self._operator_hash = ""
 
     async def load(self) -> None:
@@ -79,11 +87,15 @@ class Directory:
 
     # -- who is calling -----------------------------------------------------------------------
 
-    def resolve(self, bearer: str, ip: str) -> Principal:
+    async def resolve(self, bearer: str, ip: str) -> Principal:
         """The principal behind a bearer secret (anonymous without one; UNAUTHENTICATED if bad)."""
         if not bearer:
             return Principal("anonymous", ip=ip)
         h = hash_secret(bearer)
+        if self._revalidate_s is not None and bearer.startswith(("sess_", "ak_")):
+            checked = self._checked.get(h)
+            if checked is None or time.monotonic() - checked > self._revalidate_s:
+                await self._refresh(h, session=bearer.startswith("sess_"))
         if bearer.startswith("sess_"):
             entry = self._sessions.get(h)
             if entry is None or entry[1] < time.time():
@@ -99,6 +111,65 @@ class Directory:
         if bearer.startswith("op_") and secrets.compare_digest(h, self._operator_hash):
             return Principal("operator", ip=ip)
         raise UnauthenticatedError("unknown credentials")
+
+    async def _refresh(self, h: str, *, session: bool) -> None:
+        """Read one credential (by hash) from the store into memory, or drop it from memory."""
+        if session:
+            row = await self._store.fetchone(
+                "SELECT user_id, expires_at FROM sessions WHERE token_hash = ? AND revoked = 0", (h,)
+            )
+            if row is None:
+                self._sessions.pop(h, None)
+            else:
+                self._sessions[h] = (str(row[0]), int(row[1]) / 1000)
+                await self._learn_user(str(row[0]))
+        else:
+            row = await self._store.fetchone(
+                "SELECT user_id FROM api_keys WHERE key_hash = ? AND revoked_at = 0", (h,)
+            )
+            if row is None:
+                self._api_keys.pop(h, None)
+            else:
+                self._api_keys[h] = str(row[0])
+                await self._learn_user(str(row[0]))
+        self._checked[h] = time.monotonic()
+        if len(self._checked) > 200_000:  # bounded: forget the oldest checks (they are read again)
+            for key in list(self._checked)[:100_000]:
+                del self._checked[key]
+
+    async def _learn_user(self, user_id: str) -> None:
+        if user_id in self._users:
+            return
+        row = await self._store.fetchone("SELECT id, address, created_at FROM users WHERE id = ?", (user_id,))
+        if row is not None:
+            self._remember(User(str(row[0]), str(row[1]), int(row[2])))
+
+    async def find(self, user: str) -> User:
+        """A user from an id or a wallet address (read from the store when another core may have made
+        it); NOT_FOUND otherwise."""
+        found = self._users.get(user) or self.by_address(user)
+        if found is None and self._revalidate_s is not None:
+            if user.startswith("usr_"):
+                await self._learn_user(user)
+                found = self._users.get(user)
+            else:
+                found = await self.lookup_address(user)
+        if found is None:
+            raise NotFoundError(f"user: no user {user!r}", field="user")
+        return found
+
+    async def lookup_address(self, address: str) -> User | None:
+
+        """The user of a wallet address (read from the store when another core may have made it)."""
+        user = self.by_address(address)
+        if user is None and self._revalidate_s is not None:
+            row = await self._store.fetchone(
+                "SELECT id, address, created_at FROM users WHERE address = ?", (address,)
+            )
+            if row is not None:
+                user = User(str(row[0]), str(row[1]), int(row[2]))
+                self._remember(user)
+        return user
 
     # -- users --------------------------------------------------------------------------------
 

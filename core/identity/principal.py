@@ -13,7 +13,8 @@ class Principal:
     """The caller of one request."""
 
     kind: str
-    """"user", "operator", "anonymous", or "service" (the core acting for itself, e.g. the relay)."""
+    """"user", "operator", "anonymous", "service" (the core acting for itself, e.g. the relay), or
+    "peer" (another core following a job for its own readers, whom it authorized itself)."""
     user_id: str = ""
     ip: str = ""
 
@@ -26,7 +27,7 @@ class Principal:
 
     def may_see(self, owner: str) -> bool:
         """A user's things are theirs alone; anonymous things are reachable by their unguessable id."""
-        return not owner.startswith("usr_") or owner == self.user_id
+        return self.kind == "peer" or not owner.startswith("usr_") or owner == self.user_id
 
 
 def require_user(p: Principal) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from core.errors import RateLimitedError
 
@@ -71,8 +72,13 @@ class RateLimiter:
         self.refused = 0
         self.admitted = 0
 
+    async def admit(self, principal: str, ip: str) -> None:
+        """Admit one request or raise RateLimitedError with ``retry_after_s`` (the ``Limiter`` seam)."""
+        self.check(principal, ip)
+
     def check(self, principal: str, ip: str, now: float | None = None) -> None:
         """Admit one request or raise RateLimitedError with ``retry_after_s``."""
+
         now = time.monotonic() if now is None else now
         wall = time.time()
         day = int(wall // 86400)
@@ -92,3 +98,14 @@ class RateLimiter:
         self._ips.take(ip, now)
         self._used[principal] = self._used.get(principal, 0) + 1
         self.admitted += 1
+
+
+class Limiter(Protocol):
+    """Admits requests per caller and per address (the seam: in this process, or shared by cores)."""
+
+    refused: int
+    admitted: int
+
+    async def admit(self, principal: str, ip: str) -> None:
+        """Admit one request or raise RateLimitedError with ``retry_after_s``."""
+        ...

@@ -21,7 +21,7 @@ from core.errors import (
     UnavailableError,
 )
 from core.identity.principal import Principal
-from core.identity.ratelimit import RateLimiter
+from core.identity.ratelimit import Limiter
 from core.ids import is_id, new_id
 from core.jobs.board import JobBoard
 from core.jobs.model import ImageParams, Job
@@ -46,7 +46,7 @@ class Admission:
         billing: Billing,
         settings: CoreSettings,
         wake: Callable[[], None],
-        limiter: RateLimiter,
+        limiter: Limiter,
     ) -> None:
         self._store = store
         self._board = board
@@ -139,7 +139,7 @@ class Admission:
         if spec.credit_cost and principal.kind not in ("user", "service"):
             raise UnauthenticatedError(f"tier {tier} costs {spec.credit_cost} credits: sign in first")
         if not spec.credit_cost and principal.kind != "service":
-            self._limiter.check(principal.owner, principal.ip)  # free work is bounded per caller and address
+            await self._limiter.admit(principal.owner, principal.ip)  # free work is bounded per caller and address
         owner = principal.owner
         now = now_ms()
         statements: list[Statement] = []

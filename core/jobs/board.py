@@ -85,6 +85,11 @@ class JobBoard:
             )
         return job
 
+    def forget(self, job: Job) -> None:
+        """A job this core handed back to the shared queue leaves its board (it did not end)."""
+        self._jobs.pop(job.id, None)
+        self.bus.retire(job.log)
+
     def release(self, job: Job, info: WorkerInfo) -> None:
         """The worker no longer holds the job (it ended, failed, or was taken back)."""
         info.pulled.discard(job.id)

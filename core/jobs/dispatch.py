@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 from core.config import CoreSettings
 from core.economics import TIERS, TIERS_BY_PRIORITY
@@ -30,6 +31,8 @@ class Dispatcher:
         self._lifecycle = lifecycle
         self._settings = settings
         lifecycle.wake = self.pump
+        self.on_room: Callable[[], None] = lambda: None
+        """Called after each hand-out pass (among several cores: pull more from the shared queue)."""
 
     # -- the push path ------------------------------------------------------------------------
 
@@ -133,6 +136,7 @@ class Dispatcher:
                 conn.link.assign(job.id)
                 progress = True
                 break  # start again from the highest tier
+        self.on_room()
 
     # -- the pull path ------------------------------------------------------------------------
 

@@ -51,6 +51,8 @@ class Lifecycle:
         self._settings = settings
         self.wake: Callable[[], None] = lambda: None
         """Called when a slot may have freed or a job was queued again (dispatch hands out work)."""
+        self.elsewhere: Callable[[str, str], None] = lambda job_id, reason: None
+        """Asks the other cores to cancel a job this core does not hold (among several cores)."""
 
     def assign(self, job: Job, worker_id: str) -> None:
         """``worker_id`` takes the job: a new attempt begins after what earlier ones delivered."""
@@ -171,7 +173,10 @@ class Lifecycle:
     def cancel(self, job_id: str, reason: str) -> None:
         """Stop a live job (its worker is told) and refund it. A finished job is left as it is."""
         job = self._board.get(job_id)
-        if job is None or job.state.terminal:
+        if job is None:
+            self.elsewhere(job_id, reason)
+            return
+        if job.state.terminal:
             return
         if job.state == JobState.QUEUED:
             self._board.unqueue(job)

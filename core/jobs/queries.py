@@ -45,10 +45,15 @@ class JobQueries:
             if job is not None:
                 if principal.may_see(job.owner):
                     return job.log, job.state.value
-            elif stored is not None and principal.may_see(stored[0]):
-                _, state, tokens, error = stored
+            elif stored is not None and principal.may_see(stored.owner):
+                state, tokens, error = stored.state, stored.tokens, stored.error
                 if not state.terminal:
-                    raise UnavailableError("job is being recovered; retry shortly")
+                    # Another core runs it (or will): follow it there.
+                    mirror = self._board.bus.follow(job_id, stored.core_id)
+                    if mirror is None:
+                        raise UnavailableError("job is being recovered; retry shortly")
+                    return mirror, state.value
+
                 cached = self._board.bus.find(job_id)
                 if cached is not None and cached.terminal is not None:
                     return cached, state.value

@@ -4,6 +4,7 @@ callers can put them in one unit with the money they move)."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import orjson
 
@@ -11,6 +12,17 @@ from core.jobs.model import ImageParams, Job, JobSnapshot, JobState, StoredImage
 from core.store import Statement, Store, now_ms
 
 _UNFINISHED = ("queued", "assigned", "streaming")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A stored job as a reader sees it."""
+
+    owner: str
+    state: JobState
+    tokens: list[str]
+    error: str
+    core_id: str
 
 
 class JobRepository:
@@ -72,6 +84,16 @@ class JobRepository:
             "UPDATE jobs SET state='assigned', worker_id=?, attempts=?, core_id=?, updated_at=? WHERE id=?",
             (job.worker_id, job.attempts, core_id, now_ms(), job.id),
         )
+
+    @staticmethod
+    def held(job_id: str, core_id: str) -> Statement:
+        """Core ``core_id`` took the job from the shared queue: it is where the job is followed."""
+        return ("UPDATE jobs SET core_id=?, updated_at=? WHERE id=?", (core_id, now_ms(), job_id))
+
+    @staticmethod
+    def touched(job_id: str, now: int) -> Statement:
+        """The job was published again (stranded jobs are not published again at once)."""
+        return ("UPDATE jobs SET updated_at=? WHERE id=?", (now, job_id))
 
     @staticmethod
     def streaming(job_id: str) -> Statement:
@@ -255,15 +277,45 @@ class JobRepository:
         )
         return str(row[10]), snap
 
-    async def outcome(self, job_id: str) -> tuple[str, JobState, list[str], str] | None:
-        """(owner, state, output tokens, error) of a stored job."""
+    async def outcome(self, job_id: str) -> Outcome | None:
+        """A stored job: its owner, state, output, error and the core that holds it."""
         row = await self._store.fetchone(
-            "SELECT state, output, error, owner FROM jobs WHERE id = ?", (job_id,)
+            "SELECT state, output, error, owner, core_id FROM jobs WHERE id = ?", (job_id,)
         )
         if row is None:
             return None
         tokens: list[str] = orjson.loads(row[1]) if row[1] else []
-        return str(row[3]), JobState(row[0]), tokens, str(row[2])
+        return Outcome(str(row[3]), JobState(row[0]), tokens, str(row[2]), str(row[4]))
+
+    async def holder(self, job_id: str) -> str:
+        """The core that holds a job ('' if none took it)."""
+        row = await self._store.fetchone("SELECT core_id FROM jobs WHERE id = ?", (job_id,))
+        return str(row[0]) if row else ""
+
+    async def stranded(self, before_ms: int) -> list[tuple[str, str]]:
+        """(id, tier) of queued jobs no core took, not published since ``before_ms``."""
+        rows = await self._store.fetchall(
+            "SELECT id, tier FROM jobs WHERE state = 'queued' AND core_id = '' AND updated_at < ? LIMIT 1000",
+            (before_ms,),
+        )
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    async def queued_before(self, before_ms: int) -> list[str]:
+        """Ids of jobs queued since before ``before_ms``."""
+        rows = await self._store.fetchall(
+            "SELECT id FROM jobs WHERE state = 'queued' AND created_at < ? LIMIT 1000", (before_ms,)
+        )
+        return [str(r[0]) for r in rows]
+
+    async def locations(self, job_ids: list[str]) -> list[tuple[str, str, JobState]]:
+        """(job id, core id, state) of stored jobs."""
+        if not job_ids:
+            return []
+        marks = ",".join("?" * len(job_ids))
+        rows = await self._store.fetchall(
+            f"SELECT id, core_id, state FROM jobs WHERE id IN ({marks})", job_ids
+        )
+        return [(str(r[0]), str(r[1]), JobState(r[2])) for r in rows]
 
     async def worker_stats(self, worker_id: str) -> tuple[int, int]:
         """(jobs completed, tokens generated) of a worker."""

@@ -3,11 +3,15 @@ with start-up recovery and an ordered shutdown."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
+from ashao_common.supervise import Loop, every
+from core.cluster.mirrors import ClusterBus
+from core.cluster.node import Node
 from core.config import CoreSettings
-from core.identity.ratelimit import RateLimiter, TokenBuckets
+from core.identity.ratelimit import Limiter, RateLimiter, TokenBuckets
 from core.jobs.admission import Admission
 from core.jobs.board import JobBoard
 from core.jobs.dispatch import Dispatcher
@@ -18,6 +22,7 @@ from core.jobs.queue import JobQueue, LocalQueues
 from core.jobs.reaper import Reaper
 from core.jobs.repository import JobRepository
 from core.jobs.settle import Settler
+from core.jobs.shared import SharedQueue
 from core.jobs.stats import JobsSnapshot
 from core.money.billing import Billing
 from core.money.ledger import Ledger
@@ -42,11 +47,20 @@ class JobSystem:
         store: Store,
         ledger: Ledger,
         images: ImageFiles,
-        queue: JobQueue | None = None,
-        bus: TokenBus | None = None,
+        node: Node | None = None,
+        send_limiter: Limiter | None = None,
     ) -> None:
+        """``node``: this core's place among several (the shared queue, job locations); None for the
+        embedded single core."""
         self.settings = settings
         self.store = store
+        self.node = node
+        queue: JobQueue = node.queue if node is not None else LocalQueues()
+        bus: TokenBus = (
+            ClusterBus(finished_tokens_kept=settings.finished_tokens_kept, remote=node.remote)
+            if node is not None
+            else LocalBus(finished_tokens_kept=settings.finished_tokens_kept)
+        )
         self.registry = WorkerRegistry(
             store,
             joining=JoinPolicy(store=store, policy=settings.worker_registration),
@@ -55,16 +69,17 @@ class JobSystem:
             ),
             probation_slots=settings.worker_probation_slots,
         )
-        self.board = JobBoard(
-            queue=queue if queue is not None else LocalQueues(),
-            bus=bus if bus is not None else LocalBus(finished_tokens_kept=settings.finished_tokens_kept),
-            registry=self.registry,
-        )
+        self.board = JobBoard(queue=queue, bus=bus, registry=self.registry)
         self.repo = JobRepository(store)
         billing = Billing(ledger)
         self.settler = Settler(store=store, billing=billing, board=self.board)
         self.lifecycle = Lifecycle(
-            board=self.board, settler=self.settler, billing=billing, images=images, settings=settings
+            board=self.board,
+            settler=self.settler,
+            billing=billing,
+            images=images,
+            settings=settings,
+            core_id=node.id if node is not None else "",
         )
         self.dispatcher = Dispatcher(board=self.board, lifecycle=self.lifecycle, settings=settings)
         self.admission = Admission(
@@ -74,15 +89,65 @@ class JobSystem:
             billing=billing,
             settings=settings,
             wake=self.dispatcher.pump,
-            limiter=RateLimiter(
+            limiter=send_limiter
+            if send_limiter is not None
+            else RateLimiter(
                 per_principal=(settings.send_rate_per_ip, settings.send_burst_per_ip),
                 per_ip=(settings.send_rate_per_ip, settings.send_burst_per_ip),
             ),
+
         )
         self.queries = JobQueries(board=self.board, repo=self.repo, ledger=ledger)
         self.reaper = Reaper(
             board=self.board, dispatcher=self.dispatcher, lifecycle=self.lifecycle, settings=settings
         )
+        self.shared: SharedQueue | None = None
+        self._control: set[asyncio.Task[None]] = set()
+        if node is not None:
+            self.shared = SharedQueue(
+                node=node,
+                store=store,
+                board=self.board,
+                repo=self.repo,
+                lifecycle=self.lifecycle,
+                settler=self.settler,
+                settings=settings,
+            )
+            self.dispatcher.on_room = node.queue.wake
+            self.lifecycle.elsewhere = self._cancel_elsewhere
+            node.on_cancel = self.shared.cancel
+            node.on_revoke = self._let_go
+
+    def loops(self) -> dict[str, Loop]:
+        """The background loops of the job system (run them under the process's supervisor)."""
+        loops: dict[str, Loop] = {"reaper": every(Reaper.INTERVAL_S, self.reaper.tick)}
+        if self.node is not None and self.shared is not None:
+            queue, shared = self.node.queue, self.shared
+            loops.update(
+                {
+                    "pull": lambda: queue.pull(shared.wanted, shared.adopt),
+                    "renew": every(queue.ack_wait_s / 3, queue.renew),
+                    "release": every(1.0, shared.release_idle),
+                    "sweep": every(5.0, shared.sweep),
+                    "follow-up": every(1.0, shared.follow_up),
+                    "heartbeat": every(2.0, self.node.heartbeat),
+                }
+            )
+        return loops
+
+    def _cancel_elsewhere(self, job_id: str, reason: str) -> None:
+        if self.node is not None:
+            task = asyncio.create_task(self.node.cancel(job_id, reason))
+            self._control.add(task)
+            task.add_done_callback(self._control.discard)
+
+    def _let_go(self, worker_id: str) -> None:
+        """Another core revoked ``worker_id``: forget it here and close its stream, if it has one."""
+        info = self.registry.forget(worker_id)
+        if info is not None and info.connection is not None:
+            conn = info.connection
+            self.dispatcher.detach(conn, reason="revoked by the operator")
+            conn.link.close("revoked by the operator")
 
     async def start(self) -> None:
         """Load workers, then take back every unfinished job the store holds (one core: they are all
@@ -90,6 +155,8 @@ class JobSystem:
         error and is refunded (its tokens were in memory; starting over would splice two answers)."""
         await self.registry.load()
         self.board.jobs_completed = await self.repo.completed_count()
+        if self.node is not None:
+            return  # among several cores, jobs come from the shared queue (a stopped core's, too)
         ids = await self.repo.unfinished()
         requeued = []
         for job_id in ids:
@@ -118,8 +185,11 @@ class JobSystem:
         return self.board.serving(tier)
 
     async def revoke_worker(self, worker_id: str) -> None:
-        """Revoke a worker (durably), close its stream, and give its jobs to others."""
+        """Revoke a worker (durably), close its stream, and give its jobs to others (every core is told)."""
         info = await self.registry.revoke(worker_id)
+        if self.node is not None:
+            await self.node.revoke_worker(worker_id)
+
         conn = info.connection
         if conn is not None:
             self.dispatcher.detach(conn, reason="revoked by the operator")

@@ -81,7 +81,8 @@ class PaymentGate:
         except (BadSignatureError, ValueError, InvalidArgumentError):
             raise self.challenge(message) from None
         try:
-            uid = self._directory.find_user(address).id
+            uid = (await self._directory.find(address)).id
+
         except NotFoundError:
             raise self.challenge(message) from None
         moves = [Move(user_account(uid), TREASURY, price, "relay_charge", nonce)]

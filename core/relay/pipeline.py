@@ -14,7 +14,7 @@ from typing import Any
 
 from core.errors import NoFloorError, ProviderFailedError, RateLimitedError, RefusedError
 from core.identity.principal import Principal
-from core.identity.ratelimit import RateLimiter
+from core.identity.ratelimit import Limiter
 from core.money.ledger import Move
 from core.money.pricing import PriceBoard
 from core.relay.cascade import Cascade
@@ -51,7 +51,7 @@ class Relay:
         moderator: Moderator,
         safety: SafetyLedger,
         cascade: Cascade,
-        limiter: RateLimiter,
+        limiter: Limiter,
         payments: PaymentGate,
         prices: PriceBoard,
         require_auth: bool,
@@ -82,7 +82,7 @@ class Relay:
         if self.require_auth and principal.kind != "user":
             raise auth_required()
         try:
-            self.limiter.check(principal.owner, ip)
+            await self.limiter.admit(principal.owner, ip)
         except RateLimitedError as err:
             retry = round(err.retry_after_s, 3)
             err.envelope = {"error": "rate_limited", "detail": err.message, "retry_after_s": retry}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import economics
-from core.identity.ratelimit import RateLimiter
+from core.identity.ratelimit import Limiter
 from core.jobs.stats import JobsSnapshot
 from core.money.ledger import MINT, Ledger
 from core.money.treasury import Treasury
@@ -131,7 +131,7 @@ class Vitals:
         treasury: Treasury,
         cascade: Cascade,
         moderator: Moderator,
-        limiter: RateLimiter,
+        limiter: Limiter,
         safety: SafetyLedger,
         store: Store,
         lag: LoopLag,

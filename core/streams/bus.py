@@ -33,6 +33,11 @@ class TokenBus(Protocol):
         """Keep a finished log rebuilt from the store, for the next reader."""
         ...
 
+    def follow(self, job_id: str, core_id: str) -> JobLog | None:
+        """The log of a job another core runs (``core_id``, or '' if no core took it yet), mirrored
+        here; None where there are no other cores."""
+        ...
+
 
 class LocalBus:
     """Every log of this process."""
@@ -58,3 +63,7 @@ class LocalBus:
     def remember(self, log: JobLog) -> None:
         """Cache a finished log."""
         self._finished.put(log)
+
+    def follow(self, job_id: str, core_id: str) -> JobLog | None:
+        """One core: every unfinished job is this core's own."""
+        return None

@@ -18,7 +18,7 @@ from core.streams.log import Cursor, Events, JobLog
 
 OpenLog = Callable[[str, Any], Awaitable[tuple[JobLog, str]]]
 """Opens a job's log for a caller (its principal): (log, the job's state); raises a domain error."""
-Resolve = Callable[[], Any]
+Resolve = Callable[[], Awaitable[Any]]
 """Resolves the caller a watch is for (raising UNAUTHENTICATED for a bad credential)."""
 
 
@@ -96,7 +96,7 @@ class Multiplexer:
             self._wake.set()
             return
         try:
-            log, state = await self._open_log(job_id, principal())
+            log, state = await self._open_log(job_id, await principal())
         except Exception as exc:  # a store failure too: the watch is refused, the stream lives on
             err: AshaoError = as_domain_error(exc)
             self._control.append(Rejected(sub_id, err.code.name, err.message))

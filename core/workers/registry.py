@@ -91,8 +91,12 @@ class WorkerRegistry:
         joining: JoinPolicy,
         registrations: TokenBuckets,
         probation_slots: int = PROBATION_SLOTS,
+        shared: bool = False,
     ) -> None:
+        """``shared``: several cores register workers into one store; a token this core does not know
+        is looked up there (a worker may register with one core and connect to another)."""
         self._store = store
+        self._shared = shared
         self._probation = probation_slots
         self.joining = joining
         self._registrations = registrations
@@ -115,7 +119,29 @@ class WorkerRegistry:
             )
             self._by_token[token_hash] = wid
 
+    async def _learn(self, token_hash: str) -> str | None:
+        """A worker registered through another core, read from the store (None if there is none)."""
+        row = await self._store.fetchone(
+            "SELECT id, name, tiers, slots, owner_address FROM workers WHERE token_hash = ? AND revoked_at = 0",
+            (token_hash,),
+        )
+        if row is None:
+            return None
+        wid, name, tiers, slots, owner = row
+        if wid not in self._workers:
+            self._workers[wid] = WorkerInfo(
+                wid,
+                name,
+                frozenset(orjson.loads(tiers)),
+                int(slots),
+                owner_address=owner,
+                standing=self._standing(),
+            )
+        self._by_token[token_hash] = wid
+        return str(wid)
+
     def _standing(self) -> Standing:
+
         return Standing(earned=self._probation)
 
     def __iter__(self) -> Iterator[WorkerInfo]:
@@ -193,11 +219,14 @@ class WorkerRegistry:
         self._by_token[token_hash] = worker_id
         return info, token
 
-    def authenticate(self, token: str) -> WorkerInfo:
+    async def authenticate(self, token: str) -> WorkerInfo:
         """The worker holding ``token`` (now seen alive); UNAUTHENTICATED otherwise."""
         if not token:
             raise UnauthenticatedError("worker token required (Authorization: Bearer <workerToken>)")
-        worker_id = self._by_token.get(hash_token(token))
+        token_hash = hash_token(token)
+        worker_id = self._by_token.get(token_hash)
+        if worker_id is None and self._shared:
+            worker_id = await self._learn(token_hash)
         if worker_id is None:
             raise UnauthenticatedError("unknown worker token")
         info = self._workers[worker_id]
@@ -213,6 +242,13 @@ class WorkerRegistry:
         await self._store.write([("UPDATE workers SET revoked_at = ? WHERE id = ?", (now_ms(), worker_id))])
         self._workers.pop(worker_id, None)
         self._by_token = {h: w for h, w in self._by_token.items() if w != worker_id}
+        return info
+
+    def forget(self, worker_id: str) -> WorkerInfo | None:
+        """Forget a worker another core revoked (the store already says so); returns it if it was known."""
+        info = self._workers.pop(worker_id, None)
+        if info is not None:
+            self._by_token = {h: w for h, w in self._by_token.items() if w != worker_id}
         return info
 
     def active(self, now: float, recent_s: float) -> int:
