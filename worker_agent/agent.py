@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 import grpc
 
 from ashao.v1 import network_pb2_grpc, worker_pb2, worker_pb2_grpc
+from ashao_common.targets import grpc_target
 from worker_agent import AgentError
 from worker_agent.backends import ChatBackend
 from worker_agent.backends.images import ImageBackend
@@ -213,12 +214,13 @@ class Agent:
             self._own_cancels = 0
 
     def _channel(self) -> grpc.aio.Channel:
+        target, extra = grpc_target(self._s.core)  # several cores: it fails over to the next
+        options = [*CHANNEL_OPTIONS, *extra]
         if not self._s.use_tls:
-            return grpc.aio.insecure_channel(self._s.core, options=CHANNEL_OPTIONS)
+            return grpc.aio.insecure_channel(target, options=options)
         roots = self._s.tls_ca_file.read_bytes() if self._s.tls_ca_file is not None else None
-        return grpc.aio.secure_channel(
-            self._s.core, grpc.ssl_channel_credentials(root_certificates=roots), options=CHANNEL_OPTIONS
-        )
+        return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=roots), options=options)
+
 
     async def _serve(self) -> None:
         async with self._channel() as channel:

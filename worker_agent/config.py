@@ -34,7 +34,9 @@ class AgentSettings(BaseSettings):
     )
 
     core: str = Field("127.0.0.1:50051", validation_alias="ASHAO_GRPC_ADDR", min_length=1)
-    """``host:port`` of the core's gRPC server."""
+    """``host:port`` of the core's gRPC server; several, comma-separated, to fail over between the
+    cores of a cluster (in order)."""
+
     tls: bool = False
     """Reach the core over TLS, verified against the system's roots (or ``--tls-ca``)."""
     tls_ca_file: Annotated[FilePath | None, Flag("--tls-ca")] = None
@@ -97,7 +99,17 @@ class AgentSettings(BaseSettings):
     shutdown_grace_s: float = Field(5.0, ge=0)
     """After draining, how long (seconds) to wait for the core to close the half-closed stream."""
 
+    @field_validator("core")
+    @classmethod
+    def _cores(cls, value: str) -> str:
+        for entry in value.split(","):
+            host, sep, port = entry.strip().rpartition(":")
+            if not host or not sep or not port.isdigit():
+                raise ValueError(f"not host:port: {entry.strip()!r}")
+        return value
+
     @field_validator("name")
+
     @classmethod
     def _name(cls, value: str) -> str:
         if not value.strip():
