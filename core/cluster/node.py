@@ -93,7 +93,14 @@ class Node:
             return None
         return str(row[0])
 
+    async def leading(self) -> bool:
+        """Whether this core is the oldest live one (it runs the cluster's periodic chores: treasury
+        snapshots and staking rewards, which the store also refuses to repeat)."""
+        cores = await self.live_cores()
+        return bool(cores) and cores[0][0] == self.id
+
     async def live(self, core_id: str) -> bool:
+
         """Whether ``core_id`` is a live core."""
         return await self.peer_address(core_id) is not None
 

@@ -131,14 +131,21 @@ class Treasury:
         if not total or pool <= 0:
             return 0
         moves = []
+        # One payment per interval (its number is the ref): a second core paying the same interval is
+        # refused by the store (a unique index), so rewards are never paid twice.
+        period = f"reward:{now_ms() // int(self.interval_s * 1000)}"
         for account, staked in sorted(stakes.items()):
             share = pool * staked // total
             if share > 0:
-                moves.append(Move(TREASURY, user_account(account.split(":", 1)[1]), share, "staking_reward"))
+                moves.append(Move(TREASURY, user_account(account.split(":", 1)[1]), share, "staking_reward", period))
         if not moves:
             return 0
-        await self._ledger.commit(moves)
+        try:
+            await self._ledger.commit(moves)
+        except PaymentRequiredError:
+            return 0  # paid for this interval already (or the treasury moved meanwhile): next interval
         return sum(m.amount for m in moves)
+
 
     async def move_stake(self, user_id: str, amount: int, *, stake: bool) -> Position:
         """Stake (or unstake) ``amount``: positive integers only, never more than held."""
