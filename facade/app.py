@@ -17,6 +17,7 @@ from facade import docs
 from facade.client import CoreClient
 from facade.config import FacadeSettings
 from facade.http import JSON
+from facade.limits import BodyLimit
 from facade.network import account, chat, treasury, workers
 from facade.network import errors as network_errors
 from facade.relay import errors as relay_errors
@@ -68,7 +69,11 @@ def create_app(settings: FacadeSettings) -> FastAPI:
         assert isinstance(exc, StarletteHTTPException)
         detail = str(exc.detail)
         if _is_network(request):
-            return JSON({"error": detail.lower() if detail else "error"}, status_code=exc.status_code)
+            return JSON(
+                {"error": detail.lower() if detail else "error"},
+                status_code=exc.status_code,
+                headers=getattr(exc, "headers", None),  # 405's Allow
+            )
         kind = "not_found" if exc.status_code == 404 else "invalid_request"
         return Response(
             orjson.dumps({"error": kind, "detail": detail}),
@@ -85,7 +90,10 @@ def create_app(settings: FacadeSettings) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, server_error)
 
+    # Outermost last: CORS (when set), then the body limit, then the stream's fast path; so a 413 still
+    # carries CORS headers, and the bodiless stream route passes the limit with a glance at its headers.
     app.add_middleware(chat.StreamFastPath)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(

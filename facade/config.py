@@ -59,6 +59,24 @@ class FacadeSettings(BaseSettings):
     core_connect_wait_s: float = 3.0
     """While the facade's streams to the core are down, how long a send or a stream open waits for
     them to come back before answering 503 (rather than the whole ``call_timeout_s``)."""
+    max_body_bytes: int = Field(1 << 20, ge=1)
+    """Largest request body accepted on any route (1 MiB by default): a larger declared
+    ``Content-Length`` is answered 413 before a byte of the body is read, and a chunked body is
+    counted as it arrives and refused with 413 once it passes the limit (never buffered whole)."""
+    max_content_chars: int = Field(32_000, ge=1)
+    """Longest chat message (``content``) relayed to the core: a longer one is answered 400 naming
+    ``content`` without reaching the core (keep it at the core's ``max_content_chars``)."""
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    """Largest request head (request line and headers) a connection may send; past it the request is
+    answered 431 and the connection closed."""
+    header_timeout_s: float = Field(10.0, gt=0)
+    """A connection that has not finished sending a request's headers this long after it opened (or
+    after the first byte of its next request) is closed (slowloris)."""
+    keep_alive_s: float = Field(30.0, gt=0)
+    """An idle keep-alive connection (no request in progress) is closed after this long."""
+    max_connections_per_ip: int = Field(256, ge=0)
+    """Most connections open at once from one peer address; a further one is closed as soon as it is
+    accepted (0: no cap). Behind a proxy every client shares the proxy's address: raise it there."""
     relay_key: str = Field(default="", repr=False)
     """The key that makes this facade a trusted relay of the core (sent as ``x-ashao-relay-key``): the
     contents of the core's ``relay.token``. Without it the core judges every user by the facade's own

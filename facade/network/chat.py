@@ -64,6 +64,8 @@ async def send(body: SendBody, request: Request, core: Core) -> Response:
     With an `Idempotency-Key` header (up to 128 characters), a retry of the same send within 24 hours
     answers the first send's ids and queues and charges nothing again (a different message under the
     same key is 409). Free-tier sends are rate-limited per caller and address (429 with Retry-After).
+    A `content` longer than the limit (32,000 characters by default) is 400; a body past the body
+    limit (1 MiB by default) is 413.
     """
 
     key = request.headers.get("idempotency-key", "")
@@ -72,6 +74,9 @@ async def send(body: SendBody, request: Request, core: Core) -> Response:
             f"Idempotency-Key: at most {MAX_IDEMPOTENCY_KEY} printable ASCII characters",
             field="Idempotency-Key",
         )
+    limit = core.settings.max_content_chars
+    if len(body.content) > limit:  # the core would refuse it too; it need not travel there to be
+        raise BadRequest(f"content: longer than {limit} characters", field="content")
     r = await core.sender.send(
         chat_pb2.SendMessageRequest(
             tier=body.tier,
