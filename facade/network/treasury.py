@@ -146,5 +146,9 @@ async def get_image(image_id: str, core: Core) -> Response:
     return Response(
         r.data,
         media_type=r.image.mime_type,
-        headers={"Cache-Control": "public, max-age=31536000, immutable", "ETag": f'"{r.image.sha256}"'},
+        headers={
+            "Cache-Control": "public, max-age=31536000, immutable",
+            "ETag": f'"{r.image.sha256}"',
+            "X-Content-Type-Options": "nosniff",  # shown only as the image type it was stored with
+        },
     )
