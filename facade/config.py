@@ -42,7 +42,11 @@ class FacadeSettings(BaseSettings):
     """Comma-separated origins allowed to call the API from a browser (CORS); empty allows none."""
     trust_forwarded: bool = False
     """Take the client IP from ``X-Forwarded-For`` and the scheme from ``X-Forwarded-Proto`` (behind a
-    trusted proxy only)."""
+    trusted proxy only), when the connection comes from one of ``forwarded_allow_ips``."""
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+    """The trusted proxies (comma-separated addresses or networks, ``*`` for any) whose forwarded
+    headers ``trust_forwarded`` believes; the client is the right-most X-Forwarded-For hop not among
+    them."""
     session_cookie: str = "ashao_session"
     """Name of the HttpOnly session cookie set after wallet sign-in."""
     sse_keepalive_s: float = 15.0

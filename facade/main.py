@@ -62,6 +62,7 @@ def uvicorn_config(app: FastAPI, settings: FacadeSettings, *, host: str, port: i
         access_log=False,
         log_level="warning",
         proxy_headers=settings.trust_forwarded,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=int(settings.graceful_shutdown_s),
         timeout_keep_alive=max(1, math.ceil(settings.keep_alive_s)),  # (the protocol keeps the exact one)
         backlog=4096,

@@ -85,7 +85,7 @@ async def send(body: SendBody, request: Request, core: Core) -> Response:
             idempotency_key=key,
         ),
         credential=credential(request, core.settings),
-        client_ip=client_ip(request, core.settings),
+        client_ip=client_ip(request),
         wait_s=core.timeout,
     )
     return JSON({"jobId": r.job_id, "conversationId": r.conversation_id})
@@ -156,7 +156,7 @@ async def open_stream(request: Request, core: CoreClient) -> Response:
             job_id,
             after,
             credential=credential(request, core.settings),
-            client_ip=client_ip(request, core.settings),
+            client_ip=client_ip(request),
             wait_s=core.timeout,
         )
     except WatchRefused as refused:
