@@ -3,8 +3,8 @@
 uvicorn bounds an idle keep-alive connection (``timeout_keep_alive``), but not a connection that never
 finishes its request headers (slowloris), nor how large those headers may grow, nor how many
 connections one address may hold. ``guarded_protocol`` builds uvicorn's httptools protocol with those
-bounds; the per-request cost is a timer armed and disarmed around each request head and a flag test
-per read.
+bounds (and with TCP_NODELAY whatever the event loop); the per-request cost is a timer armed and
+disarmed around each request head and a flag test per read.
 
 It also bounds what a refused body may cost: a response sent before the request body was read (the
 body limit's 413) leaves uvicorn reading and dropping the rest of the body, so the client, still
@@ -15,6 +15,8 @@ lasts ``DISCARD_S`` at most, then the connection is closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from typing import Any, ClassVar
 
 import orjson
@@ -32,6 +34,17 @@ def _head_too_large(limit: int) -> bytes:
         b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
         b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (len(body), body)
     )
+
+
+def _no_delay(transport: asyncio.Transport) -> None:
+    """Send each write at once (TCP_NODELAY). uvloop sets it on every connection; asyncio's loop only on
+    sockets made with an explicit TCP protocol number, which a socket from ``socket.socket()`` (uvicorn's
+    own, or one handed to it) is not: a response's head and body, written apart, then wait on the
+    client's delayed ACK, ~40 ms per response on a kept-alive connection."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def guarded_protocol(settings: FacadeSettings) -> type[HttpToolsProtocol]:
@@ -65,6 +78,7 @@ def guarded_protocol(settings: FacadeSettings) -> type[HttpToolsProtocol]:
             """Count the connection against its address (closing it past the cap); start the clock of
             its first request head."""
             super().connection_made(transport)
+            _no_delay(transport)
             if per_ip:
                 ip = self.client[0] if self.client else ""
                 count = open_by_ip.get(ip, 0) + 1

@@ -5,6 +5,7 @@ address than it may hold."""
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -134,5 +135,21 @@ async def test_the_rest_of_a_refused_body_is_read_for_a_bounded_time(
                 for _ in range(200_000):  # bounded; the server stops reading long before
                     await conn.send(chunk)
             assert await conn.until_closed_by_server() == b""
+        finally:
+            conn.close()
+
+
+async def test_every_connection_sends_its_writes_at_once(tmp_path: Path) -> None:
+    # (A response's head and body are written apart; with Nagle's algorithm on, the body would wait for
+    # the client's delayed acknowledgement of the head on every kept-alive request.)
+    async with guarded(tmp_path, header_timeout_s=30, keep_alive_s=30) as s:
+        conn = await RawConnection.open(s.facade.port)
+        try:
+            assert (await conn.get("/api/stats"))[0] == 200
+            protocols = list(s.facade._server.server_state.connections)
+            assert protocols
+            for protocol in protocols:
+                sock = protocol.transport.get_extra_info("socket")
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
         finally:
             conn.close()
