@@ -80,7 +80,7 @@ async def verify(body: VerifyBody, request: Request, core: Core) -> Response:
     return response
 
 
-@router.post("/api/auth/logout", responses=errors())
+@router.post("/api/auth/logout", responses=errors(401))
 async def logout(request: Request, core: Core) -> Response:
     """End the session and clear its cookie."""
     session = request.cookies.get(core.settings.session_cookie, "")

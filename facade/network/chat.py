@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
-from pydantic import Field
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ashao.v1 import chat_pb2, common_pb2
+from facade import docs
 from facade.client import Core, CoreClient
 from facade.http import JSON, BadRequest, call_metadata, client_ip, credential
 from facade.mux import Mux, Subscription, WatchRefused
@@ -113,12 +114,46 @@ async def _frames(sub: Subscription) -> AsyncIterator[bytes]:
 STREAM_PATH = "/api/chat/stream"
 
 
+class TokenEvent(BaseModel):
+    """The data of a token event: the next token of the answer."""
+
+    type: Literal["token"]
+    value: str
+
+
+class DoneEvent(BaseModel):
+    """The data of the last event of a finished job: how many tokens it produced."""
+
+    type: Literal["done"]
+    tokens: int
+
+
+class ErrorEvent(BaseModel):
+    """The data of the last event of a failed job (or of a stream cut off): what went wrong."""
+
+    type: Literal["error"]
+    message: str
+
+
+STREAM_EVENTS = {
+    "description": "Token events, then one done or error event (each with an `id`; `: keep-alive` "
+    "comments may come between them).",
+    "content": {
+        "text/event-stream": {
+            "schema": {"oneOf": [docs.sse_event(m) for m in (TokenEvent, DoneEvent, ErrorEvent)]}
+        }
+    },
+}
+"""The 200 of the stream: the schema of each event (OpenAPI 3.1 reads an event stream's ``schema`` as
+that of one event)."""
+
+
 @router.get(
     STREAM_PATH,
     response_class=SSEResponse,
     status_code=200,
     responses={
-        200: {"content": {"text/event-stream": {}}, "description": "token events, then done or error"},
+        200: STREAM_EVENTS,
         204: {"description": "The job has ended and the client has its every event: do not reconnect."},
         **json_errors(400, 401, 404),
     },

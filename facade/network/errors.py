@@ -56,6 +56,7 @@ _MEANING = {
     403: "Not allowed (a worker call on a job not assigned to it).",
     404: "No such id, or not yours.",
     409: "Does not fit the current state (e.g. completing a finished job).",
+    413: "The body is larger than the limit (1 MiB by default).",
     429: "Too many requests; `Retry-After` says when to try again.",
     451: "Refused by moderation.",
     503: "The coordinator is unreachable or busy; try again shortly.",

@@ -127,7 +127,7 @@ def _image(i: image_pb2.Image) -> dict[str, Any]:
     }
 
 
-@router.post("/api/images/generate", tags=["images"], responses=errors(400, 401, 402, 429))
+@router.post("/api/images/generate", tags=["images"], responses=errors(400, 401, 402))
 async def generate_image(body: ImageBody, request: Request, core: Core) -> Response:
     """Generate an image (charged at the image tier, refunded if no worker delivers):
     `{image: {id, url, prompt}}`."""

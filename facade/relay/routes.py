@@ -74,10 +74,7 @@ async def chat(request: Request, core: Core) -> Response:
     "/chat/stream",
     response_class=SSEResponse,
     status_code=200,
-    responses={
-        200: {"content": {"text/event-stream": {}}, "description": "events chunk, done, error"},
-        **models.STREAM_ERRORS,
-    },
+    responses={200: models.STREAM_EVENTS, **models.STREAM_ERRORS},
     openapi_extra=docs.body(models.ChatBody),
 )
 async def chat_stream(request: Request, core: Core) -> Response:
