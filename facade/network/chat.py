@@ -56,7 +56,7 @@ def job_json(job: common_pb2.Job) -> dict[str, Any]:
     }
 
 
-@router.post("/api/chat/send", responses=errors(400, 401, 402, 404, 409, 429))
+@router.post("/api/chat/send", responses=errors(400, 401, 402, 409, 429))
 async def send(body: SendBody, request: Request, core: Core) -> Response:
     """Send a message: persists the conversation and the message and queues a job; returns at once.
 
