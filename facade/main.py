@@ -58,6 +58,7 @@ def uvicorn_config(app: FastAPI, settings: FacadeSettings, *, host: str, port: i
         port=port,
         loop=loop,
         http=guarded_protocol(settings),
+        ws="none",  # no WebSocket route: an upgrade request is plain HTTP (and its connection stays counted)
         lifespan="on",
         access_log=False,
         log_level="warning",

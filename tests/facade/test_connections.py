@@ -153,3 +153,21 @@ async def test_every_connection_sends_its_writes_at_once(tmp_path: Path) -> None
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
         finally:
             conn.close()
+
+
+async def test_an_upgrade_request_is_counted_and_uncounted_like_any_other(tmp_path: Path) -> None:
+    # (The facade serves no WebSocket: a connection handed to another protocol would never be
+    # uncounted, and its address would creep towards the cap.)
+    async with guarded(tmp_path, header_timeout_s=30, keep_alive_s=30) as s:
+        for _ in range(2):
+            conn = await RawConnection.open(s.facade.port)
+            try:
+                await conn.send(
+                    b"GET /api/stats HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                )
+                status, _ = await conn.response()
+                assert status == 200  # answered as plain HTTP
+            finally:
+                conn.close()
+        await eventually(lambda: not open_by_ip(s))
