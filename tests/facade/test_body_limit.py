@@ -147,3 +147,24 @@ async def test_sends_queued_together_are_split_into_messages_the_core_accepts() 
             seen.extend(s.id for s in request.sends)
     assert seen == list(range(1, 61))  # in order, each once
     outbox.close()
+
+
+async def test_a_send_too_large_for_the_stream_is_refused_even_under_a_raised_body_limit(
+    tmp_path: Path,
+) -> None:
+    s = await start_stack(tmp_path, max_body_bytes=64 * 1024 * 1024)  # an operator's (unwise) choice
+    try:
+        body = orjson.dumps({"tier": "free", "content": "x", "conversationId": "conv_" + "x" * BIG})
+        big = asyncio.create_task(
+            s.http.post("/api/chat/send", content=body, headers={"content-type": "application/json"})
+        )
+        bystanders = await asyncio.gather(
+            *(s.http.post("/api/chat/send", json={"tier": "free", "content": f"b{i}"}) for i in range(20))
+        )
+        r = await big
+        assert r.status_code == 400 and r.json()["error"].startswith("body: too large to relay"), r.text
+        assert [b.status_code for b in bystanders] == [200] * 20
+        after = await s.http.post("/api/chat/send", json={"tier": "free", "content": "after"})
+        assert after.status_code == 200, after.text
+    finally:
+        await stop_stack(s)
