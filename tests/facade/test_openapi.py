@@ -183,3 +183,13 @@ async def test_the_event_streams_document_their_events(stack: Stack) -> None:
         "done": {"type", "tokens"},
         "error": {"type", "message"},
     }
+
+
+async def test_a_405_names_every_method_its_path_has(stack: Stack) -> None:
+    doc = await openapi(stack.http)
+    for path, ops in doc["paths"].items():
+        url = re.sub(r"\{[^}]+\}", "x", path)
+        r = await stack.http.request("PATCH", url)  # no route takes PATCH
+        assert r.status_code == 405, (path, r.status_code)
+        allowed = {m.strip().lower() for m in r.headers["allow"].split(",")} - {"head"}
+        assert allowed == set(ops), (path, r.headers["allow"])

@@ -20,7 +20,16 @@ from tests.helpers.livenet import live_network
 
 pytestmark = pytest.mark.timeout(240)
 
-CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+CHECKS = ",".join(
+    [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_schema_conformance",
+        "unsupported_method",  # an undocumented method is 405 naming the allowed ones...
+        "allow_header_conformance",  # ...exactly those the document lists
+    ]
+)
 EXAMPLES = 40
 """Generated cases per operation and phase (the coverage phase adds its boundary cases to them)."""
 RUN_TIMEOUT_S = 150
