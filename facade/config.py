@@ -80,7 +80,8 @@ class FacadeSettings(BaseSettings):
     """An idle keep-alive connection (no request in progress) is closed after this long."""
     max_connections_per_ip: int = Field(256, ge=0)
     """Most connections open at once from one peer address; a further one is closed as soon as it is
-    accepted (0: no cap). Behind a proxy every client shares the proxy's address: raise it there."""
+    accepted (0: no cap). Trusted proxies (``trust_forwarded``, ``forwarded_allow_ips``) are not
+    capped: they speak for many clients."""
     relay_key: str = Field(default="", repr=False)
     """The key that makes this facade a trusted relay of the core (sent as ``x-ashao-relay-key``): the
     contents of the core's ``relay.token``. Without it the core judges every user by the facade's own

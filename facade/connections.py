@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import orjson
@@ -47,6 +49,31 @@ def _no_delay(transport: asyncio.Transport) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def trusted_proxies(settings: FacadeSettings) -> Callable[[str], bool]:
+    """Whether a peer address is a trusted proxy (``trust_forwarded`` and in ``forwarded_allow_ips``):
+    it speaks for many clients, so the per-address cap does not apply to it."""
+    if not settings.trust_forwarded:
+        return lambda ip: False
+    items = {i.strip() for i in settings.forwarded_allow_ips.split(",") if i.strip()}
+    if "*" in items:
+        return lambda ip: True
+    networks = []
+    for item in items:
+        with contextlib.suppress(ValueError):
+            networks.append(ipaddress.ip_network(item, strict=False))
+
+    def trusted(ip: str) -> bool:
+        if ip in items:
+            return True
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in network for network in networks)
+
+    return trusted
+
+
 def guarded_protocol(settings: FacadeSettings) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol bounded by ``settings``: ``header_timeout_s``, ``max_header_bytes``,
     ``max_connections_per_ip`` and ``keep_alive_s``. Each call makes a class with its own count of
@@ -57,10 +84,11 @@ def guarded_protocol(settings: FacadeSettings) -> type[HttpToolsProtocol]:
     keep_alive_s = settings.keep_alive_s
     head_too_large = _head_too_large(max_head)
     open_by_ip: dict[str, int] = {}
+    is_proxy = trusted_proxies(settings)
 
     class GuardedProtocol(HttpToolsProtocol):
         """One HTTP connection, closed when its request head is late or too large, or when its address
-        already holds ``max_connections_per_ip`` connections."""
+        (unless a trusted proxy's) already holds ``max_connections_per_ip`` connections."""
 
         by_ip: ClassVar[dict[str, int]] = open_by_ip
         """Connections open now, by peer address (of this server; while the cap is on)."""
@@ -79,8 +107,8 @@ def guarded_protocol(settings: FacadeSettings) -> type[HttpToolsProtocol]:
             its first request head."""
             super().connection_made(transport)
             _no_delay(transport)
-            if per_ip:
-                ip = self.client[0] if self.client else ""
+            ip = self.client[0] if self.client else ""
+            if per_ip and not is_proxy(ip):
                 count = open_by_ip.get(ip, 0) + 1
                 open_by_ip[ip] = count
                 self._ip = ip

@@ -171,3 +171,15 @@ async def test_an_upgrade_request_is_counted_and_uncounted_like_any_other(tmp_pa
             finally:
                 conn.close()
         await eventually(lambda: not open_by_ip(s))
+
+
+async def test_a_trusted_proxy_is_not_capped(tmp_path: Path) -> None:
+    # Behind a trusted proxy (this test, on 127.0.0.1) every client comes from the proxy's address.
+    async with guarded(tmp_path, header_timeout_s=30, keep_alive_s=30, trust_forwarded=True) as s:
+        conns = [await RawConnection.open(s.facade.port) for _ in range(5)]  # past the cap of 3
+        try:
+            for conn in conns:
+                assert (await conn.get("/api/stats"))[0] == 200
+        finally:
+            for conn in conns:
+                conn.close()
