@@ -12,11 +12,13 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
+from starlette.routing import Route
 
 from facade import docs
 from facade.client import CoreClient
 from facade.config import FacadeSettings
 from facade.http import JSON
+from facade.limits import BodyLimit
 from facade.network import account, chat, treasury, workers
 from facade.network import errors as network_errors
 from facade.relay import errors as relay_errors
@@ -42,6 +44,17 @@ def _is_network(request: Request) -> bool:
     return request.url.path.startswith("/api/")
 
 
+def _allowed(routes: list[Route], path: str) -> str:
+    """The methods of the resource at ``path``, for a 405's Allow: every route of the most specific
+    path template matching it (Starlette names only the first route's, and a resource may have
+    several: ``GET`` and ``POST /api/keys``; ``/api/images/generate`` is that resource, not an image)."""
+    matching = [r for r in routes if r.methods and r.path_regex.match(path)]
+    if not matching:
+        return ""
+    template = min(matching, key=lambda r: r.path.count("{")).path
+    return ", ".join(sorted({m for r in matching if r.path == template for m in r.methods or ()}))
+
+
 def create_app(settings: FacadeSettings) -> FastAPI:
     """The ASGI app; its lifespan opens (and closes) the connection to the core."""
 
@@ -57,24 +70,28 @@ def create_app(settings: FacadeSettings) -> FastAPI:
             await core.close()
 
     app = FastAPI(title="ashao", description=DESCRIPTION, version="1", lifespan=lifespan, redoc_url=None)
-    app.include_router(chat.router)
-    app.include_router(workers.router)
-    app.include_router(account.router)
-    app.include_router(treasury.router)
-    app.include_router(relay.router)
+    routers = [chat.router, workers.router, account.router, treasury.router, relay.router]
+    for router in routers:
+        app.include_router(router)
     docs.install(app)
+    routes = [r for r in app.routes if isinstance(r, Route)]
+    routes += [r for router in routers for r in router.routes if isinstance(r, Route)]
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         detail = str(exc.detail)
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed(routes, request.scope["path"])
         if _is_network(request):
-            return JSON({"error": detail.lower() if detail else "error"}, status_code=exc.status_code)
+            body = {"error": detail.lower() if detail else "error"}
+            return JSON(body, status_code=exc.status_code, headers=headers)
         kind = "not_found" if exc.status_code == 404 else "invalid_request"
         return Response(
             orjson.dumps({"error": kind, "detail": detail}),
             status_code=exc.status_code,
             media_type="application/json",
-            headers=getattr(exc, "headers", None),
+            headers=headers,
         )
 
     async def server_error(request: Request, exc: Exception) -> Response:
@@ -85,7 +102,10 @@ def create_app(settings: FacadeSettings) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, server_error)
 
+    # Outermost last: CORS (when set), then the body limit, then the stream's fast path; so a 413 still
+    # carries CORS headers, and the bodiless stream route passes the limit with a glance at its headers.
     app.add_middleware(chat.StreamFastPath)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(

@@ -42,7 +42,11 @@ class FacadeSettings(BaseSettings):
     """Comma-separated origins allowed to call the API from a browser (CORS); empty allows none."""
     trust_forwarded: bool = False
     """Take the client IP from ``X-Forwarded-For`` and the scheme from ``X-Forwarded-Proto`` (behind a
-    trusted proxy only)."""
+    trusted proxy only), when the connection comes from one of ``forwarded_allow_ips``."""
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+    """The trusted proxies (comma-separated addresses or networks, ``*`` for any) whose forwarded
+    headers ``trust_forwarded`` believes; the client is the right-most X-Forwarded-For hop not among
+    them."""
     session_cookie: str = "ashao_session"
     """Name of the HttpOnly session cookie set after wallet sign-in."""
     sse_keepalive_s: float = 15.0
@@ -59,6 +63,25 @@ class FacadeSettings(BaseSettings):
     core_connect_wait_s: float = 3.0
     """While the facade's streams to the core are down, how long a send or a stream open waits for
     them to come back before answering 503 (rather than the whole ``call_timeout_s``)."""
+    max_body_bytes: int = Field(1 << 20, ge=1)
+    """Largest request body accepted on any route (1 MiB by default): a larger declared
+    ``Content-Length`` is answered 413 before a byte of the body is read, and a chunked body is
+    counted as it arrives and refused with 413 once it passes the limit (never buffered whole)."""
+    max_content_chars: int = Field(32_000, ge=1)
+    """Longest chat message (``content``) relayed to the core: a longer one is answered 400 naming
+    ``content`` without reaching the core (keep it at the core's ``max_content_chars``)."""
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    """Largest request head (request line and headers) a connection may send; past it the request is
+    answered 431 and the connection closed."""
+    header_timeout_s: float = Field(10.0, gt=0)
+    """A connection that has not finished sending a request's headers this long after it opened (or
+    after the first byte of its next request) is closed (slowloris)."""
+    keep_alive_s: float = Field(30.0, gt=0)
+    """An idle keep-alive connection (no request in progress) is closed after this long."""
+    max_connections_per_ip: int = Field(256, ge=0)
+    """Most connections open at once from one peer address; a further one is closed as soon as it is
+    accepted (0: no cap). Trusted proxies (``trust_forwarded``, ``forwarded_allow_ips``) are not
+    capped: they speak for many clients."""
     relay_key: str = Field(default="", repr=False)
     """The key that makes this facade a trusted relay of the core (sent as ``x-ashao-relay-key``): the
     contents of the core's ``relay.token``. Without it the core judges every user by the facade's own

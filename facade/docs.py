@@ -37,6 +37,25 @@ def body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
     }
 
 
+def sse_event(model: type[BaseModel], *, name: str | None = None) -> dict[str, Any]:
+    """The schema of one Server-Sent Event whose ``data`` is ``model`` as JSON: named ``name``, or
+    unnamed (``message``, as an EventSource sees it) when None."""
+    data = model.model_json_schema()
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"const": name or "message"},
+            "id": {"type": "string", "description": "Resume after it with `Last-Event-ID`."},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": _inline(data, data.get("$defs", {})),
+            },
+        },
+    }
+
+
 def _answers_default_422(response: Any) -> bool:
     schema = response.get("content", {}).get("application/json", {}).get("schema", {})
     return isinstance(schema, dict) and schema.get("$ref") == _DEFAULT_422
@@ -56,13 +75,46 @@ def without_default_422(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+_TOO_LARGE = {
+    "/api/": ("#/components/schemas/ErrorBody", "The body is larger than the limit (1 MiB by default)."),
+    "/": ("#/components/schemas/PayloadTooLargeEnvelope", "The body is larger than the limit."),
+}
+
+
+def with_body_limit(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with the 413 that the body limit (``facade.limits``) answers on every route a body
+    is sent to, in each surface's shape."""
+    for path, operations in schema.get("paths", {}).items():
+        ref, description = _TOO_LARGE["/api/" if path.startswith("/api/") else "/"]
+        for method, operation in operations.items():
+            if method in ("post", "put", "patch"):
+                operation.setdefault("responses", {}).setdefault(
+                    "413",
+                    {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}},
+                )
+    return schema
+
+
+def event_streams(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` without the ``"type": "string"`` FastAPI gives every non-JSON response: an event
+    stream's schema is that of one event (see ``sse_event``)."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for response in operation.get("responses", {}).values():
+                stream = response.get("content", {}).get("text/event-stream", {}).get("schema", {})
+                if "oneOf" in stream:
+                    stream.pop("type", None)
+    return schema
+
+
 def install(app: FastAPI) -> None:
-    """Serve ``app``'s OpenAPI document as ``without_default_422`` leaves it (built once)."""
+    """Serve ``app``'s OpenAPI document as ``without_default_422``, ``with_body_limit`` and
+    ``event_streams`` leave it (built once)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = without_default_422(build())
+            app.openapi_schema = event_streams(with_body_limit(without_default_422(build())))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

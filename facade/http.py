@@ -56,19 +56,16 @@ def credential(request: Request, settings: FacadeSettings) -> str:
     return bearer(request) or metadata_safe(request.cookies.get(settings.session_cookie, ""))
 
 
-def client_ip(request: Request, settings: FacadeSettings) -> str:
-    """The caller's IP: the first X-Forwarded-For hop behind a trusted proxy, else the peer."""
-    if settings.trust_forwarded:
-        forwarded = request.headers.get("x-forwarded-for", "")
-        if forwarded:
-            return metadata_safe(forwarded.split(",", 1)[0].strip())
-    return request.client.host if request.client else ""
+def client_ip(request: Request) -> str:
+    """The caller's IP: the peer's, or behind a trusted proxy (``trust_forwarded``, the proxy's
+    address in ``forwarded_allow_ips``) the address that proxy saw: uvicorn takes it from the right of
+    X-Forwarded-For, past the trusted hops, so nothing a client writes there itself is believed."""
+    return metadata_safe(request.client.host) if request.client else ""
 
 
-def is_https(request: Request, settings: FacadeSettings) -> bool:
-    """Whether the caller reached us over HTTPS (directly, or through a trusted proxy)."""
-    if settings.trust_forwarded and request.headers.get("x-forwarded-proto", "").lower() == "https":
-        return True
+def is_https(request: Request) -> bool:
+    """Whether the caller reached us over HTTPS (directly, or through a trusted proxy's
+    X-Forwarded-Proto, which uvicorn applies only then)."""
     return request.url.scheme == "https"
 
 
@@ -81,7 +78,7 @@ def call_metadata(request: Request, settings: FacadeSettings, token: str | None 
     """gRPC metadata naming the end user to the core: their credential and their IP (believed by the
     core because the facade's relay key comes with them)."""
     secret = credential(request, settings) if token is None else token
-    named = (("x-ashao-client-ip", client_ip(request, settings)), *relay_metadata(settings))
+    named = (("x-ashao-client-ip", client_ip(request)), *relay_metadata(settings))
     if secret:
         return (("authorization", f"Bearer {secret}"), *named)
     return named

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from types import FrameType
 
@@ -12,6 +13,7 @@ from fastapi import FastAPI
 from ashao_common.settings import load_settings
 from facade.app import create_app
 from facade.config import FacadeSettings, split_addr
+from facade.connections import guarded_protocol
 
 
 def parse(argv: list[str] | None, environ: Mapping[str, str] | None = None) -> FacadeSettings:
@@ -41,8 +43,9 @@ class _Server(uvicorn.Server):
 
 
 def uvicorn_config(app: FastAPI, settings: FacadeSettings, *, host: str, port: int) -> uvicorn.Config:
-    """How the facade is served: uvloop and httptools, no access log, and forwarded headers honoured
-    only when the deployment says a trusted proxy sits in front (else anyone could pick their IP)."""
+    """How the facade is served: uvloop and httptools (bounded per connection: see
+    ``facade.connections``), no access log, and forwarded headers honoured only when the deployment
+    says a trusted proxy sits in front (else anyone could pick their IP)."""
     try:
         import uvloop  # noqa: F401
 
@@ -54,13 +57,15 @@ def uvicorn_config(app: FastAPI, settings: FacadeSettings, *, host: str, port: i
         host=host,
         port=port,
         loop=loop,
-        http="httptools",
+        http=guarded_protocol(settings),
+        ws="none",  # no WebSocket route: an upgrade request is plain HTTP (and its connection stays counted)
         lifespan="on",
         access_log=False,
         log_level="warning",
         proxy_headers=settings.trust_forwarded,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=int(settings.graceful_shutdown_s),
-        timeout_keep_alive=30,
+        timeout_keep_alive=max(1, math.ceil(settings.keep_alive_s)),  # (the protocol keeps the exact one)
         backlog=4096,
     )
 

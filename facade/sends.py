@@ -27,23 +27,52 @@ _UNREACHABLE = CoreError(grpc.StatusCode.UNAVAILABLE, "the coordinator is unreac
 _STOPPING = CoreError(grpc.StatusCode.UNAVAILABLE, "the facade is stopping")
 DRAIN_S = 1.0
 """How long a stopping sender lets the sends in flight get their answers."""
+MAX_BATCH_BYTES = 3 * 1024 * 1024
+"""Largest ``SendManyRequest`` put on the stream (the core refuses messages past its receive limit, 4 MiB
+by gRPC's default, and refusing one ends the stream for every send on it)."""
+MAX_SEND_BYTES = 1024 * 1024
+"""Largest single send relayed; a larger one is refused before it reaches the stream."""
+_TOO_LARGE = CoreError(
+    grpc.StatusCode.INVALID_ARGUMENT, f"body: too large to relay (at most {MAX_SEND_BYTES} bytes)"
+)
 
 
 class _Outbox:
     """The sends waiting for one stream to carry them. Each stream has its own: the request iterator
     of a broken stream may still be waiting inside grpc, and must never take a later stream's sends."""
 
-    __slots__ = ("closed", "ready", "sends")
+    __slots__ = ("closed", "queued_bytes", "ready", "sends", "sizes")
 
     def __init__(self) -> None:
         self.sends: list[chat_pb2.RelayedSend] = []
+        self.sizes: list[int] = []
+        self.queued_bytes = 0
         self.ready = asyncio.Event()
         self.closed = False
 
-    def put(self, send: chat_pb2.RelayedSend) -> None:
-        """Queue ``send`` for the stream."""
+    def put(self, send: chat_pb2.RelayedSend, size: int | None = None) -> None:
+        """Queue ``send`` (``size``: its serialised size, if known) for the stream."""
+        size = send.ByteSize() if size is None else size
         self.sends.append(send)
+        self.sizes.append(size)
+        self.queued_bytes += size + 8  # with the field's tag and length
         self.ready.set()
+
+    def _take(self) -> list[chat_pb2.RelayedSend]:
+        """The oldest sends that fit one message of at most MAX_BATCH_BYTES (at least one)."""
+        if self.queued_bytes <= MAX_BATCH_BYTES:  # the usual case: everything queued fits
+            batch, self.sends, self.sizes, self.queued_bytes = self.sends, [], [], 0
+            return batch
+        total, n = 0, 0
+        for size in self.sizes:
+            if n and total + size + 8 > MAX_BATCH_BYTES:
+                break
+            total += size + 8
+            n += 1
+        batch = self.sends[:n]
+        del self.sends[:n], self.sizes[:n]
+        self.queued_bytes -= total
+        return batch
 
     def close(self) -> None:
         """The stream is over: its iterator ends (what is still queued was failed with it)."""
@@ -57,9 +86,10 @@ class _Outbox:
             self.ready.clear()
             if self.closed:
                 return
-            if self.sends:
-                batch, self.sends = self.sends, []
-                yield chat_pb2.SendManyRequest(sends=batch)
+            while self.sends:  # several messages when what is queued would make one too large
+                yield chat_pb2.SendManyRequest(sends=self._take())
+                if self.closed:
+                    return
 
 
 class Sender:
@@ -120,11 +150,13 @@ class Sender:
             except TimeoutError:
                 raise CoreCallFailed(_UNREACHABLE) from None
         send_id = next(self._ids)
+        relayed = chat_pb2.RelayedSend(id=send_id, send=request, credential=credential, client_ip=client_ip)
+        size = relayed.ByteSize()
+        if size > MAX_SEND_BYTES:  # the core would refuse it, and with it the stream everyone shares
+            raise CoreCallFailed(_TOO_LARGE)
         future: asyncio.Future[chat_pb2.SendMessageResponse] = asyncio.get_running_loop().create_future()
         self._waiting[send_id] = future
-        self._outbox.put(
-            chat_pb2.RelayedSend(id=send_id, send=request, credential=credential, client_ip=client_ip)
-        )
+        self._outbox.put(relayed, size)
         try:
             async with asyncio.timeout(wait_s):
                 return await future

@@ -45,11 +45,15 @@ def _key(k: account_pb2.ApiKey) -> dict[str, Any]:
 
 @router.get("/api/auth/nonce", responses=errors(400))
 async def nonce(
-    address: Annotated[str, Query(description="The wallet's base58 Ed25519 public key.")], core: Core
+    address: Annotated[str, Query(description="The wallet's base58 Ed25519 public key.")],
+    request: Request,
+    core: Core,
 ) -> Response:
     """The exact Sign-In-with-Solana message for `address` to sign, with its single-use nonce."""
     r = await core.accounts.GetSignInMessage(
-        account_pb2.GetSignInMessageRequest(address=address), timeout=core.timeout
+        account_pb2.GetSignInMessageRequest(address=address),
+        metadata=call_metadata(request, core.settings, token=""),
+        timeout=core.timeout,
     )
     return JSON({"message": r.message, "nonce": r.nonce, "expiresAt": r.expires_at_ms})
 
@@ -71,12 +75,12 @@ async def verify(body: VerifyBody, request: Request, core: Core) -> Response:
         path="/",
         httponly=True,
         samesite="lax",
-        secure=is_https(request, core.settings),
+        secure=is_https(request),
     )
     return response
 
 
-@router.post("/api/auth/logout", responses=errors())
+@router.post("/api/auth/logout", responses=errors(401))
 async def logout(request: Request, core: Core) -> Response:
     """End the session and clear its cookie."""
     session = request.cookies.get(core.settings.session_cookie, "")
@@ -92,7 +96,7 @@ async def logout(request: Request, core: Core) -> Response:
         path="/",
         httponly=True,
         samesite="lax",
-        secure=is_https(request, core.settings),
+        secure=is_https(request),
     )
     return response
 

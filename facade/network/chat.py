@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
-from pydantic import Field
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ashao.v1 import chat_pb2, common_pb2
+from facade import docs
 from facade.client import Core, CoreClient
 from facade.http import JSON, BadRequest, call_metadata, client_ip, credential
 from facade.mux import Mux, Subscription, WatchRefused
@@ -55,7 +56,7 @@ def job_json(job: common_pb2.Job) -> dict[str, Any]:
     }
 
 
-@router.post("/api/chat/send", responses=errors(400, 401, 402, 404, 409, 429))
+@router.post("/api/chat/send", responses=errors(400, 401, 402, 409, 429))
 async def send(body: SendBody, request: Request, core: Core) -> Response:
     """Send a message: persists the conversation and the message and queues a job; returns at once.
 
@@ -64,6 +65,8 @@ async def send(body: SendBody, request: Request, core: Core) -> Response:
     With an `Idempotency-Key` header (up to 128 characters), a retry of the same send within 24 hours
     answers the first send's ids and queues and charges nothing again (a different message under the
     same key is 409). Free-tier sends are rate-limited per caller and address (429 with Retry-After).
+    A `content` longer than the limit (32,000 characters by default) is 400; a body past the body
+    limit (1 MiB by default) is 413.
     """
 
     key = request.headers.get("idempotency-key", "")
@@ -72,6 +75,9 @@ async def send(body: SendBody, request: Request, core: Core) -> Response:
             f"Idempotency-Key: at most {MAX_IDEMPOTENCY_KEY} printable ASCII characters",
             field="Idempotency-Key",
         )
+    limit = core.settings.max_content_chars
+    if len(body.content) > limit:  # the core would refuse it too; it need not travel there to be
+        raise BadRequest(f"content: longer than {limit} characters", field="content")
     r = await core.sender.send(
         chat_pb2.SendMessageRequest(
             tier=body.tier,
@@ -80,7 +86,7 @@ async def send(body: SendBody, request: Request, core: Core) -> Response:
             idempotency_key=key,
         ),
         credential=credential(request, core.settings),
-        client_ip=client_ip(request, core.settings),
+        client_ip=client_ip(request),
         wait_s=core.timeout,
     )
     return JSON({"jobId": r.job_id, "conversationId": r.conversation_id})
@@ -108,12 +114,46 @@ async def _frames(sub: Subscription) -> AsyncIterator[bytes]:
 STREAM_PATH = "/api/chat/stream"
 
 
+class TokenEvent(BaseModel):
+    """The data of a token event: the next token of the answer."""
+
+    type: Literal["token"]
+    value: str
+
+
+class DoneEvent(BaseModel):
+    """The data of the last event of a finished job: how many tokens it produced."""
+
+    type: Literal["done"]
+    tokens: int
+
+
+class ErrorEvent(BaseModel):
+    """The data of the last event of a failed job (or of a stream cut off): what went wrong."""
+
+    type: Literal["error"]
+    message: str
+
+
+STREAM_EVENTS = {
+    "description": "Token events, then one done or error event (each with an `id`; `: keep-alive` "
+    "comments may come between them).",
+    "content": {
+        "text/event-stream": {
+            "schema": {"oneOf": [docs.sse_event(m) for m in (TokenEvent, DoneEvent, ErrorEvent)]}
+        }
+    },
+}
+"""The 200 of the stream: the schema of each event (OpenAPI 3.1 reads an event stream's ``schema`` as
+that of one event)."""
+
+
 @router.get(
     STREAM_PATH,
     response_class=SSEResponse,
     status_code=200,
     responses={
-        200: {"content": {"text/event-stream": {}}, "description": "token events, then done or error"},
+        200: STREAM_EVENTS,
         204: {"description": "The job has ended and the client has its every event: do not reconnect."},
         **json_errors(400, 401, 404),
     },
@@ -151,7 +191,7 @@ async def open_stream(request: Request, core: CoreClient) -> Response:
             job_id,
             after,
             credential=credential(request, core.settings),
-            client_ip=client_ip(request, core.settings),
+            client_ip=client_ip(request),
             wait_s=core.timeout,
         )
     except WatchRefused as refused:

@@ -36,9 +36,11 @@ class ImageBody(Body):
 
 
 @router.get("/api/stats", tags=["network"], responses=errors())
-async def stats(core: Core) -> Response:
+async def stats(request: Request, core: Core) -> Response:
     """Live network figures: `activeWorkers, queueDepth, jobsCompleted, tokensPerSec`."""
-    r = await core.network.GetStats(network_pb2.GetStatsRequest(), timeout=core.timeout)
+    r = await core.network.GetStats(
+        network_pb2.GetStatsRequest(), metadata=call_metadata(request, core.settings), timeout=core.timeout
+    )
     return JSON(
         {
             "activeWorkers": r.active_workers,
@@ -62,6 +64,7 @@ def _snapshot(s: treasury_pb2.TreasurySnapshot) -> dict[str, Any]:
 
 @router.get("/api/treasury", tags=["treasury"], responses=errors(400))
 async def treasury(
+    request: Request,
     core: Core,
     limit: Annotated[
         int, Query(ge=0, le=2**32 - 1, description="At most this many snapshots in `series` (0: all).")
@@ -69,7 +72,11 @@ async def treasury(
 ) -> Response:
     """The latest treasury figures (balance, totalBurned, rewardsPaid, circulatingSupply, price) and
     the series of snapshots for charting (oldest first; `?limit=` bounds it)."""
-    r = await core.treasury.GetTreasury(treasury_pb2.GetTreasuryRequest(limit=limit), timeout=core.timeout)
+    r = await core.treasury.GetTreasury(
+        treasury_pb2.GetTreasuryRequest(limit=limit),
+        metadata=call_metadata(request, core.settings),
+        timeout=core.timeout,
+    )
     return JSON({**_snapshot(r.current), "series": [_snapshot(s) for s in r.series]})
 
 
@@ -120,7 +127,7 @@ def _image(i: image_pb2.Image) -> dict[str, Any]:
     }
 
 
-@router.post("/api/images/generate", tags=["images"], responses=errors(400, 401, 402, 429))
+@router.post("/api/images/generate", tags=["images"], responses=errors(400, 401, 402))
 async def generate_image(body: ImageBody, request: Request, core: Core) -> Response:
     """Generate an image (charged at the image tier, refunded if no worker delivers):
     `{image: {id, url, prompt}}`."""
@@ -140,11 +147,19 @@ async def generate_image(body: ImageBody, request: Request, core: Core) -> Respo
     response_class=Response,
     responses={200: {"content": {"image/*": {}}, "description": "The image."}, **errors(404)},
 )
-async def get_image(image_id: str, core: Core) -> Response:
+async def get_image(image_id: str, request: Request, core: Core) -> Response:
     """The stored image's bytes (content-addressed, so cacheable for good)."""
-    r = await core.images.GetImage(image_pb2.GetImageRequest(image_id=image_id), timeout=core.timeout)
+    r = await core.images.GetImage(
+        image_pb2.GetImageRequest(image_id=image_id),
+        metadata=call_metadata(request, core.settings),
+        timeout=core.timeout,
+    )
     return Response(
         r.data,
         media_type=r.image.mime_type,
-        headers={"Cache-Control": "public, max-age=31536000, immutable", "ETag": f'"{r.image.sha256}"'},
+        headers={
+            "Cache-Control": "public, max-age=31536000, immutable",
+            "ETag": f'"{r.image.sha256}"',
+            "X-Content-Type-Options": "nosniff",  # shown only as the image type it was stored with
+        },
     )

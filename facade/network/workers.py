@@ -132,7 +132,7 @@ async def claim(request: Request, core: Core, body: ClaimBody = _ANY_TIER) -> Re
     )
 
 
-@router.post("/api/worker/token", responses=errors(400, 401, 403, 404, 409))
+@router.post("/api/worker/token", responses=errors(400, 401, 403))
 async def token(body: TokenBody, request: Request, core: Core) -> Response:
     """Publish a token (or several) of a job assigned to this worker: `{ok, accepted}`."""
     if body.tokens is not None:
@@ -152,7 +152,7 @@ async def token(body: TokenBody, request: Request, core: Core) -> Response:
     return JSON({"ok": True, "accepted": r.accepted})
 
 
-@router.post("/api/worker/complete", responses=errors(400, 401, 403, 404, 409))
+@router.post("/api/worker/complete", responses=errors(400, 401, 403))
 async def complete(body: CompleteBody, request: Request, core: Core) -> Response:
     """Finish a job: marks it done, credits the worker's earnings share, bumps its stats. `{ok, tokens}`."""
     r = await core.workers.CompleteJob(
@@ -163,7 +163,7 @@ async def complete(body: CompleteBody, request: Request, core: Core) -> Response
     return JSON({"ok": True, "tokens": r.tokens})
 
 
-@router.post("/api/worker/fail", responses=errors(400, 401, 403, 404, 409))
+@router.post("/api/worker/fail", responses=errors(400, 401, 403))
 async def fail(body: FailBody, request: Request, core: Core) -> Response:
     """Give up a job: queued again for another worker when retryable, else failed and refunded."""
     r = await core.workers.FailJob(

@@ -17,7 +17,7 @@ import orjson
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from facade.status import CoreError, decode
@@ -98,6 +98,8 @@ class RelayRoute(APIRoute):
                 return invalid(*problem(err.errors()))
             except HTTPException as err:  # raised by FastAPI itself only when a body cannot be read
                 return invalid("body", f"body: {str(err.detail).lower()}", err.status_code)
+            except ClientDisconnect:  # the client left while sending its body: no one to answer
+                return Response(status_code=400)
             except Exception as exc:
                 return unexpected(exc)
 

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from facade import docs
 from facade.validation import Body, Int64, Text
 
 
@@ -132,6 +133,61 @@ class InvalidRequestEnvelope(BaseModel):
     detail: str
 
 
+class PayloadTooLargeEnvelope(BaseModel):
+    """413: the request body is larger than the relay accepts (``limit_bytes``)."""
+
+    error: Literal["payload_too_large"]
+    detail: str
+    limit_bytes: int
+
+
+class StreamChunk(BaseModel):
+    """The data of a ``chunk`` event: the next piece of the answer."""
+
+    text: str
+
+
+class StreamResponse(ChatEnvelope):
+    """The envelope of a ``done`` event carrying the answer (the ``/chat`` envelope, with its verdict)."""
+
+    verdict: Literal["response"]
+
+
+class StreamRefusal(RefusalEnvelope):
+    """The envelope of a ``done`` event whose answer egress moderation declined."""
+
+    verdict: Literal["refusal"]
+
+
+class StreamFailure(BaseModel):
+    """The envelope of an ``error`` event: the answer broke off after it began (``partial``)."""
+
+    error: Literal["provider_error"]
+    detail: str
+    partial: bool
+    verdict: Literal["fallback"] | None = Field(
+        default=None,
+        description='"fallback" when the core saw the provider fail; absent when the relay lost it.',
+    )
+
+
+class StreamDone(BaseModel):
+    """The data of a ``done`` event: the signed verdict."""
+
+    envelope: StreamResponse | StreamRefusal
+    signature: str = Field(description="Ed25519 signature (base64) of the envelope's canonical JSON.")
+    key_id: str
+
+
+class StreamError(BaseModel):
+    """The data of an ``error`` event: what broke, signed by the core (or unsigned, with empty
+    ``signature`` and ``key_id``, when the relay lost the stream itself)."""
+
+    envelope: StreamFailure
+    signature: str
+    key_id: str
+
+
 class NotFoundEnvelope(BaseModel):
     """404: no such document or record."""
 
@@ -167,6 +223,7 @@ UNREACHABLE: dict[int | str, dict[str, object]] = {
 CHAT_ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": AuthChallenge, "description": "AuthChallenge"},
     402: {"model": PaymentChallenge, "description": "PaymentChallenge"},
+    413: {"model": PayloadTooLargeEnvelope, "description": "The body is larger than the limit"},
     422: {"model": InvalidRequestEnvelope, "description": "Invalid request"},
     429: {"model": RateLimitChallenge, "description": "RateLimitChallenge (and Retry-After)"},
     451: {"model": RefusalEnvelope, "description": "RefusalEnvelope"},
@@ -194,6 +251,7 @@ STREAM_ERRORS: dict[int | str, dict[str, object]] = {
         [
             ("AuthChallenge",),
             ("PaymentChallenge",),
+            ("PayloadTooLargeEnvelope",),
             ("InvalidRequestEnvelope",),
             ("RateLimitChallenge",),
             ("RefusalEnvelope",),
@@ -204,3 +262,23 @@ STREAM_ERRORS: dict[int | str, dict[str, object]] = {
 }
 """The same failure modes for /chat/stream: JSON envelopes, although its success is an event stream
 (the schemas are those /chat registers)."""
+
+
+STREAM_EVENTS: dict[str, object] = {
+    "description": "Events `chunk` `{text}` as the answer is composed, then one `done` "
+    "`{envelope, signature, key_id}` with the verdict, or one `error` of the same shape. Each event has "
+    "an `id`; `: keep-alive` comments may come between them.",
+    "content": {
+        "text/event-stream": {
+            "schema": {
+                "oneOf": [
+                    docs.sse_event(StreamChunk, name="chunk"),
+                    docs.sse_event(StreamDone, name="done"),
+                    docs.sse_event(StreamError, name="error"),
+                ]
+            }
+        }
+    },
+}
+"""The 200 of /chat/stream: the schema of each event (OpenAPI 3.1 reads an event stream's ``schema`` as
+that of one event: ``event``, ``id``, and ``data`` holding JSON)."""

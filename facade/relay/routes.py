@@ -74,10 +74,7 @@ async def chat(request: Request, core: Core) -> Response:
     "/chat/stream",
     response_class=SSEResponse,
     status_code=200,
-    responses={
-        200: {"content": {"text/event-stream": {}}, "description": "events chunk, done, error"},
-        **models.STREAM_ERRORS,
-    },
+    responses={200: models.STREAM_EVENTS, **models.STREAM_ERRORS},
     openapi_extra=docs.body(models.ChatBody),
 )
 async def chat_stream(request: Request, core: Core) -> Response:
@@ -114,61 +111,65 @@ async def chat_stream(request: Request, core: Core) -> Response:
     )
 
 
-async def _document(name: str, core: Core) -> Response:
-    r = await core.relay.GetDocument(relay_pb2.GetDocumentRequest(name=name), timeout=core.timeout)
+async def _document(name: str, request: Request, core: Core) -> Response:
+    r = await core.relay.GetDocument(
+        relay_pb2.GetDocumentRequest(name=name),
+        metadata=call_metadata(request, core.settings),
+        timeout=core.timeout,
+    )
     d = r.document
     return signed(d.body, d.signature, d.key_id)
 
 
 @router.get("/health", responses=models.UNREACHABLE)
-async def health(core: Core) -> Response:
+async def health(request: Request, core: Core) -> Response:
     """Liveness: 200 with relay and arbiter health booleans and watchdog signals."""
-    return await _document("health", core)
+    return await _document("health", request, core)
 
 
 @router.get("/self", responses=models.UNREACHABLE)
-async def self_snapshot(core: Core) -> Response:
+async def self_snapshot(request: Request, core: Core) -> Response:
     """Aggregate snapshot: topography, sensorium, vitals across the eight domains, governance."""
-    return await _document("self", core)
+    return await _document("self", request, core)
 
 
 @router.get("/pricing", responses=models.UNREACHABLE)
-async def pricing(core: Core) -> Response:
+async def pricing(request: Request, core: Core) -> Response:
     """Posted per-message price and its five slices (variable_cost, overhead, improvement, reserve,
     buffer), computed from live measurements."""
-    return await _document("pricing", core)
+    return await _document("pricing", request, core)
 
 
 @router.get("/sustainability", responses=models.UNREACHABLE)
-async def sustainability(core: Core) -> Response:
+async def sustainability(request: Request, core: Core) -> Response:
     """Treasury readiness: runway weeks, fraction of operating float, distance to the reserve floor,
     recurring burn ratio."""
-    return await _document("sustainability", core)
+    return await _document("sustainability", request, core)
 
 
 @router.get("/vitals", responses=models.UNREACHABLE)
-async def vitals(core: Core) -> Response:
+async def vitals(request: Request, core: Core) -> Response:
     """The eight vital domains, each with a band (healthy / warning / critical / not_yet_sealed), a
     reading and a methodology hash."""
-    return await _document("vitals", core)
+    return await _document("vitals", request, core)
 
 
 @router.get("/sensorium", responses=models.UNREACHABLE)
-async def sensorium(core: Core) -> Response:
+async def sensorium(request: Request, core: Core) -> Response:
     """Interoception, chronoception, proprioception, distress score."""
-    return await _document("sensorium", core)
+    return await _document("sensorium", request, core)
 
 
 @router.get("/registry", response_model=models.Registry, responses=models.UNREACHABLE)
-async def registry(core: Core) -> Response:
+async def registry(request: Request, core: Core) -> Response:
     """The signed relay registry: `{relays: [{endpoint, public_key}], …}`. Pin `public_key`."""
-    return await _document("registry", core)
+    return await _document("registry", request, core)
 
 
 @router.get("/ledger/safety/verify", responses=models.UNREACHABLE)
-async def verify_safety_ledger(core: Core) -> Response:
+async def verify_safety_ledger(request: Request, core: Core) -> Response:
     """Walk the safety ledger's hash chain end to end: `{intact, records, first_bad_record}`."""
-    return await _document("safety_verify", core)
+    return await _document("safety_verify", request, core)
 
 
 @router.get(
@@ -178,10 +179,12 @@ async def verify_safety_ledger(core: Core) -> Response:
         **models.UNREACHABLE,
     },
 )
-async def safety_record(correlation_id: str, core: Core) -> Response:
+async def safety_record(correlation_id: str, request: Request, core: Core) -> Response:
     """One safety-ledger record (`"<state_height>:<index>"`), with the SHA-256 of the exact text judged."""
     r = await core.relay.GetSafetyRecord(
-        relay_pb2.GetSafetyRecordRequest(correlation_id=correlation_id), timeout=core.timeout
+        relay_pb2.GetSafetyRecordRequest(correlation_id=correlation_id),
+        metadata=call_metadata(request, core.settings),
+        timeout=core.timeout,
     )
     d = r.record
     return signed(d.body, d.signature, d.key_id)

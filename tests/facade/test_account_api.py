@@ -522,6 +522,7 @@ async def test_image_is_generated_stored_served_and_charged(net: Net) -> None:
     got = await net.browser().get(image["url"])  # public by its unguessable id
     assert got.status_code == 200 and got.content == data
     assert got.headers["content-type"] == "image/png"
+    assert got.headers["x-content-type-options"] == "nosniff"  # a browser never runs it as anything else
     assert await user.credits() == SIGNUP_GRANT - TIERS["image"].credit_cost
     r = await net.http.get("/api/images/img_doesnotexist0000")
     assert r.status_code == 404 and set(r.json()) == {"error"}

@@ -105,3 +105,91 @@ async def test_every_documented_body_field_is_checked_as_documented(stack: Stack
             r = await stack.http.post(path, json={k: v for k, v in valid.items() if k != name})
             assert r.status_code == 400 and r.json()["error"] == f"{name}: required", (path, r.text)
     assert checked >= 20
+
+
+STATUSES: dict[tuple[str, str], set[int]] = {
+    ("post", "/api/chat/send"): {200, 400, 401, 402, 409, 413, 429, 503},
+    ("get", "/api/chat/stream"): {200, 204, 400, 401, 404, 503},
+    ("get", "/api/jobs/{job_id}"): {200, 401, 404, 503},
+    ("get", "/api/conversations/{conversation_id}"): {200, 401, 404, 503},
+    ("post", "/api/worker/register"): {200, 400, 401, 403, 413, 429, 503},
+    ("post", "/api/worker/claim"): {200, 400, 401, 403, 413, 503},
+    ("post", "/api/worker/token"): {200, 400, 401, 403, 413, 503},
+    ("post", "/api/worker/complete"): {200, 400, 401, 403, 413, 503},
+    ("post", "/api/worker/fail"): {200, 400, 401, 403, 413, 503},
+    ("post", "/api/worker/heartbeat"): {200, 400, 401, 413, 503},
+    ("get", "/api/worker/me"): {200, 401, 503},
+    ("get", "/api/auth/nonce"): {200, 400, 503},
+    ("post", "/api/auth/verify"): {200, 400, 401, 413, 503},
+    ("post", "/api/auth/logout"): {200, 401, 413, 503},
+    ("get", "/api/auth/me"): {200, 401, 503},
+    ("get", "/api/credits"): {200, 401, 503},
+    ("get", "/api/keys"): {200, 401, 503},
+    ("post", "/api/keys"): {200, 400, 401, 413, 503},
+    ("delete", "/api/keys/{key_id}"): {200, 401, 404, 503},
+    ("get", "/api/stats"): {200, 503},
+    ("get", "/api/treasury"): {200, 400, 503},
+    ("post", "/api/staking/stake"): {200, 400, 401, 413, 503},
+    ("post", "/api/staking/unstake"): {200, 400, 401, 413, 503},
+    ("get", "/api/staking"): {200, 401, 503},
+    ("post", "/api/images/generate"): {200, 400, 401, 402, 413, 503},
+    ("get", "/api/images/{image_id}"): {200, 404, 503},
+}
+"""What each network operation can answer (tests/facade/test_authorization.py and the schemathesis run
+see them answered; the body limit answers 413 on every POST)."""
+
+
+async def test_each_operation_documents_exactly_the_statuses_it_can_answer(stack: Stack) -> None:
+    doc = await openapi(stack.http)
+    network = {(method, path): op for path, method, op in operations(doc) if path.startswith("/api/")}
+    assert set(network) == set(STATUSES)
+    for key, op in network.items():
+        assert {int(s) for s in op["responses"]} == STATUSES[key], key
+    for path, method, op in operations(doc):
+        if method == "post" and not path.startswith("/api/"):  # the relay's 413 is its envelope
+            schema = op["responses"]["413"]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/PayloadTooLargeEnvelope"}, path
+
+
+def event_data(doc: dict[str, Any], path: str, method: str) -> dict[str, dict[str, Any]]:
+    """The documented events of a stream's 200: event name (or data ``type``) → its data schema."""
+    schema = doc["paths"][path][method]["responses"]["200"]["content"]["text/event-stream"]["schema"]
+    assert "type" not in schema  # (the schema of one event, an object: not the stream as a string)
+    out: dict[str, dict[str, Any]] = {}
+    for event in schema["oneOf"]:
+        assert set(event["required"]) == {"event", "data"}
+        data = event["properties"]["data"]
+        assert data["contentMediaType"] == "application/json"
+        name = event["properties"]["event"]["const"]
+        if name == "message":  # unnamed events, told apart by their data's `type`
+            name = data["contentSchema"]["properties"]["type"]["const"]
+        out[name] = data["contentSchema"]
+    return out
+
+
+async def test_the_event_streams_document_their_events(stack: Stack) -> None:
+    doc = await openapi(stack.http)
+    relay = event_data(doc, "/chat/stream", "post")
+    assert set(relay) == {"chunk", "done", "error"}
+    assert relay["chunk"]["required"] == ["text"]
+    for name in ("done", "error"):
+        assert set(relay[name]["required"]) == {"envelope", "signature", "key_id"}
+    verdicts = [e["properties"]["verdict"]["const"] for e in relay["done"]["properties"]["envelope"]["anyOf"]]
+    assert verdicts == ["response", "refusal"]
+    network = event_data(doc, "/api/chat/stream", "get")
+    assert set(network) == {"token", "done", "error"}
+    assert {name: set(s["required"]) for name, s in network.items()} == {
+        "token": {"type", "value"},
+        "done": {"type", "tokens"},
+        "error": {"type", "message"},
+    }
+
+
+async def test_a_405_names_every_method_its_path_has(stack: Stack) -> None:
+    doc = await openapi(stack.http)
+    for path, ops in doc["paths"].items():
+        url = re.sub(r"\{[^}]+\}", "x", path)
+        r = await stack.http.request("PATCH", url)  # no route takes PATCH
+        assert r.status_code == 405, (path, r.status_code)
+        allowed = {m.strip().lower() for m in r.headers["allow"].split(",")} - {"head"}
+        assert allowed == set(ops), (path, r.headers["allow"])
