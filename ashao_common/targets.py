@@ -45,7 +45,9 @@ def grpc_target(cores: str) -> tuple[str, list[tuple[str, str]]]:
                 addresses.append((version, item))
     scheme = "ipv4" if all(v == 4 for v, _ in addresses) else "ipv6"
     if scheme == "ipv6":  # a mixed list: IPv4 addresses written as IPv4-mapped IPv6
-        items = [a if v == 6 else f"[::ffff:{a.rsplit(':', 1)[0]}]:{a.rsplit(':', 1)[1]}" for v, a in addresses]
+        items = [
+            a if v == 6 else f"[::ffff:{a.rsplit(':', 1)[0]}]:{a.rsplit(':', 1)[1]}" for v, a in addresses
+        ]
     else:
         items = [a for _, a in addresses]
     options = [("grpc.lb_policy_name", "pick_first")]

@@ -315,7 +315,6 @@ class Mux:
                 elif ev.accepted.tokens < sub.last_seq and _terminal(ev.accepted.state):
                     sub.renumber = True
                 elif ev.accepted.tokens < sub.last_seq and not _terminal(ev.accepted.state):
-
                     # Re-watched after a core restart, but the tokens this client saw were lost with
                     # it: the answer is being produced again. Splicing the two would be a lie.
                     subs.pop(sub.sub_id, None)

@@ -219,8 +219,9 @@ class Agent:
         if not self._s.use_tls:
             return grpc.aio.insecure_channel(target, options=options)
         roots = self._s.tls_ca_file.read_bytes() if self._s.tls_ca_file is not None else None
-        return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=roots), options=options)
-
+        return grpc.aio.secure_channel(
+            target, grpc.ssl_channel_credentials(root_certificates=roots), options=options
+        )
 
     async def _serve(self) -> None:
         async with self._channel() as channel:

@@ -109,7 +109,6 @@ class AgentSettings(BaseSettings):
         return value
 
     @field_validator("name")
-
     @classmethod
     def _name(cls, value: str) -> str:
         if not value.strip():

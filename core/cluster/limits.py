@@ -77,7 +77,11 @@ class SharedRateLimiter:
             interval = 1000.0 / rate
             args += [interval, (burst - 1) * interval]
         args.append(self._daily_quota)
-        keys = [f"ashao:{self._name}:p:{principal}", f"ashao:{self._name}:ip:{ip}", f"ashao:{self._name}:d:{day}:{principal}"]
+        keys = [
+            f"ashao:{self._name}:p:{principal}",
+            f"ashao:{self._name}:ip:{ip}",
+            f"ashao:{self._name}:d:{day}:{principal}",
+        ]
         wait = float(await self._script(keys=keys, args=args))
         if wait < 0:
             self.refused += 1

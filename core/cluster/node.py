@@ -100,7 +100,6 @@ class Node:
         return bool(cores) and cores[0][0] == self.id
 
     async def live(self, core_id: str) -> bool:
-
         """Whether ``core_id`` is a live core."""
         return await self.peer_address(core_id) is not None
 

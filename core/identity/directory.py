@@ -159,7 +159,6 @@ class Directory:
         return found
 
     async def lookup_address(self, address: str) -> User | None:
-
         """The user of a wallet address (read from the store when another core may have made it)."""
         user = self.by_address(address)
         if user is None and self._revalidate_s is not None:

@@ -139,7 +139,9 @@ class Admission:
         if spec.credit_cost and principal.kind not in ("user", "service"):
             raise UnauthenticatedError(f"tier {tier} costs {spec.credit_cost} credits: sign in first")
         if not spec.credit_cost and principal.kind != "service":
-            await self._limiter.admit(principal.owner, principal.ip)  # free work is bounded per caller and address
+            await self._limiter.admit(
+                principal.owner, principal.ip
+            )  # free work is bounded per caller and address
         owner = principal.owner
         now = now_ms()
         statements: list[Statement] = []

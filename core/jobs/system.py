@@ -95,7 +95,6 @@ class JobSystem:
                 per_principal=(settings.send_rate_per_ip, settings.send_burst_per_ip),
                 per_ip=(settings.send_rate_per_ip, settings.send_burst_per_ip),
             ),
-
         )
         self.queries = JobQueries(board=self.board, repo=self.repo, ledger=ledger)
         self.reaper = Reaper(

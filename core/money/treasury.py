@@ -137,7 +137,9 @@ class Treasury:
         for account, staked in sorted(stakes.items()):
             share = pool * staked // total
             if share > 0:
-                moves.append(Move(TREASURY, user_account(account.split(":", 1)[1]), share, "staking_reward", period))
+                moves.append(
+                    Move(TREASURY, user_account(account.split(":", 1)[1]), share, "staking_reward", period)
+                )
         if not moves:
             return 0
         try:
@@ -145,7 +147,6 @@ class Treasury:
         except PaymentRequiredError:
             return 0  # paid for this interval already (or the treasury moved meanwhile): next interval
         return sum(m.amount for m in moves)
-
 
     async def move_stake(self, user_id: str, amount: int, *, stake: bool) -> Position:
         """Stake (or unstake) ``amount``: positive integers only, never more than held."""
