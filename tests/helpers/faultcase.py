@@ -47,11 +47,19 @@ StartNetwork = Callable[..., LocalNetwork]
 
 
 def mixed_clients(users: list[str], *, free: int = 12, priced: int = 12) -> list[Client]:
-    """Anonymous free-tier clients, and signed-in ones on the basic and pro tiers (users in turn)."""
+    """Anonymous free-tier clients and signed-in ones on the basic and pro tiers (users in turn),
+    interleaved (so that both kinds start early)."""
     tiers = ("basic", "pro")
-    return [Client("free") for _ in range(free)] + [
-        Client(tiers[i % 2], users[i % len(users)]) for i in range(priced)
-    ]
+    frees = [Client("free") for _ in range(free)]
+    paying = [Client(tiers[i % 2], users[i % len(users)]) for i in range(priced)]
+    mixed = [c for pair in zip(frees, paying, strict=False) for c in pair]
+    return mixed + frees[len(mixed) // 2 :] + paying[len(mixed) // 2 :]
+
+
+def busy(load: Load) -> bool:
+    """Whether free and priced answers are both being streamed (the moment to strike)."""
+    priced = sum(1 for j in load.live if load.streams[j].tier != "free")
+    return priced >= 4 and len(load.live) - priced >= 4
 
 
 async def signed_in(load: Load, n: int) -> list[str]:

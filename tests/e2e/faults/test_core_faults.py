@@ -7,7 +7,16 @@ import asyncio
 import pytest
 
 from tests.helpers.books import SPLICED, check_books, promise_problems, read_books
-from tests.helpers.faultcase import StartNetwork, attempts, mixed_clients, query, signed_in, summary, url
+from tests.helpers.faultcase import (
+    StartNetwork,
+    attempts,
+    busy,
+    mixed_clients,
+    query,
+    signed_in,
+    summary,
+    url,
+)
 from tests.helpers.load import Client, Load, wait_workers
 from tests.helpers.procs import child, kill, restart, stopped
 from tests.helpers.wait import eventually
@@ -30,7 +39,7 @@ async def test_core_sigkill_mid_load_then_restart(start_network: StartNetwork) -
     async with Load(url(net)) as load:
         await wait_workers(load.http, 2)
         load.start(mixed_clients(await signed_in(load, 4)))
-        await eventually(lambda: len(load.live) >= 8, timeout=30)
+        await eventually(lambda: busy(load), timeout=30)
         cut = set(load.live)
         await asyncio.to_thread(kill, net, "core")
         await asyncio.to_thread(restart, net, "core")
@@ -84,7 +93,7 @@ async def test_core_paused_longer_than_heartbeats_evicts_nobody(start_network: S
     async with Load(url(net)) as load:
         await wait_workers(load.http, 2)
         load.start(mixed_clients(await signed_in(load, 4)))
-        await eventually(lambda: len(load.live) >= 8, timeout=30)
+        await eventually(lambda: busy(load), timeout=30)
         running = set(load.live)
         with stopped(child(net, "core")):
             await asyncio.sleep(PAUSE_S)

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests.helpers.books import check_books
-from tests.helpers.faultcase import StartNetwork, mixed_clients, signed_in, summary, url
+from tests.helpers.faultcase import StartNetwork, busy, mixed_clients, signed_in, summary, url
 from tests.helpers.load import Load, wait_workers
 from tests.helpers.procs import kill, restart
 from tests.helpers.wait import eventually
@@ -20,7 +20,7 @@ async def test_facade_sigkill_mid_load_then_restart(start_network: StartNetwork)
     async with Load(url(net)) as load:
         await wait_workers(load.http, 2)
         load.start(mixed_clients(await signed_in(load, 4)))
-        await eventually(lambda: len(load.live) >= 8 and load.tokens_seen >= 100, timeout=30)
+        await eventually(lambda: busy(load) and load.tokens_seen >= 100, timeout=30)
         cut = set(load.live)
         await asyncio.to_thread(kill, net, "facade")
         await asyncio.to_thread(restart, net, "facade")
