@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 import orjson
 
-from ashao.v1 import account_pb2, account_pb2_grpc
+from ashao.v1 import account_pb2, account_pb2_grpc, operator_pb2, operator_pb2_grpc
 from ashao_cli.devnet import LocalNetwork
 from ashao_cli.operator import operator_token
 from tests.helpers.books import Books
@@ -77,6 +77,16 @@ async def grant(net: LocalNetwork, load: Load, session: str, amount: int) -> Non
         await account_pb2_grpc.AccountServiceStub(channel).GrantCredits(
             account_pb2.GrantCreditsRequest(user=user, amount=amount), metadata=md, timeout=10
         )
+
+
+async def connected(net: LocalNetwork, worker: str) -> bool:
+    """Whether the core says ``worker`` holds a Connect stream now (the operator's view)."""
+    md = (("authorization", f"Bearer {operator_token(net.data_dir)}"),)
+    async with grpc.aio.insecure_channel(net.grpc_addr) as channel:
+        r = await operator_pb2_grpc.OperatorServiceStub(channel).ListWorkers(
+            operator_pb2.ListWorkersRequest(), metadata=md, timeout=10
+        )
+    return any(w.worker_id == worker and w.connected for w in r.workers)
 
 
 def url(net: LocalNetwork) -> str:

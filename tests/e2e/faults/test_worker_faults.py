@@ -12,10 +12,12 @@ from tests.helpers.books import check_books
 from tests.helpers.faultcase import (
     StartNetwork,
     attempts,
+    connected,
     mixed_clients,
     query,
     signed_in,
     summary,
+    until,
     url,
     worker_id,
 )
@@ -74,11 +76,19 @@ async def test_worker_paused_past_its_heartbeats_loses_its_jobs_once(start_netwo
             # Well past what the stopped worker may have had in flight: another worker produces them.
             return all(load.streams[j].terminal or len(load.streams[j].tokens) >= had[j] + 8 for j in held)
 
+        async def gone() -> bool:
+            return not await connected(net, w1)
+
+        async def back() -> bool:
+            return await connected(net, w1)
+
         with stopped(child(net, "worker w1")):
+            await until(gone, timeout=30, what="the core lets the silent worker go")
             await eventually(moved_on, timeout=30)
         # Resumed, it finds its stream closed: what it had buffered for jobs no longer its own must
         # not reach any client (the load sees every repeated or foreign token; the books compare each
-        # answer with the stored one).
+        # answer with the stored one). It connects again.
+        await until(back, timeout=30, what="the worker connects again")
         mark = load.mark()
         await eventually(lambda: load.done_since(mark) >= 12, timeout=60)
         load.stop()
