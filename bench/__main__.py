@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench import dispatch_latency, idle_streams, ledger_cost, relay_latency, short_jobs, streaming
+from bench import dispatch_latency, idle_streams, ledger_cost, relay_latency, short_jobs, soak, streaming
 
 BENCHES: dict[str, tuple[str, Callable[[], dict[str, float]]]] = {
     "dispatch": ("send accepted -> assignment on a worker stream, 100 jobs/s", dispatch_latency.run),
@@ -20,15 +20,23 @@ BENCHES: dict[str, tuple[str, Callable[[], dict[str, float]]]] = {
     "idle": ("5,000 idle SSE streams on one facade process", idle_streams.run),
     "ledger": ("sends/s on a priced tier (ledger) vs the free tier, alternating rounds", ledger_cost.run),
     "relay": ("time to first chunk: upstream directly vs through the relay, alternating", relay_latency.run),
+    "soak": (
+        "minutes of sends + SSE streams with the store failing half the time: RSS, typed errors, books",
+        soak.run,
+    ),
 }
+OPT_IN = {"soak"}
+"""Benchmarks run only when named (they take minutes)."""
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the selected benchmarks (all by default)."""
     p = argparse.ArgumentParser(prog="python -m bench")
-    p.add_argument("names", nargs="*", choices=[*BENCHES, []], help="benchmarks to run (default: all)")
+    p.add_argument(
+        "names", nargs="*", choices=[*BENCHES, []], help="benchmarks to run (default: all but soak)"
+    )
     args = p.parse_args(argv)
-    names = args.names or list(BENCHES)
+    names = args.names or [n for n in BENCHES if n not in OPT_IN]
     print(f"# command: python -m bench {' '.join(args.names)}".rstrip())
     print(
         f"# machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
