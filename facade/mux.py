@@ -66,7 +66,17 @@ class WatchRefused(Exception):
 class Subscription(FrameBuffer):
     """One SSE client's view of one job: a buffer of SSE frames not yet written to it."""
 
-    __slots__ = ("client_ip", "credential", "finished", "job_id", "last_seq", "ready", "renumber", "sub_id")
+    __slots__ = (
+        "answer",
+        "client_ip",
+        "credential",
+        "finished",
+        "job_id",
+        "last_seq",
+        "ready",
+        "renumber",
+        "sub_id",
+    )
 
     def __init__(
         self,
@@ -89,7 +99,10 @@ class Subscription(FrameBuffer):
         self.finished = False
         """The job had ended and this client already had its every event, the terminal one included:
         there is nothing to stream (an SSE client is told not to reconnect)."""
+        self.answer = 0
+        """The attempt whose answer the tokens this client has are (0 before any)."""
         self.renumber = False
+
         """The job was re-watched after a core restart lost tokens this client saw, and has ended: its
         end is sent after the client's last event, whatever id the core gives it."""
 
@@ -285,6 +298,8 @@ class Mux:
                     seq += skip
                 if not tokens:
                     continue
+                if ev.answer:
+                    sub.answer = ev.answer
                 sub.push(b"".join([TOKEN_FRAME % (seq + i, dumps(t)) for i, t in enumerate(tokens)]))
                 sub.last_seq = seq + len(tokens) - 1
                 if sub.size > self._max_buffer:
@@ -306,8 +321,25 @@ class Mux:
                 else:
                     sub.end()
             elif kind == "accepted":
+                other_answer = bool(sub.answer and ev.accepted.answer and ev.accepted.answer != sub.answer)
+                if other_answer and sub.last_seq > 0:
+                    # The tokens this client has belong to an answer that was lost with a restarted core;
+                    # the job has (or is making) another one. Splicing the two would be a lie.
+                    subs.pop(sub.sub_id, None)
+                    self._outbox.put_nowait(
+                        chat_pb2.SubscribeRequest(unwatch=chat_pb2.Unwatch(sub_id=sub.sub_id))
+                    )
+                    sub.end(
+                        error_frame(
+                            sub.last_seq + 1,
+                            "the answer this stream carried was lost when the coordinator restarted, and"
+                            " the job answered again; reopen the stream without Last-Event-ID",
+                        )
+                    )
+                    continue
                 if not sub.ready.done():
                     sub.ready.set_result(None)
+
                     if _terminal(ev.accepted.state) and sub.last_seq > ev.accepted.tokens:
                         # Resuming at or past the terminal event (its id is tokens + 1): nothing to send.
                         sub.finished = True

@@ -179,13 +179,17 @@ class RemoteLogs:
                 skip = have + 1 - ev.seq  # already mirrored before a re-watch
                 tokens = list(ev.chunk.tokens)[max(0, skip) :]
                 if tokens:
+                    if not m.log.answer:
+                        m.log.answer = ev.answer
                     m.log.append(tokens)
             elif kind == "done":
                 self._end(m, Terminal("done", tokens=ev.done.tokens))
             elif kind == "error":
                 self._end(m, Terminal("error", message=ev.error.message, reason=ev.error.reason))
             elif kind == "accepted":
-                if ev.accepted.tokens < len(m.log.tokens) and ev.accepted.state not in _TERMINAL:
+                a = ev.accepted
+                other = bool(m.log.tokens and m.log.answer and a.answer and a.answer != m.log.answer)
+                if other or (a.tokens < len(m.log.tokens) and a.state not in _TERMINAL):
                     # The core that took the job over does not have what readers here already saw.
                     self._end(m, Terminal("error", message=LOST, reason="CORE_LOST"))
             elif kind == "rejected":

@@ -36,7 +36,10 @@ def _events(sub_id: int, ev: Events, out: list[chat_pb2.SubscriptionEvent]) -> N
     if ev.tokens:
         out.append(
             chat_pb2.SubscriptionEvent(
-                sub_id=sub_id, seq=ev.first_seq, chunk=common_pb2.TokenChunk(tokens=ev.tokens)
+                sub_id=sub_id,
+                seq=ev.first_seq,
+                chunk=common_pb2.TokenChunk(tokens=ev.tokens),
+                answer=ev.answer,
             )
         )
     t = ev.terminal
@@ -65,7 +68,9 @@ def encode_items(items: list[Item]) -> chat_pb2.SubscribeResponse:
             out.append(
                 chat_pb2.SubscriptionEvent(
                     sub_id=item.sub_id,
-                    accepted=chat_pb2.WatchAccepted(state=_state(item.state), tokens=item.tokens),
+                    accepted=chat_pb2.WatchAccepted(
+                        state=_state(item.state), tokens=item.tokens, answer=item.answer
+                    ),
                 )
             )
         elif isinstance(item, Rejected):

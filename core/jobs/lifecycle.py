@@ -82,7 +82,9 @@ class Lifecycle:
             fresh = fresh[:room]
         if fresh:
             if not job.log.tokens:  # its first token: callers will have part of an answer from now on
-                self._settler.write_behind([JobRepository.streaming(job.id)])
+                job.log.answer = job.attempts
+                self._settler.write_behind([JobRepository.streaming(job.id, job.attempts)])
+
             job.state = JobState.STREAMING
             job.log.append(fresh)
 

@@ -63,7 +63,8 @@ class JobQueries:
                     terminal = Terminal(
                         "error", message=error or f"job {state.value}", reason=state.value.upper()
                     )
-                finished = JobLog(job_id, tokens, terminal)
+                finished = JobLog(job_id, tokens, terminal, answer=stored.answer)
+
                 self._board.bus.remember(finished)
                 return finished, state.value
         raise NotFoundError(f"jobId: no job {job_id!r}", field="jobId")

@@ -23,6 +23,7 @@ class Outcome:
     tokens: list[str]
     error: str
     core_id: str
+    answer: int
 
 
 class JobRepository:
@@ -96,9 +97,13 @@ class JobRepository:
         return ("UPDATE jobs SET updated_at=? WHERE id=?", (now, job_id))
 
     @staticmethod
-    def streaming(job_id: str) -> Statement:
-        """The job's first token reached its callers: from now on a lost answer cannot start over."""
-        return ("UPDATE jobs SET state='streaming', updated_at=? WHERE id=?", (now_ms(), job_id))
+    def streaming(job_id: str, attempt: int) -> Statement:
+        """The job's first token (of attempt ``attempt``) reached its callers: from now on a lost answer
+        cannot start over."""
+        return (
+            "UPDATE jobs SET state='streaming', answer_attempt=?, updated_at=? WHERE id=?",
+            (attempt, now_ms(), job_id),
+        )
 
     @staticmethod
     def completed(job: Job, worker_id: str, now: int) -> list[Statement]:
@@ -278,14 +283,15 @@ class JobRepository:
         return str(row[10]), snap
 
     async def outcome(self, job_id: str) -> Outcome | None:
-        """A stored job: its owner, state, output, error and the core that holds it."""
+        """A stored job: its owner, state, output, error, the core that holds it and the attempt whose
+        answer its tokens are."""
         row = await self._store.fetchone(
-            "SELECT state, output, error, owner, core_id FROM jobs WHERE id = ?", (job_id,)
+            "SELECT state, output, error, owner, core_id, answer_attempt FROM jobs WHERE id = ?", (job_id,)
         )
         if row is None:
             return None
         tokens: list[str] = orjson.loads(row[1]) if row[1] else []
-        return Outcome(str(row[3]), JobState(row[0]), tokens, str(row[2]), str(row[4]))
+        return Outcome(str(row[3]), JobState(row[0]), tokens, str(row[2]), str(row[4]), int(row[5]))
 
     async def holder(self, job_id: str) -> str:
         """The core that holds a job ('' if none took it)."""

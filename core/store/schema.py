@@ -214,6 +214,8 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "ALTER TABLE jobs ADD COLUMN core_id TEXT NOT NULL DEFAULT ''",
             # What an image job asks for (JSON), so whichever core takes it can run it.
             "ALTER TABLE jobs ADD COLUMN params TEXT NOT NULL DEFAULT ''",
+            # The attempt whose answer the job's tokens are (set with its first token).
+            "ALTER TABLE jobs ADD COLUMN answer_attempt BIGINT NOT NULL DEFAULT 0",
             # Staking rewards are paid once per interval and holder, whichever core pays them.
             "CREATE UNIQUE INDEX IF NOT EXISTS ledger_reward_once ON ledger(ref, credit)"
             " WHERE reason = 'staking_reward'",

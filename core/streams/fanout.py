@@ -31,6 +31,8 @@ class Accepted:
     """The job's state when the watch started (``JobState`` value)."""
     tokens: int
     """Tokens in the job's log when the watch started."""
+    answer: int = 0
+    """The attempt whose answer those tokens are."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,8 @@ class Multiplexer:
 
         self._subs[sub_id] = _Sub(cursor, listener)
         log.listen(listener)
-        self._control.append(Accepted(sub_id, state, len(log.tokens)))
+        self._control.append(Accepted(sub_id, state, len(log.tokens), log.answer))
+
         listener()  # send the backlog, if any
 
     def unwatch(self, sub_id: int) -> None:

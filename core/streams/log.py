@@ -29,14 +29,17 @@ class Terminal:
 class JobLog:
     """The events of one job: tokens (seq 1..n), then at most one terminal event (seq n+1)."""
 
-    __slots__ = ("_listeners", "job_id", "terminal", "tokens")
+    __slots__ = ("_listeners", "answer", "job_id", "terminal", "tokens")
 
     def __init__(
-        self, job_id: str, tokens: list[str] | None = None, terminal: Terminal | None = None
+        self, job_id: str, tokens: list[str] | None = None, terminal: Terminal | None = None, answer: int = 0
     ) -> None:
         self.job_id = job_id
         self.tokens: list[str] = tokens if tokens is not None else []
         self.terminal = terminal
+        self.answer = answer
+        """The attempt whose answer these tokens are (0 before the first): readers resuming with tokens
+        of another attempt were following an answer that was lost, and must not be given this one."""
         self._listeners: list[Listener] = []
 
     @property
@@ -87,6 +90,8 @@ class Events:
     tokens: list[str]
     terminal: Terminal | None
     terminal_seq: int
+    answer: int = 0
+    """The attempt whose answer the tokens are."""
 
 
 class Cursor:
@@ -120,7 +125,7 @@ class Cursor:
             self.done = True
         if not tokens and terminal is None:
             return None
-        return Events(start + 1, tokens, terminal, terminal_seq)
+        return Events(start + 1, tokens, terminal, terminal_seq, log.answer)
 
 
 class FinishedLogs:

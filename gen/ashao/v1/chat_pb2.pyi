@@ -416,21 +416,27 @@ class WatchAccepted(_message.Message):
 
     STATE_FIELD_NUMBER: _builtins.int
     TOKENS_FIELD_NUMBER: _builtins.int
+    ANSWER_FIELD_NUMBER: _builtins.int
     state: _common_pb2.JobState.ValueType
     """The job's state when the watch started."""
     tokens: _builtins.int
     """Tokens the job had produced when the watch started. Fewer than a resuming watcher has already
     seen means the job is being produced again from the start (the core restarted mid-answer).
     """
+    answer: _builtins.int
+    """The attempt whose answer the job's tokens are (0 before its first token). A resuming watcher
+    that saw tokens of another attempt must not be given these: they would splice two answers.
+    """
     def __init__(
         self,
         *,
         state: _common_pb2.JobState.ValueType = ...,
         tokens: _builtins.int = ...,
+        answer: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["state", b"state", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "state", b"state", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -475,10 +481,13 @@ class SubscriptionEvent(_message.Message):
     CHUNK_FIELD_NUMBER: _builtins.int
     DONE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    ANSWER_FIELD_NUMBER: _builtins.int
     sub_id: _builtins.int
     """The subscription."""
     seq: _builtins.int
     """Sequence number of the event within its job (0 for accepted/rejected)."""
+    answer: _builtins.int
+    """For a chunk: the attempt whose answer its tokens are (see WatchAccepted.answer)."""
     @_builtins.property
     def accepted(self) -> Global___WatchAccepted:
         """The watch started."""
@@ -509,10 +518,11 @@ class SubscriptionEvent(_message.Message):
         chunk: _common_pb2.TokenChunk | None = ...,
         done: _common_pb2.JobDone | None = ...,
         error: _common_pb2.JobError | None = ...,
+        answer: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "chunk", b"chunk", "done", b"done", "error", b"error", "kind", b"kind", "rejected", b"rejected"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "chunk", b"chunk", "done", b"done", "error", b"error", "kind", b"kind", "rejected", b"rejected", "seq", b"seq", "sub_id", b"sub_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "answer", b"answer", "chunk", b"chunk", "done", b"done", "error", b"error", "kind", b"kind", "rejected", b"rejected", "seq", b"seq", "sub_id", b"sub_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["accepted", "rejected", "chunk", "done", "error"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
