@@ -33,7 +33,6 @@ class ConstraintError(StoreError):
     reason = "CONFLICT"
 
 
-
 class Store(Protocol):
     """Durable storage with group-committed atomic units."""
 
