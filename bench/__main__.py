@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench import dispatch_latency, idle_streams, ledger_cost, relay_latency, short_jobs, streaming
+from bench import dispatch_latency, idle_streams, ledger_cost, pgstore, relay_latency, short_jobs, streaming
 
 BENCHES: dict[str, tuple[str, Callable[[], dict[str, float]]]] = {
     "dispatch": ("send accepted -> assignment on a worker stream, 100 jobs/s", dispatch_latency.run),
@@ -20,6 +20,10 @@ BENCHES: dict[str, tuple[str, Callable[[], dict[str, float]]]] = {
     "idle": ("5,000 idle SSE streams on one facade process", idle_streams.run),
     "ledger": ("sends/s on a priced tier (ledger) vs the free tier, alternating rounds", ledger_cost.run),
     "relay": ("time to first chunk: upstream directly vs through the relay, alternating", relay_latency.run),
+    "pgstore": (
+        "PostgreSQL store: units/s for 6-statement units, per unit vs batched vs executemany",
+        pgstore.run,
+    ),
 }
 
 
