@@ -47,9 +47,19 @@ async def test_cores_starting_at_once_run_each_migration_once(postgres_dsn: str)
     try:
         rows = await stores[0].fetchall("SELECT version FROM schema_version ORDER BY version")
         assert rows == [(v,) for v in range(1, LATEST + 1)]
-        # and they share the data: what one writes, every other reads
-        await asyncio.gather(*(s.write([conversation(f"conv_{i}")]) for i, s in enumerate(stores)))
-        assert await stores[3].fetchone("SELECT COUNT(*) FROM conversations") == (4,)
+        # and they share the data: what each writes, every other reads
+        await asyncio.gather(
+            *(
+                s.write([conversation(f"conv_{i}_{n}"), message(f"conv_{i}_{n}")])
+                for i, s in enumerate(stores)
+                for n in range(250)
+            )
+        )
+        for s in stores:
+            assert await s.fetchone("SELECT COUNT(*), COUNT(DISTINCT conversation_id) FROM messages") == (
+                1000,
+                1000,
+            )
     finally:
         await asyncio.gather(*(s.close() for s in stores))
 
