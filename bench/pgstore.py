@@ -117,7 +117,7 @@ async def _drive(
 async def _open(store: Store, unit: Callable[[], Sequence[Statement]], clients: int) -> Store:
     await store.open()
     await store.write([("INSERT INTO conversations (id, owner, created_at) VALUES ('conv_dup', 'o', 0)", ())])
-    await asyncio.gather(*(store.write(unit()) for _ in range(clients)))  # warm-up
+    await asyncio.gather(*(store.write(unit()) for _ in range(clients)), return_exceptions=True)  # warm-up
     return store
 
 
