@@ -33,7 +33,8 @@ import asyncpg
 
 from bench.common import run_async
 from core.store import Statement, Store, StoreError
-from core.store.postgres import PostgresStore, _Pending
+from core.store.pgwriter import Pending
+from core.store.postgres import PostgresStore
 from core.store.sqlite import SqliteStore
 from tests.helpers.postgres import DEFAULT_DSN, fresh_database
 
@@ -81,7 +82,7 @@ class _RedoStore(PostgresStore):
     """The alternative to savepoints, for comparison: redo each unit of a failed batch in a
     transaction of its own."""
 
-    async def _isolate(self, conn: asyncpg.Connection, batch: list[_Pending]) -> None:
+    async def _isolate(self, conn: asyncpg.Connection, batch: list[Pending]) -> None:
         for item in batch:
             try:
                 await conn.execute("BEGIN")
