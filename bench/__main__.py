@@ -8,7 +8,16 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench import dispatch_latency, idle_streams, ledger_cost, relay_latency, short_jobs, soak, streaming
+from bench import (
+    dispatch_latency,
+    idle_streams,
+    ledger_cost,
+    pgstore,
+    relay_latency,
+    short_jobs,
+    soak,
+    streaming,
+)
 
 BENCHES: dict[str, tuple[str, Callable[[], dict[str, float]]]] = {
     "dispatch": ("send accepted -> assignment on a worker stream, 100 jobs/s", dispatch_latency.run),
@@ -23,6 +32,10 @@ BENCHES: dict[str, tuple[str, Callable[[], dict[str, float]]]] = {
     "soak": (
         "minutes of sends + SSE streams with the store failing half the time: RSS, typed errors, books",
         soak.run,
+    ),
+    "pgstore": (
+        "PostgreSQL store: units/s for 6-statement units, per unit vs batched vs executemany",
+        pgstore.run,
     ),
 }
 OPT_IN = {"soak"}

@@ -117,8 +117,9 @@ class SqliteStore:
         """Commit what is queued, then stop both threads. Idempotent."""
         if self._closing:
             return
-        self._closing = True
-        self._wake.set()
+        with self._lock:  # the writer clears its wake-up under this lock: the last one is not lost
+            self._closing = True
+            self._wake.set()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
         if self._read_conn is not None:
@@ -151,7 +152,7 @@ class SqliteStore:
                 with self._lock:
                     batch = self._queue[: self._max_batch]
                     del self._queue[: self._max_batch]
-                    if not self._queue:
+                    if not self._queue and not self._closing:
                         self._wake.clear()
                 if not batch:
                     if self._closing:

@@ -7,12 +7,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from core.store import Statement, StoreError
-from core.store.sqlite import SqliteStore
+from core.store import Statement, Store, StoreError
 
 
 @contextmanager
-def failing_writes(store: SqliteStore, count: int = 1, *, when: str = "") -> Iterator[list[int]]:
+def failing_writes(store: Store, count: int = 1, *, when: str = "") -> Iterator[list[int]]:
     """The next ``count`` units submitted to ``store`` (those with a statement containing ``when``, if
     given) fail with StoreError and write nothing; yields the list of failed units' sizes."""
     submit = store.submit
@@ -34,7 +33,7 @@ def failing_writes(store: SqliteStore, count: int = 1, *, when: str = "") -> Ite
 
 
 @contextmanager
-def failing_reads(store: SqliteStore, count: int = 1, *, when: str = "") -> Iterator[list[str]]:
+def failing_reads(store: Store, count: int = 1, *, when: str = "") -> Iterator[list[str]]:
     """The next ``count`` queries (containing ``when``, if given) fail with StoreError."""
     fetchone, fetchall = store.fetchone, store.fetchall
     failed: list[str] = []

@@ -1,56 +1,18 @@
-"""The SQLite store: group commits, isolation of a bad unit, durability, migrations, file mode."""
+"""The SQLite store's own concerns: the file is owner-only, and stores from before versioning are adopted
+(what it shares with every store is in test_stores.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import stat
 from pathlib import Path
 
 import pytest
 
-from core.store import StoreError
 from core.store.schema import LATEST
 from core.store.sqlite import SqliteStore, migrate
 
 pytestmark = pytest.mark.timeout(30)
-
-
-async def test_group_commit_batches_and_isolates_a_bad_unit(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.db", synchronous="NORMAL")
-    await store.open()
-    try:
-        ok = [
-            store.write(
-                [
-                    (
-                        "INSERT INTO conversations (id, owner, created_at) VALUES (?, 'o', 0)",
-                        (f"conv_{i:010d}",),
-                    )
-                ]
-            )
-            for i in range(300)
-        ]
-        bad = store.write(
-            [
-                ("INSERT INTO conversations (id, owner, created_at) VALUES ('conv_dup', 'o', 0)", ()),
-                ("INSERT INTO conversations (id, owner, created_at) VALUES ('conv_dup', 'o', 0)", ()),
-            ]
-        )
-        results = await asyncio.gather(*ok, bad, return_exceptions=True)
-        assert all(r is None for r in results[:-1])
-        assert isinstance(results[-1], StoreError)
-        assert await store.fetchone("SELECT COUNT(*) FROM conversations") == (300,)
-        assert store.batches < 300  # many writes share a commit
-    finally:
-        await store.close()
-    # durable: a new store on the same file sees everything acknowledged
-    again = SqliteStore(tmp_path / "s.db")
-    await again.open()
-    try:
-        assert await again.fetchone("SELECT COUNT(*) FROM conversations") == (300,)
-    finally:
-        await again.close()
 
 
 async def test_migrations_run_once_and_the_file_is_owner_only(tmp_path: Path) -> None:
