@@ -16,6 +16,7 @@ from ashao.v1 import (
     treasury_pb2_grpc,
     worker_pb2_grpc,
 )
+from ashao_common.targets import grpc_target
 from facade.config import FacadeSettings
 from facade.frames import Coalescer
 from facade.http import relay_metadata
@@ -43,12 +44,14 @@ class CoreClient:
         self.settings = settings
         settings.relay_key = settings.core_relay_key()  # read once (a file, maybe)
         relayed = relay_metadata(settings)
+        target, extra = grpc_target(settings.grpc_addr)  # several cores: it fails over to the next
+        options = [*CHANNEL_OPTIONS, *extra]
         if settings.core_tls or settings.core_tls_ca_file is not None:
             ca = settings.core_tls_ca_file
             credentials = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes() if ca else None)
-            self.channel = grpc.aio.secure_channel(settings.grpc_addr, credentials, options=CHANNEL_OPTIONS)
+            self.channel = grpc.aio.secure_channel(target, credentials, options=options)
         else:
-            self.channel = grpc.aio.insecure_channel(settings.grpc_addr, options=CHANNEL_OPTIONS)
+            self.channel = grpc.aio.insecure_channel(target, options=options)
         self.chat = chat_pb2_grpc.ChatServiceStub(self.channel)
         self.workers = worker_pb2_grpc.WorkerServiceStub(self.channel)
         self.network = network_pb2_grpc.NetworkServiceStub(self.channel)

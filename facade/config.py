@@ -27,7 +27,8 @@ class FacadeSettings(BaseSettings):
     http_addr: str = "127.0.0.1:8080"
     """Address the HTTP server listens on (``host:port``, ``[::1]:port`` for IPv6)."""
     grpc_addr: Annotated[str, Flag("--core")] = "127.0.0.1:50051"
-    """Address of the core's gRPC server (``host:port``)."""
+    """Address of the core's gRPC server (``host:port``), or several cores' (``host:port,host:port``):
+    the facade uses the first that answers and moves to the next when it goes away."""
     core_tls: bool = False
     """Reach the core over TLS (verified against the system's roots, or ``core_tls_ca_file``)."""
     core_tls_ca_file: Path | None = None

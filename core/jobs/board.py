@@ -51,7 +51,12 @@ class JobBoard:
         return self._jobs.get(job_id)
 
     def add(self, job: Job) -> None:
-        """A new (or recovered) job: live, findable on the bus, queued on its tier."""
+        """A new (or recovered) job: live, findable on the bus, queued on its tier. On a queue several
+        cores share, it is only published: the core whose workers take it holds it (this one too, if
+        it pulls it), and readers here follow it there."""
+        if self.queue.shared:
+            self.queue.push(job.tier, job.owner, job.id)
+            return
         self._jobs[job.id] = job
         self.bus.publish(job.log)
         job.queued_at = time.monotonic()

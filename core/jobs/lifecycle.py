@@ -6,7 +6,6 @@ Ends are written by the Settler, so a caller learns an outcome only once it is d
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from core.jobs.repository import JobRepository
 from core.jobs.settle import Settler
 from core.money.billing import Billing
 from core.store import now_ms
-from core.store.images import MAX_IMAGE_BYTES, ImageFiles, sniff
+from core.store.images import MAX_IMAGE_BYTES, ImageBytes, sniff
 from core.streams.log import Terminal
 from core.workers.registry import WorkerInfo
 
@@ -38,7 +37,7 @@ class Lifecycle:
         board: JobBoard,
         settler: Settler,
         billing: Billing,
-        images: ImageFiles,
+        images: ImageBytes,
         settings: CoreSettings,
         core_id: str = "",
     ) -> None:
@@ -204,7 +203,7 @@ class Lifecycle:
             )
         if mime_type and mime_type != real:
             raise InvalidArgumentError(f"image: bytes are {real}, not {mime_type}", field="image")
-        digest = await asyncio.to_thread(self._images.put, data, real)
+        digest = await self._images.save(data, real)
         job = self._board.owned(info, job_id)  # it may have been cancelled while the file was written
         self._board.release(job, info)
         p = job.image

@@ -10,6 +10,7 @@ import time
 from ashao_common.supervise import Loop, every
 from core.cluster.mirrors import ClusterBus
 from core.cluster.node import Node
+from core.cluster.view import ClusterView
 from core.config import CoreSettings
 from core.identity.ratelimit import Limiter, RateLimiter, TokenBuckets
 from core.jobs.admission import Admission
@@ -27,7 +28,7 @@ from core.jobs.stats import JobsSnapshot
 from core.money.billing import Billing
 from core.money.ledger import Ledger
 from core.store import Store
-from core.store.images import ImageFiles
+from core.store.images import ImageBytes
 from core.streams.bus import LocalBus, TokenBus
 from core.workers.joining import JoinPolicy
 from core.workers.registry import WorkerRegistry
@@ -46,7 +47,7 @@ class JobSystem:
         settings: CoreSettings,
         store: Store,
         ledger: Ledger,
-        images: ImageFiles,
+        images: ImageBytes,
         node: Node | None = None,
         send_limiter: Limiter | None = None,
     ) -> None:
@@ -101,6 +102,8 @@ class JobSystem:
             board=self.board, dispatcher=self.dispatcher, lifecycle=self.lifecycle, settings=settings
         )
         self.shared: SharedQueue | None = None
+        self.cluster = ClusterView()
+        self._beats = 0
         self._control: set[asyncio.Task[None]] = set()
         if node is not None:
             self.shared = SharedQueue(
@@ -129,10 +132,24 @@ class JobSystem:
                     "release": every(1.0, shared.release_idle),
                     "sweep": every(5.0, shared.sweep),
                     "follow-up": every(1.0, shared.follow_up),
-                    "heartbeat": every(2.0, self.node.heartbeat),
+                    "heartbeat": every(2.0, self._heartbeat),
                 }
             )
         return loops
+
+    async def _heartbeat(self) -> None:
+        """Report this core's figures, and read the cluster's (the store's count of done jobs now and
+        then: it is a scan)."""
+        assert self.node is not None
+        own = self.board.snapshot(recent_s=self.settings.lease_timeout_s)
+        await self.node.heartbeat(ClusterView.report(own))
+        view = self.cluster
+        view.take(await self.node.others_reports())
+        view.waiting_in_queue = await self.node.queue.waiting()
+        self._beats += 1
+        if view.jobs_completed is None or self._beats % 5 == 0:
+            view.completed_here_since = self.board.jobs_completed
+            view.jobs_completed = await self.repo.completed_count()
 
     def _cancel_elsewhere(self, job_id: str, reason: str) -> None:
         if self.node is not None:
@@ -176,8 +193,9 @@ class JobSystem:
         self.dispatcher.pump()
 
     def snapshot(self) -> JobsSnapshot:
-        """Every live figure."""
-        return self.board.snapshot(recent_s=self.settings.lease_timeout_s)
+        """Every live figure (of the whole cluster, among several cores: a few seconds old for others)."""
+        own = self.board.snapshot(recent_s=self.settings.lease_timeout_s)
+        return own if self.node is None else self.cluster.merged(own)
 
     def serving(self, tier: str) -> bool:
         """Whether a connected worker serves ``tier`` now."""
