@@ -8,6 +8,7 @@ a worker go, wherever it is).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -73,7 +74,9 @@ class Node:
         except Exception as exc:
             log.warning("could not remove this core's record: %s", exc)
         if self.nc is not None:
-            await self.nc.drain()
+            with contextlib.suppress(Exception):
+                await self.nc.flush(timeout=2)
+            await self.nc.close()
 
     async def heartbeat(self, stats: str = "") -> None:
         """Record this core as live, with its figures (run it every few seconds)."""

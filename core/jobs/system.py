@@ -69,6 +69,7 @@ class JobSystem:
                 rate=settings.register_rate_per_ip, burst=settings.register_burst_per_ip
             ),
             probation_slots=settings.worker_probation_slots,
+            shared=node is not None,
         )
         self.board = JobBoard(queue=queue, bus=bus, registry=self.registry)
         self.repo = JobRepository(store)
@@ -153,9 +154,19 @@ class JobSystem:
 
     def _cancel_elsewhere(self, job_id: str, reason: str) -> None:
         if self.node is not None:
-            task = asyncio.create_task(self.node.cancel(job_id, reason))
+            task = asyncio.create_task(self._cancel_remote(job_id, reason))
             self._control.add(task)
             task.add_done_callback(self._control.discard)
+
+    async def _cancel_remote(self, job_id: str, reason: str) -> None:
+        """Cancel a job this core does not hold: the core that holds it does; one no core holds yet (still
+        on the shared queue) ends here."""
+        assert self.node is not None and self.shared is not None
+        try:
+            await self.node.cancel(job_id, reason)
+            await self.shared.cancel_unheld(job_id, reason)
+        except Exception:
+            log.exception("could not cancel job %s", job_id)
 
     def _let_go(self, worker_id: str) -> None:
         """Another core revoked ``worker_id``: forget it here and close its stream, if it has one."""
@@ -206,6 +217,8 @@ class JobSystem:
         info = await self.registry.revoke(worker_id)
         if self.node is not None:
             await self.node.revoke_worker(worker_id)
+        if info is None:
+            return  # known to another core only: that core lets it go
 
         conn = info.connection
         if conn is not None:
