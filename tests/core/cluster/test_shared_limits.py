@@ -58,7 +58,8 @@ async def test_the_shared_limit_refuses_past_the_burst_and_says_when_to_retry() 
     url = await require_redis()
     name = f"t{secrets.token_hex(4)}"
     limiters = [
-        SharedRateLimiter.connect(url, name=name, per_principal=(0.01, 4), per_ip=(100, 100)) for _ in range(2)
+        SharedRateLimiter.connect(url, name=name, per_principal=(0.01, 4), per_ip=(100, 100))
+        for _ in range(2)
     ]
     try:
         outcomes = []
