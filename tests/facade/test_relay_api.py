@@ -188,6 +188,21 @@ async def test_bad_input_is_a_signed_422_naming_the_field(tmp_path: Path) -> Non
             (b'{"message": "hi", "max_tokens": 10', "body"),
             (orjson.dumps(["hi"]), "body"),
             (orjson.dumps({"message": "hi", "max_tokens": 1024, "payment": "card"}), "payment"),
+            (
+                b'{"message": "hi", "max_tokens": 1024, "payment": {"address": "a", "nonce": "n",'
+                b' "price": 9223372036854775808, "signature": "s"}}',
+                "payment.price",
+            ),
+            (
+                orjson.dumps(
+                    {
+                        "message": "hi",
+                        "max_tokens": 1024,
+                        "payment": {"address": "a", "nonce": "n", "price": -1, "signature": "s"},
+                    }
+                ),
+                "payment.price",
+            ),
         ]
         for path in ("/chat", "/chat/stream"):
             for body, field in cases:
