@@ -102,6 +102,7 @@ $("new-chat").addEventListener("click", () => chat.reset());
 $("sign-in").addEventListener("click", (event) =>
   attempt($("wallet-error"), async () => {
     await signIn();
+    chat.reset(); // conversations belong to who sent them: a new caller starts a new one
     await refreshAccount();
   }, event.currentTarget),
 );
@@ -109,6 +110,7 @@ $("sign-in").addEventListener("click", (event) =>
 $("sign-out").addEventListener("click", (event) =>
   attempt($("wallet-error"), async () => {
     await signOut();
+    chat.reset();
     await refreshAccount();
   }, event.currentTarget),
 );

@@ -2,8 +2,9 @@
 
 const PAD = { left: 10, right: 10, top: 20, bottom: 20 };
 
-function clock(ms) {
-  return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+function clock(ms, seconds) {
+  const parts = seconds ? { hour: "2-digit", minute: "2-digit", second: "2-digit" } : { hour: "2-digit", minute: "2-digit" };
+  return new Date(ms).toLocaleTimeString([], parts);
 }
 
 /** Draw `points` on `canvas`, sized to its CSS box at the screen's pixel ratio; `format` labels values. */
@@ -75,5 +76,7 @@ export function drawSeries(canvas, points, format = String) {
   ctx.textBaseline = "top";
   ctx.fillText(format(y0), PAD.left, PAD.top + h + 4);
   ctx.textAlign = "right";
-  ctx.fillText(points.length > 1 ? `${clock(xs[0])} – ${clock(xs.at(-1))}` : clock(xs[0]), PAD.left + w, PAD.top + h + 4);
+  const seconds = xs.at(-1) - xs[0] < 3600_000; // a short series is told to the second
+  const span = points.length > 1 ? `${clock(xs[0], seconds)} – ${clock(xs.at(-1), seconds)}` : clock(xs[0], true);
+  ctx.fillText(span, PAD.left + w, PAD.top + h + 4);
 }

@@ -185,7 +185,7 @@ async def test_a_signed_in_user_generates_an_image_and_stakes(net: LiveNet, web:
     image = page.locator("#image")
     await expect(image).to_have_attribute("src", re.compile(r"^/api/images/img_"))
     await expect(page.locator("#image-caption")).to_have_text(f"{prompt} · Watercolor, Landscape")
-    await page.wait_for_function("document.getElementById('image').naturalWidth === 2")  # the worker's PNG
+    await expect(image).to_have_js_property("naturalWidth", 2)  # the worker's 2x2 PNG, loaded
     left = SIGNUP_GRANT - TIERS["image"].credit_cost
     await expect(page.locator("#credits")).to_have_text(str(left))
 

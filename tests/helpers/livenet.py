@@ -16,6 +16,7 @@ from tests.helpers.agents import agent_settings, running
 from tests.helpers.images import png
 from tests.helpers.stack import Stack, start_stack, stop_stack
 from worker_agent.backends import ChatBackend, ChatRequest, Emit
+from worker_agent.backends.images import ImageBackend
 
 GENEROUS = 1e9
 """Rate limits that a test's own traffic never reaches."""
@@ -83,10 +84,14 @@ class LiveNet:
 
 @contextlib.asynccontextmanager
 async def live_network(
-    tmp_path: Path, *, chat_backend: ChatBackend | None = None, **core_overrides: Any
+    tmp_path: Path,
+    *,
+    chat_backend: ChatBackend | None = None,
+    image_backend: ImageBackend | None = None,
+    **core_overrides: Any,
 ) -> AsyncIterator[LiveNet]:
-    """Start the network (its agent answering with ``chat_backend``, the synthetic backend when None);
-    stop it all at the end."""
+    """Start the network (its agent answering with ``chat_backend``, the synthetic backend when None,
+    and drawing with ``image_backend``, ``PngBackend`` when None); stop it all at the end."""
     overrides: dict[str, Any] = {
         "send_rate_per_ip": GENEROUS,
         "send_burst_per_ip": GENEROUS,
@@ -112,7 +117,7 @@ async def live_network(
             image_upstream="http://127.0.0.1:9",
             image_model="test",
         )
-        async with running(settings, chat_backend, image_backend=PngBackend()):
+        async with running(settings, chat_backend, image_backend=image_backend or PngBackend()):
             yield LiveNet(stack, user_token, worker_token)
     finally:
         await stop_stack(stack)
