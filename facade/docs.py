@@ -148,7 +148,9 @@ def install_reference(app: FastAPI) -> None:
     ).body
 
     async def reference() -> Response:
-        return Response(page, media_type="text/html; charset=utf-8")
+        return Response(
+            page, media_type="text/html; charset=utf-8", headers={"X-Content-Type-Options": "nosniff"}
+        )
 
     async def ui_file(name: str, request: Request) -> Response:
         if name not in files:

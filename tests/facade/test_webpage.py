@@ -77,6 +77,7 @@ async def test_the_page_calls_only_documented_routes(stack: Stack) -> None:
 async def test_the_api_reference_loads_nothing_from_another_origin(stack: Stack) -> None:
     r = await stack.http.get("/docs")
     assert r.status_code == 200 and r.headers["content-type"] == "text/html; charset=utf-8"
+    assert r.headers["x-content-type-options"] == "nosniff"
     urls = referenced(r.text)
     assert urls and [u for u in urls if "//" in u] == []
     assert "validatorUrl" in r.text  # no badge asking an outside validator
