@@ -14,7 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.routing import Route
 
-from facade import docs
+from facade import docs, webpage
 from facade.client import CoreClient
 from facade.config import FacadeSettings
 from facade.http import JSON
@@ -69,11 +69,15 @@ def create_app(settings: FacadeSettings) -> FastAPI:
         finally:
             await core.close()
 
-    app = FastAPI(title="ashao", description=DESCRIPTION, version="1", lifespan=lifespan, redoc_url=None)
+    app = FastAPI(
+        title="ashao", description=DESCRIPTION, version="1", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     routers = [chat.router, workers.router, account.router, treasury.router, relay.router]
     for router in routers:
         app.include_router(router)
     docs.install(app)
+    docs.install_reference(app)
+    webpage.install(app)
     routes = [r for r in app.routes if isinstance(r, Route)]
     routes += [r for router in routers for r in router.routes if isinstance(r, Route)]
 

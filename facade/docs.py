@@ -1,4 +1,6 @@
-"""The OpenAPI document: what each route checks and answers, and nothing it does not.
+"""The OpenAPI document: what each route checks and answers, and nothing it does not; and the
+interactive reference at ``/docs``, served with its Swagger UI files from this facade (no CDN, so it
+works offline and on a network that reaches nothing but the facade).
 
 The relay's chat routes read their body themselves (see ``facade.relay.routes.prompt_of``), so their
 request model is attached here; every other route declares its body model as a parameter, and
@@ -7,10 +9,21 @@ FastAPI documents (and enforces) it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+import swagger_ui_bundle
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from pydantic import BaseModel
+from starlette.responses import Response
+
+from facade.assets import Assets
+
+DOCS_PATH = "/docs"
+SWAGGER_UI = Path(str(swagger_ui_bundle.swagger_ui_path))
+"""Swagger UI's distribution files, as the ``swagger-ui-bundle-v2`` package ships them (Apache-2.0)."""
+SWAGGER_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png")
 
 _DEFAULT_422 = "#/components/schemas/HTTPValidationError"
 
@@ -118,3 +131,31 @@ def install(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def install_reference(app: FastAPI) -> None:
+    """Serve the interactive reference at ``/docs`` and its Swagger UI files under ``/docs/ui/``
+    (``app`` is built with ``docs_url=None``, so FastAPI's CDN-loading page is not there too)."""
+    files = Assets(SWAGGER_UI, SWAGGER_FILES)
+    page = get_swagger_ui_html(
+        openapi_url=app.openapi_url or "/openapi.json",
+        title=f"{app.title} — API reference",
+        swagger_js_url=f"{DOCS_PATH}/ui/swagger-ui-bundle.js",
+        swagger_css_url=f"{DOCS_PATH}/ui/swagger-ui.css",
+        swagger_favicon_url=f"{DOCS_PATH}/ui/favicon-32x32.png",
+        # no badge asking an outside validator about the document
+        swagger_ui_parameters={"validatorUrl": None},
+    ).body
+
+    async def reference() -> Response:
+        return Response(
+            page, media_type="text/html; charset=utf-8", headers={"X-Content-Type-Options": "nosniff"}
+        )
+
+    async def ui_file(name: str, request: Request) -> Response:
+        if name not in files:
+            raise HTTPException(404)
+        return files.response(name, request)
+
+    app.add_api_route(DOCS_PATH, reference, methods=["GET", "HEAD"], include_in_schema=False)
+    app.add_api_route(f"{DOCS_PATH}/ui/{{name}}", ui_file, methods=["GET", "HEAD"], include_in_schema=False)

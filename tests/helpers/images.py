@@ -21,11 +21,17 @@ from starlette.routing import Route
 
 def png(width: int = 2, height: int = 1) -> bytes:
     """A valid, tiny RGB PNG."""
+    return encode_png(width, height, b"\x80\x20\xc0" * (width * height))
+
+
+def encode_png(width: int, height: int, rgb: bytes) -> bytes:
+    """An RGB PNG of ``rgb``: ``height`` rows of ``width`` pixels, three bytes each."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    raw = b"".join(b"\x00" + b"\x80\x20\xc0" * width for _ in range(height))
+    row = 3 * width
+    raw = b"".join(b"\x00" + rgb[y * row : (y + 1) * row] for y in range(height))
     return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
