@@ -13,10 +13,13 @@ import time
 
 import grpc
 
+from ashao_common.metrics import MetricsServer
 from ashao_common.supervise import Supervisor, every
+from ashao_common.tracing import Tracer
 from core.config import CoreSettings
 from core.economics import TIERS
 from core.grpc.server import build_server
+from core.grpc.status import ErrorCounts
 from core.identity.accounts import AccountService
 from core.identity.directory import Directory
 from core.identity.ratelimit import RateLimiter
@@ -25,6 +28,7 @@ from core.identity.wallet import SignInSettings, WalletSignIn
 from core.images.service import ImageService
 from core.jobs.reaper import Reaper
 from core.jobs.system import JobSystem
+from core.metrics import CoreCollector, core_registry
 from core.money.ledger import Ledger
 from core.money.pricing import PriceBoard
 from core.money.treasury import Treasury
@@ -47,8 +51,10 @@ log = logging.getLogger("ashao.core")
 class CoreApp:
     """The running core. ``start()``, then ``wait()`` or ``shutdown()``."""
 
-    def __init__(self, settings: CoreSettings) -> None:
+    def __init__(self, settings: CoreSettings, *, tracer: Tracer | None = None) -> None:
+        """``tracer``: the process's tracer while tracing is on (``ashao_common.tracing.configure``)."""
         self.settings = settings
+        self.tracer = tracer
         self._server: grpc.aio.Server | None = None
         self.port = 0
         self._stopped = asyncio.Event()
@@ -75,7 +81,7 @@ class CoreApp:
         )
         self.image_files = ImageFiles(settings.data_dir / "images")
         self.jobs = JobSystem(
-            settings=settings, store=self.store, ledger=self.ledger, images=self.image_files
+            settings=settings, store=self.store, ledger=self.ledger, images=self.image_files, tracer=tracer
         )
         self.images = ImageService(jobs=self.jobs, files=self.image_files, timeout_s=settings.image_timeout_s)
         self.treasury = Treasury(
@@ -132,6 +138,14 @@ class CoreApp:
             started=time.monotonic(),
             serving=lambda: self._server is not None and not self._shutting_down,
         )
+        self.errors = ErrorCounts()
+        self.registry = core_registry(
+            CoreCollector(
+                jobs=self.jobs, store=self.store, cascade=self.cascade, errors=self.errors, lag=self.lag
+            )
+        )
+        """The core's Prometheus metrics (served at ``metrics_addr`` when it is set)."""
+        self.metrics = MetricsServer(self.registry, settings.metrics_addr) if settings.metrics_addr else None
         self.documents = RelayDocuments(
             relay=self.relay, vitals=self.vitals, endpoint=settings.relay_endpoint
         )
@@ -151,6 +165,13 @@ class CoreApp:
         host = self.settings.grpc_addr.rsplit(":", 1)[0]
         return f"{host}:{self.port}"
 
+    @property
+    def metrics_address(self) -> str:
+        """``host:port`` the metrics listener serves ``/metrics`` on ('' when it is off)."""
+        if self.metrics is None:
+            return ""
+        return f"{self.settings.metrics_addr.rsplit(':', 1)[0]}:{self.metrics.port}"
+
     async def start(self) -> None:
         """Open the store, load what lives in memory, recover jobs, start the loops, start serving."""
         await self.store.open()
@@ -169,9 +190,14 @@ class CoreApp:
             documents=self.documents,
             signer=self.signer,
             relays=self.relays,
+            errors=self.errors,
+            tracer=self.tracer,
         )
         await self._server.start()
         log.info("core listening on %s (data in %s)", self.address, self.settings.data_dir)
+        if self.metrics is not None:
+            await self.metrics.start()
+            log.info("metrics at http://%s/metrics", self.metrics_address)
 
     async def wait(self) -> None:
         """Until shutdown."""
@@ -187,6 +213,8 @@ class CoreApp:
             self.jobs.stop_admitting()
             if self._server is not None:
                 await self._server.stop(grace)
+            if self.metrics is not None:
+                await self.metrics.close()
             await self.loops.stop()
             await self.moderator.aclose()
             await self.cascade.aclose()
