@@ -103,6 +103,10 @@ class Tracer:
             self._context.detach(token)
             span.end()
 
+    def current(self) -> Span:
+        """The span current in this task (a non-recording one if there is none)."""
+        return self._trace.get_current_span()
+
     def fail(self, span: Span, message: str) -> None:
         """Mark ``span`` failed, saying why."""
         span.set_status(self._status(self._error, message))
