@@ -31,13 +31,6 @@ class StreamLink:
         if job is not None:
             self._put(worker_pb2.ConnectResponse(assignment=job.to_assignment()), essential=True)
 
-    def written(self, msg: worker_pb2.ConnectResponse) -> None:
-        """``msg`` went down the stream: an assignment's dispatch is over (its trace says so)."""
-        if msg.HasField("assignment"):
-            job = self._lookup(msg.assignment.job_id)
-            if job is not None and job.trace is not None:
-                job.trace.pushed()
-
     def cancel(self, job_id: str, reason: str) -> None:
         """Queue a cancellation."""
         msg = worker_pb2.ConnectResponse(cancel=worker_pb2.CancelJob(job_id=job_id, reason=reason))
@@ -50,6 +43,13 @@ class StreamLink:
             self.closed.set()
 
     # -- the stream's own use -----------------------------------------------------------------
+
+    def written(self, msg: worker_pb2.ConnectResponse) -> None:
+        """``msg`` went down the stream: an assignment's dispatch is over (its trace says so)."""
+        if msg.HasField("assignment"):
+            job = self._lookup(msg.assignment.job_id)
+            if job is not None and job.trace is not None:
+                job.trace.pushed()
 
     def reject(self, job_id: str, err: AshaoError) -> None:
         """Tell the worker one of its messages about ``job_id`` was refused (dropped if it is not

@@ -1,6 +1,7 @@
 """One chat request is one trace across the three real processes: the facade, the core and the worker
 agent export their spans over OTLP/HTTP to a collector the test runs, and the spans join under the
-trace context the client sent, in the expected parent/child tree."""
+trace context the client sent, in the expected parent/child tree; the core's and the facade's
+/metrics count the same request."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from ashao_cli.devnet import LocalNetwork
+from tests.helpers.metrics import scrape, value
 from tests.helpers.net import free_port
 from tests.helpers.otlp import OtlpCollector, Span, tree
 from tests.helpers.sse import sse
@@ -43,6 +45,7 @@ async def traced_net(tmp_path: Path, collector: OtlpCollector) -> AsyncIterator[
             "OTEL_TRACES_EXPORTER": "otlp",
             "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
             "OTEL_BSP_SCHEDULE_DELAY": "50",  # export within 50 ms of a span's end
+            "ASHAO_METRICS_ADDR": f"127.0.0.1:{free_port()}",  # (the core's; the others ignore it)
         },
     )
     try:
@@ -144,3 +147,12 @@ async def test_a_chat_request_is_one_trace_from_the_facade_through_the_core_to_t
         # a handful of spans per request, however long the answer: never one per token
         assert len(spans) == 11 < len(WORDS)
         assert not any(s.error for s in spans)
+
+        # the same request, as the metrics of the core and the facade count it
+        core = await scrape(f"http://{traced_net.env['ASHAO_METRICS_ADDR']}/metrics")
+        assert value(core, "ashao_jobs_total", outcome="done") == 1
+        assert value(core, "ashao_tokens_total") == len(WORDS)
+        assert value(core, "ashao_time_to_first_token_seconds_count") == 1
+        facade = await scrape(f"http://{traced_net.http_addr}/metrics")
+        assert value(facade, "ashao_facade_send_seconds_count") == 1
+        assert value(facade, "ashao_facade_http_responses_total", status="200") >= 2  # the send, the stream
