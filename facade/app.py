@@ -124,7 +124,6 @@ def create_app(settings: FacadeSettings, *, tracer: Tracer | None = None) -> Fas
             expose_headers=[relay_errors.SIGNATURE_HEADER, relay_errors.KEY_ID_HEADER, "Retry-After"],
             max_age=600,
         )
-    app.add_middleware(
-        Observe, statuses=statuses, tracer=tracer, traced=TRACED
-    )  # outermost: sees every status
+    # Outermost of all: it sees every status, the 413s and CORS answers included.
+    app.add_middleware(Observe, statuses=statuses, tracer=tracer, traced=TRACED)
     return app
