@@ -13,7 +13,9 @@ import time
 
 import grpc
 
+from ashao_common.metrics import MetricsServer
 from ashao_common.supervise import Supervisor, every
+from ashao_common.tracing import Tracer
 from core.cluster.limits import SharedRateLimiter
 from core.cluster.node import Node
 from core.cluster.secrets import adopt_all
@@ -21,6 +23,7 @@ from core.config import CoreSettings
 from core.economics import TIERS
 from core.grpc.context import PEER_HEADER
 from core.grpc.server import build_server
+from core.grpc.status import ErrorCounts
 from core.identity.accounts import AccountService
 from core.identity.directory import Directory
 from core.identity.ratelimit import Limiter, RateLimiter
@@ -28,6 +31,7 @@ from core.identity.relays import RELAY_KEY_FILE, RELAY_KEY_HEADER, RelayKeys
 from core.identity.wallet import SignInSettings, WalletSignIn
 from core.images.service import ImageService
 from core.jobs.system import JobSystem
+from core.metrics import CoreCollector, core_registry
 from core.money.balances import SharedBalances
 from core.money.ledger import Ledger
 from core.money.pricing import PriceBoard
@@ -53,8 +57,10 @@ log = logging.getLogger("ashao.core")
 class CoreApp:
     """The running core. ``start()``, then ``wait()`` or ``shutdown()``."""
 
-    def __init__(self, settings: CoreSettings) -> None:
+    def __init__(self, settings: CoreSettings, *, tracer: Tracer | None = None) -> None:
+        """``tracer``: the process's tracer while tracing is on (``ashao_common.tracing.configure``)."""
         self.settings = settings
+        self.tracer = tracer
         self._server: grpc.aio.Server | None = None
         self.port = 0
         self._stopped = asyncio.Event()
@@ -115,6 +121,7 @@ class CoreApp:
             images=self.image_files,
             node=self.node,
             send_limiter=self.send_limiter,
+            tracer=tracer,
         )
         self.images = ImageService(jobs=self.jobs, files=self.image_files, timeout_s=settings.image_timeout_s)
         self.treasury = Treasury(
@@ -172,6 +179,14 @@ class CoreApp:
             started=time.monotonic(),
             serving=lambda: self._server is not None and not self._shutting_down,
         )
+        self.errors = ErrorCounts()
+        self.registry = core_registry(
+            CoreCollector(
+                jobs=self.jobs, store=self.store, cascade=self.cascade, errors=self.errors, lag=self.lag
+            )
+        )
+        """The core's Prometheus metrics (served at ``metrics_addr`` when it is set)."""
+        self.metrics = MetricsServer(self.registry, settings.metrics_addr) if settings.metrics_addr else None
         self.documents = RelayDocuments(
             relay=self.relay, vitals=self.vitals, endpoint=settings.relay_endpoint
         )
@@ -242,6 +257,13 @@ class CoreApp:
         host = self.settings.grpc_addr.rsplit(":", 1)[0]
         return f"{host}:{self.port}"
 
+    @property
+    def metrics_address(self) -> str:
+        """``host:port`` the metrics listener serves ``/metrics`` on ('' when it is off)."""
+        if self.metrics is None:
+            return ""
+        return f"{self.settings.metrics_addr.rsplit(':', 1)[0]}:{self.metrics.port}"
+
     async def start(self) -> None:
         """Open the store, load what lives in memory, recover jobs, start the loops, start serving."""
         await self.store.open()
@@ -261,6 +283,8 @@ class CoreApp:
             documents=self.documents,
             signer=self.signer,
             relays=self.relays,
+            errors=self.errors,
+            tracer=self.tracer,
         )
         if self.node is not None:
             await self._join_cluster()
@@ -272,6 +296,9 @@ class CoreApp:
             )
         else:
             log.info("core listening on %s (data in %s)", self.address, self.settings.data_dir)
+        if self.metrics is not None:
+            await self.metrics.start()
+            log.info("metrics at http://%s/metrics", self.metrics_address)
 
     async def wait(self) -> None:
         """Until shutdown."""
@@ -287,6 +314,8 @@ class CoreApp:
             self.jobs.stop_admitting()
             if self._server is not None:
                 await self._server.stop(grace)
+            if self.metrics is not None:
+                await self.metrics.close()
             await self.loops.stop()
             if self.node is not None:
                 await self.node.close()

@@ -40,6 +40,10 @@ class CoreSettings(BaseSettings):
 
     grpc_addr: str = "127.0.0.1:50051"
     """Address the gRPC server listens on (``host:port``; port 0 picks a free one)."""
+    metrics_addr: str = ""
+    """Address of the Prometheus metrics listener (``host:port`` serving ``GET /metrics``; port 0 picks a
+    free one), e.g. ``127.0.0.1:9464``; off when empty. Keep it on a private address: it is not
+    authenticated."""
     tls_cert_file: Path | None = None
     """PEM certificate chain to serve gRPC over TLS (with ``tls_key_file``); plaintext if unset. Workers
     reach the core across the internet: their tokens must not travel in clear."""
@@ -203,6 +207,14 @@ class CoreSettings(BaseSettings):
     def peer_address(self) -> str:
         """The address others reach this core at."""
         return self.advertise_addr or self.grpc_addr
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _metrics_addr(cls, value: str) -> str:
+        _, sep, port = value.rpartition(":")
+        if value and (not sep or not port.isdigit() or int(port) > 65535):
+            raise ValueError(f"not host:port: {value!r}")
+        return value
 
     @field_validator("relay_keys", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ashao_common.tracing import Tracer
 from facade import docs, webpage
 from facade.client import CoreClient
 from facade.config import FacadeSettings
@@ -21,6 +22,7 @@ from facade.http import JSON
 from facade.limits import BodyLimit
 from facade.network import account, chat, treasury, workers
 from facade.network import errors as network_errors
+from facade.observe import TRACED, Observe, facade_registry, metrics_page
 from facade.relay import errors as relay_errors
 from facade.relay import routes as relay
 
@@ -55,12 +57,13 @@ def _allowed(routes: list[Route], path: str) -> str:
     return ", ".join(sorted({m for r in matching if r.path == template for m in r.methods or ()}))
 
 
-def create_app(settings: FacadeSettings) -> FastAPI:
-    """The ASGI app; its lifespan opens (and closes) the connection to the core."""
+def create_app(settings: FacadeSettings, *, tracer: Tracer | None = None) -> FastAPI:
+    """The ASGI app; its lifespan opens (and closes) the connection to the core. ``tracer``: the
+    process's tracer while tracing is on (``ashao_common.tracing.configure``)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        core = CoreClient(settings)
+        core = CoreClient(settings, tracer=tracer)
         core.start()
         app.state.core = core
         gc.freeze()  # what start-up built lives for good: keep it out of every later collection
@@ -78,6 +81,10 @@ def create_app(settings: FacadeSettings) -> FastAPI:
     docs.install(app)
     docs.install_reference(app)
     webpage.install(app)
+    statuses: dict[int, int] = {}
+    if settings.metrics_path:
+        registry = facade_registry(statuses, lambda: getattr(app.state, "core", None))
+        app.add_route(settings.metrics_path, metrics_page(registry), ["GET"], include_in_schema=False)
     routes = [r for r in app.routes if isinstance(r, Route)]
     routes += [r for router in routers for r in router.routes if isinstance(r, Route)]
 
@@ -121,4 +128,6 @@ def create_app(settings: FacadeSettings) -> FastAPI:
             expose_headers=[relay_errors.SIGNATURE_HEADER, relay_errors.KEY_ID_HEADER, "Retry-After"],
             max_age=600,
         )
+    # Outermost of all: it sees every status, the 413s and CORS answers included.
+    app.add_middleware(Observe, statuses=statuses, tracer=tracer, traced=TRACED)
     return app

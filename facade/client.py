@@ -17,6 +17,7 @@ from ashao.v1 import (
     worker_pb2_grpc,
 )
 from ashao_common.targets import grpc_target
+from ashao_common.tracing import Tracer
 from facade.config import FacadeSettings
 from facade.frames import Coalescer
 from facade.http import relay_metadata
@@ -40,7 +41,8 @@ CHANNEL_OPTIONS = [
 class CoreClient:
     """Stubs for every core service, on one channel, plus the Subscribe multiplexer."""
 
-    def __init__(self, settings: FacadeSettings) -> None:
+    def __init__(self, settings: FacadeSettings, *, tracer: Tracer | None = None) -> None:
+        """``tracer`` (tracing on): sends carry their trace context to the core."""
         self.settings = settings
         settings.relay_key = settings.core_relay_key()  # read once (a file, maybe)
         relayed = relay_metadata(settings)
@@ -67,7 +69,9 @@ class CoreClient:
             connect_wait_s=settings.core_connect_wait_s,
             metadata=relayed,
         )
-        self.sender = Sender(self.chat, connect_wait_s=settings.core_connect_wait_s, metadata=relayed)
+        self.sender = Sender(
+            self.chat, connect_wait_s=settings.core_connect_wait_s, metadata=relayed, tracer=tracer
+        )
 
         self.watchdog = SendWatchdog(settings.sse_send_timeout_s)
         self.relay_coalescer = Coalescer(settings.sse_coalesce_s)

@@ -83,6 +83,10 @@ class FacadeSettings(BaseSettings):
     """Most connections open at once from one peer address; a further one is closed as soon as it is
     accepted (0: no cap). Trusted proxies (``trust_forwarded``, ``forwarded_allow_ips``) are not
     capped: they speak for many clients."""
+    metrics_path: str = "/metrics"
+    """Path of the Prometheus metrics page on the HTTP address (left out of the API reference); empty
+    turns it off. Operational figures only (no user data), but restrict it at the proxy in front if they
+    should stay private."""
     relay_key: str = Field(default="", repr=False)
     """The key that makes this facade a trusted relay of the core (sent as ``x-ashao-relay-key``): the
     contents of the core's ``relay.token``. Without it the core judges every user by the facade's own
@@ -97,6 +101,15 @@ class FacadeSettings(BaseSettings):
         if self.relay_key_file is not None:
             return self.relay_key_file.read_text().strip()
         return ""
+
+    @field_validator("metrics_path")
+    @classmethod
+    def _metrics_path(cls, value: str) -> str:
+        if value and (
+            not value.startswith("/") or value.startswith("/api/") or not value.isprintable() or " " in value
+        ):
+            raise ValueError("must be empty or a path such as /metrics (outside /api/)")
+        return value
 
     @field_validator("http_addr")
     @classmethod

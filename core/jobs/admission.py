@@ -26,6 +26,7 @@ from core.ids import is_id, new_id
 from core.jobs.board import JobBoard
 from core.jobs.model import ImageParams, Job
 from core.jobs.repository import JobRepository
+from core.jobs.trace import JobTrace
 from core.money.billing import Billing
 from core.store import ConstraintError, Statement, Store, StoreError, now_ms
 
@@ -199,9 +200,15 @@ class Admission:
             self._billing.undo(booking)
             raise
         self._board.last_send_at = time.monotonic()
+        self._queue(job)
+        return job.id, conversation_id
+
+    def _queue(self, job: Job) -> None:
+        """A durable job joins its queue (traced under the current span while tracing is on)."""
+        if self._board.tracer is not None:
+            job.trace = JobTrace(self._board.tracer, job.id, job.tier)
         self._board.add(job)
         self._wake()
-        return job.id, conversation_id
 
     async def prune_keys(self) -> None:
         """Forget idempotency keys past their window (run on a schedule)."""
@@ -231,6 +238,5 @@ class Admission:
         except BaseException:
             self._billing.undo(booking)
             raise
-        self._board.add(job)
-        self._wake()
+        self._queue(job)
         return job.id

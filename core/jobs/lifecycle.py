@@ -57,9 +57,12 @@ class Lifecycle:
         """``worker_id`` takes the job: a new attempt begins after what earlier ones delivered."""
         job.state = JobState.ASSIGNED
         job.worker_id = worker_id
-        job.last_progress = time.monotonic()
+        job.last_progress = now = time.monotonic()
         job.attempts += 1
         job.attempt_base = len(job.log.tokens)
+        self._board.dispatch_seconds.observe(now - job.queued_at)
+        if job.trace is not None:
+            job.trace.assigned(worker_id, job.attempts)
         self._settler.write_behind([JobRepository.assigned(job, self.core_id)])
 
     def publish(self, info: WorkerInfo, job_id: str, offset: int | None, tokens: list[str]) -> int:
@@ -80,14 +83,18 @@ class Lifecycle:
         if len(fresh) > room:
             fresh = fresh[:room]
         if fresh:
+            now = time.monotonic()
             if not job.log.tokens:  # its first token: callers will have part of an answer from now on
                 job.log.answer = job.attempts
                 self._settler.write_behind([JobRepository.streaming(job.id, job.attempts)])
+                self._board.first_token_seconds.observe(now - job.admitted_at)
+            if job.trace is not None and have == 0:
+                job.trace.first_token()
 
             job.state = JobState.STREAMING
             job.log.append(fresh)
 
-            job.last_progress = time.monotonic()
+            job.last_progress = now
             self._board.meter.add(len(fresh))
             info.standing.relayed(len(fresh))
         if job.lease_expires:
@@ -112,6 +119,8 @@ class Lifecycle:
             return 0
         info.standing.delivered_answer(info.connection.slots if info.connection else info.slots)
         info.sync_connection()
+        if job.trace is not None:
+            job.trace.completed(job.attempt_tokens)
         now = now_ms()
         booking = self._billing.payout(job_id=job.id, tier=job.tier, cost=job.cost, worker_id=info.id)
         statements = JobRepository.completed(job, info.id, now)
@@ -143,6 +152,8 @@ class Lifecycle:
     def retry_or_fail(self, job: Job, message: str, reason: str) -> None:
         """Queue the job again for another worker, or fail it once its attempts are used up."""
         job.avoid = job.worker_id  # another worker, if there is one, gets the next attempt
+        if job.trace is not None:
+            job.trace.lost(message)
         if job.attempts >= self._settings.max_attempts:
             self.finish_failed(job, f"{message} (after {job.attempts} attempts)", "ATTEMPTS_EXHAUSTED")
             return
@@ -165,6 +176,8 @@ class Lifecycle:
     def finish_failed(self, job: Job, message: str, reason: str, state: JobState = JobState.FAILED) -> None:
         """End the job without an answer and refund it."""
         job.error = message
+        if job.trace is not None:
+            job.trace.lost(message)
         booking = self._billing.refund(job_id=job.id, cost=job.cost, payer=job.payer)
         statements = [JobRepository.ended(job, state, message)]
         self._settler.finalize(

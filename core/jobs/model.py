@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass, field
 
 from ashao.v1 import common_pb2, image_pb2, worker_pb2
+from core.jobs.trace import JobTrace
 from core.streams.log import JobLog
 
 
@@ -165,6 +166,10 @@ class Job:
     error: str = ""
     image: ImageParams | None = None
     """For an image job: what to draw."""
+    admitted_at: float = 0.0
+    """Monotonic time it first joined the queue (time to first token is counted from it)."""
+    trace: JobTrace | None = None
+    """Its spans, while tracing is on (None otherwise)."""
 
     def __post_init__(self) -> None:
         self.log = JobLog(self.id)
@@ -205,7 +210,7 @@ class Job:
 
     def to_assignment(self) -> worker_pb2.Assignment:
         """The Assignment pushed to the worker that runs this attempt."""
-        return worker_pb2.Assignment(
+        a = worker_pb2.Assignment(
             image=self.image.to_proto() if self.image is not None else None,
             job_id=self.id,
             tier=self.tier,
@@ -215,3 +220,6 @@ class Job:
             prefix=self.prefix,
             attempt=self.attempts,
         )
+        if self.trace is not None:
+            a.trace_context.update(self.trace.carrier())
+        return a

@@ -8,6 +8,7 @@ import logging
 import time
 
 from ashao_common.supervise import Loop, every
+from ashao_common.tracing import Tracer
 from core.cluster.mirrors import ClusterBus
 from core.cluster.node import Node
 from core.cluster.view import ClusterView
@@ -50,9 +51,10 @@ class JobSystem:
         images: ImageBytes,
         node: Node | None = None,
         send_limiter: Limiter | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         """``node``: this core's place among several (the shared queue, job locations); None for the
-        embedded single core."""
+        embedded single core. ``tracer``: while tracing is on, each admitted job carries its spans."""
         self.settings = settings
         self.store = store
         self.node = node
@@ -72,6 +74,7 @@ class JobSystem:
             shared=node is not None,
         )
         self.board = JobBoard(queue=queue, bus=bus, registry=self.registry)
+        self.board.tracer = tracer
         self.repo = JobRepository(store)
         billing = Billing(ledger)
         self.settler = Settler(store=store, billing=billing, board=self.board)

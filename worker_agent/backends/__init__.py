@@ -44,6 +44,9 @@ class ChatRequest:
     """Most tokens this attempt may produce."""
     prefix: str = ""
     """Text a previous attempt already delivered; the answer continues right after it."""
+    trace_headers: tuple[tuple[str, str], ...] = ()
+    """Trace context of the upstream call (``traceparent``…), to send along with it; empty unless the
+    agent traces."""
 
 
 class ChatBackend(Protocol):

@@ -104,9 +104,12 @@ class OpenAIBackend:
                     when, tail = deadline.when(), loop.time() + FINISH_TAIL_S
                     deadline.reschedule(tail if when is None else min(when, tail))
 
-                async with self._client.stream(
-                    "POST", self._url, content=content, headers=self._headers
-                ) as r:
+                headers = (
+                    {**self._headers, **dict(request.trace_headers)}
+                    if request.trace_headers
+                    else self._headers
+                )
+                async with self._client.stream("POST", self._url, content=content, headers=headers) as r:
                     if r.status_code != 200:
                         raise await _status_error(r)
                     # Read to the end of the body even after [DONE]: a response left unread closes its
