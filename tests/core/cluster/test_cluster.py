@@ -13,19 +13,19 @@ from core.economics import SIGNUP_GRANT, TIERS
 from tests.core.cluster.conftest import StartCores
 from tests.helpers.core import Core, StreamWorker, collect, connect_worker
 from tests.helpers.images import png
-from tests.helpers.wait import eventually
+from tests.helpers.wait import eventually, eventually_async
 
 pytestmark = pytest.mark.timeout(60)
 
 
 async def credits_become(core: Core, user: object, amount: int) -> None:
-    """Wait (bounded) until ``user`` holds ``amount`` credits as ``core`` reads them."""
-    for _ in range(200):
+    """Wait until ``user`` holds ``amount`` credits as ``core`` reads them."""
+
+    async def holds() -> bool:
         r = await core.accounts.GetCredits(account_pb2.GetCreditsRequest(), metadata=user)
-        if r.credits == amount:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"credits stayed {r.credits}, not {amount}")
+        return bool(r.credits == amount)
+
+    await eventually_async(holds)
 
 
 async def test_a_send_to_one_core_runs_on_the_others_worker_and_streams_from_both(cores: StartCores) -> None:
@@ -140,16 +140,10 @@ async def test_either_core_reports_the_networks_figures(cores: StartCores) -> No
     a, b = await cores(2)
     await connect_worker(a, slots=3)
 
-    async def workers_seen_by_b() -> int:
-        return (await b.network.GetStats(network_pb2.GetStatsRequest())).active_workers
+    async def b_sees_the_worker() -> bool:
+        return bool((await b.network.GetStats(network_pb2.GetStatsRequest())).active_workers == 1)
 
-    seen = 0
-    for _ in range(100):  # bounded: the other core's heartbeat comes every 2 s
-        seen = await workers_seen_by_b()
-        if seen == 1:
-            break
-        await asyncio.sleep(0.1)
-    assert seen == 1
+    await eventually_async(b_sees_the_worker)  # (the other core's heartbeat comes every 2 s)
 
 
 async def test_a_picture_received_by_one_core_is_served_by_the_other(cores: StartCores) -> None:
