@@ -19,7 +19,7 @@ from tests.helpers.net import free_port
 from tests.helpers.otlp import OtlpCollector, Span, tree
 from tests.helpers.sse import sse
 from tests.helpers.upstream import FakeUpstream
-from tests.helpers.wait import eventually
+from tests.helpers.wait import eventually, eventually_async
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -84,11 +84,7 @@ async def test_a_chat_request_is_one_trace_from_the_facade_through_the_core_to_t
         async def worker_ready() -> bool:
             return bool((await http.get("/api/stats")).json()["activeWorkers"] >= 1)
 
-        for _ in range(300):
-            if await worker_ready():
-                break
-            await asyncio.sleep(0.05)
-        assert await worker_ready()
+        await eventually_async(worker_ready, timeout=15)
 
         # The client is traced too: its context comes with the request, and the trace is its own.
         trace_id, client_span = secrets.token_hex(16), secrets.token_hex(8)
