@@ -52,6 +52,8 @@ def chat_request(a: worker_pb2.Assignment, trace_headers: Carrier | None = None)
         max_tokens=a.max_tokens,
         prefix=a.prefix,
         trace_headers=tuple(trace_headers.items()) if trace_headers else (),
+        temperature=a.temperature if a.HasField("temperature") else None,
+        stop=tuple(a.stop),
     )
 
 

@@ -16,6 +16,8 @@ from core.grpc.context import Callers, Ctx, bearer, expect
 from core.grpc.status import ErrorCounts
 from core.identity.directory import Directory
 from core.identity.principal import Principal
+from core.jobs.admission import Sent
+from core.jobs.ask import ChatAsk
 from core.jobs.model import JobState
 from core.jobs.system import JobSystem
 from core.streams.fanout import Accepted, Follower, Item, Multiplexer, Rejected
@@ -106,6 +108,15 @@ def call_error(exc: BaseException) -> chat_pb2.CallError:
     )
 
 
+def _sent(sent: Sent) -> chat_pb2.SendMessageResponse:
+    return chat_pb2.SendMessageResponse(
+        job_id=sent.job_id,
+        conversation_id=sent.conversation_id,
+        max_tokens=sent.max_tokens,
+        prompt_tokens=sent.prompt_tokens,
+    )
+
+
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     """Chat: send, follow, read."""
 
@@ -162,14 +173,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def _send(
         self, request: chat_pb2.SendMessageRequest, principal: Principal
     ) -> chat_pb2.SendMessageResponse:
-        job_id, conv = await self._jobs.admission.send(
-            tier=request.tier,
-            content=request.content,
-            conversation_id=request.conversation_id,
-            principal=principal,
-            idempotency_key=request.idempotency_key,
-        )
-        return chat_pb2.SendMessageResponse(job_id=job_id, conversation_id=conv)
+        return _sent(await self._jobs.admission.send(ChatAsk.from_proto(request), principal))
 
     async def _relayed(self, item: chat_pb2.RelayedSend, context: Ctx) -> chat_pb2.SendMessageResponse:
         """One send of a SendMany stream, for the end user it names (in its own span, tracing on)."""

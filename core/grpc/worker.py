@@ -161,6 +161,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             messages=job.messages_to_proto(),
             prefix=job.prefix,
             max_tokens=job.remaining_tokens,
+            temperature=job.sampling.temperature,
+            stop=job.sampling.stop,
         )
 
     async def PublishTokens(

@@ -80,6 +80,10 @@ class OpenAIBackend:
         """The JSON body sent for ``request``."""
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         body: dict[str, Any] = {"model": self._model, "max_tokens": request.max_tokens, "stream": True}
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.stop:
+            body["stop"] = list(request.stop)
         if request.prefix:
             messages.append({"role": "assistant", "content": request.prefix})
             if self._continuation == "vllm":

@@ -436,6 +436,8 @@ class Assignment(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     IMAGE_FIELD_NUMBER: _builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    STOP_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job."""
     tier: _builtins.str
@@ -448,6 +450,8 @@ class Assignment(_message.Message):
     """Text a previous attempt already delivered to the caller; continue after it."""
     attempt: _builtins.int
     """Which attempt this is (1 for the first)."""
+    temperature: _builtins.float
+    """Sampling temperature the caller asked for (0 to 2); unset leaves it to the model server."""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]:
         """The conversation so far, ending with the user's message."""
@@ -462,6 +466,10 @@ class Assignment(_message.Message):
         job continue the caller's trace. Empty when the core does not trace.
         """
 
+    @_builtins.property
+    def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sequences that end the answer where they would appear (not part of it); empty for none."""
+
     def __init__(
         self,
         *,
@@ -474,12 +482,16 @@ class Assignment(_message.Message):
         attempt: _builtins.int = ...,
         image: Global___ImageParams | None = ...,
         trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        temperature: _builtins.float | None = ...,
+        stop: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "image", b"image", "temperature", b"temperature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "image", b"image", "job_id", b"job_id", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "prefix", b"prefix", "tier", b"tier", "trace_context", b"trace_context"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "attempt", b"attempt", "image", b"image", "job_id", b"job_id", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "prefix", b"prefix", "stop", b"stop", "temperature", b"temperature", "tier", b"tier", "trace_context", b"trace_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
+    _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
 
 Global___Assignment: _TypeAlias = Assignment  # noqa: Y015
 
@@ -687,10 +699,14 @@ class ClaimJobResponse(_message.Message):
     MESSAGES_FIELD_NUMBER: _builtins.int
     PREFIX_FIELD_NUMBER: _builtins.int
     MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    STOP_FIELD_NUMBER: _builtins.int
     prefix: _builtins.str
     """Text a previous attempt already delivered; continue after it."""
     max_tokens: _builtins.int
     """Most tokens to produce."""
+    temperature: _builtins.float
+    """Sampling temperature the caller asked for (0 to 2); unset leaves it to the model server."""
     @_builtins.property
     def job(self) -> _common_pb2.Job:
         """The job, unset when the queue is empty."""
@@ -699,6 +715,10 @@ class ClaimJobResponse(_message.Message):
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]:
         """The conversation so far, ending with the user's message."""
 
+    @_builtins.property
+    def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sequences that end the answer where they would appear (not part of it); empty for none."""
+
     def __init__(
         self,
         *,
@@ -706,12 +726,16 @@ class ClaimJobResponse(_message.Message):
         messages: _abc.Iterable[_common_pb2.ChatMessage] | None = ...,
         prefix: _builtins.str = ...,
         max_tokens: _builtins.int = ...,
+        temperature: _builtins.float | None = ...,
+        stop: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "job", b"job", "temperature", b"temperature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "max_tokens", b"max_tokens", "messages", b"messages", "prefix", b"prefix"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "job", b"job", "max_tokens", b"max_tokens", "messages", b"messages", "prefix", b"prefix", "stop", b"stop", "temperature", b"temperature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
+    _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
 
 Global___ClaimJobResponse: _TypeAlias = ClaimJobResponse  # noqa: Y015
 
