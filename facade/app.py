@@ -23,6 +23,9 @@ from facade.limits import BodyLimit
 from facade.network import account, chat, treasury, workers
 from facade.network import errors as network_errors
 from facade.observe import TRACED, Observe, facade_registry, metrics_page
+from facade.openai import catalog as openai_catalog
+from facade.openai import chat as openai_chat
+from facade.openai import errors as openai_errors
 from facade.relay import errors as relay_errors
 from facade.relay import routes as relay
 
@@ -36,6 +39,12 @@ network stats, sign-in, credits, treasury, staking and images. Errors are `{"err
 the HTTP status; auth is the session cookie set by `/api/auth/verify` (or `Authorization: Bearer`
 with an API key).
 
+**OpenAI-compatible API** (`/v1/…`): `POST /v1/chat/completions` (whole or streamed), `GET /v1/models`
+(the tiers as models: `ashao-free`, `ashao-pro`, …) and `POST /v1/images/generations`, over the same
+jobs, ledger and workers; point an OpenAI SDK's `base_url` at `/v1`. Errors are OpenAI's
+`{"error": {message, type, param, code}}`; auth is `Authorization: Bearer <API key>` (`anonymous` for
+the free model without one).
+
 **Relay API** (`/chat`, `/chat/stream`, `/health`, `/self`, `/pricing`, `/sustainability`, `/vitals`,
 `/sensorium`, `/registry`, `/ledger/safety/…`): every failure is a structured envelope, and every
 body the core produces is signed (`X-Ashao-Signature`, `X-Ashao-Key-Id`; key in `/registry`).
@@ -44,6 +53,10 @@ body the core produces is signed (`X-Ashao-Signature`, `X-Ashao-Key-Id`; key in 
 
 def _is_network(request: Request) -> bool:
     return request.url.path.startswith("/api/")
+
+
+def _is_openai(request: Request) -> bool:
+    return request.url.path.startswith(openai_errors.PREFIX)
 
 
 def _allowed(routes: list[Route], path: str) -> str:
@@ -55,6 +68,9 @@ def _allowed(routes: list[Route], path: str) -> str:
         return ""
     template = min(matching, key=lambda r: r.path.count("{")).path
     return ", ".join(sorted({m for r in matching if r.path == template for m in r.methods or ()}))
+
+
+_OPENAI_CODES = {404: "unknown_url", 405: "method_not_allowed"}
 
 
 def create_app(settings: FacadeSettings, *, tracer: Tracer | None = None) -> FastAPI:
@@ -75,7 +91,15 @@ def create_app(settings: FacadeSettings, *, tracer: Tracer | None = None) -> Fas
     app = FastAPI(
         title="ashao", description=DESCRIPTION, version="1", lifespan=lifespan, docs_url=None, redoc_url=None
     )
-    routers = [chat.router, workers.router, account.router, treasury.router, relay.router]
+    routers = [
+        chat.router,
+        workers.router,
+        account.router,
+        treasury.router,
+        openai_chat.router,
+        openai_catalog.router,
+        relay.router,
+    ]
     for router in routers:
         app.include_router(router)
     docs.install(app)
@@ -97,6 +121,12 @@ def create_app(settings: FacadeSettings, *, tracer: Tracer | None = None) -> Fas
         if _is_network(request):
             body = {"error": detail.lower() if detail else "error"}
             return JSON(body, status_code=exc.status_code, headers=headers)
+        if _is_openai(request):
+            response = openai_errors.error(
+                exc.status_code, detail or "error", code=_OPENAI_CODES.get(exc.status_code)
+            )
+            response.headers.update(headers)
+            return response
         kind = "not_found" if exc.status_code == 404 else "invalid_request"
         return Response(
             orjson.dumps({"error": kind, "detail": detail}),
@@ -108,6 +138,8 @@ def create_app(settings: FacadeSettings, *, tracer: Tracer | None = None) -> Fas
     async def server_error(request: Request, exc: Exception) -> Response:
         if _is_network(request):
             return network_errors.unexpected(exc)
+        if _is_openai(request):
+            return openai_errors.unexpected(exc)
         return relay_errors.unexpected(exc)
 
     app.add_exception_handler(StarletteHTTPException, http_error)

@@ -59,6 +59,9 @@ class FacadeSettings(BaseSettings):
     """A client this far behind (bytes not yet written to it) is cut off with an error event."""
     sse_send_timeout_s: float = 30.0
     """A client that does not read for this long is disconnected."""
+    completion_timeout_s: float = Field(600.0, gt=0)
+    """Longest a whole (not streamed) ``/v1/chat/completions`` answer is waited for; past it the request
+    is answered 504 naming the job, which goes on (its stream can still be followed)."""
     graceful_shutdown_s: float = 3.0
     """How long a stopping facade lets requests finish."""
     core_connect_wait_s: float = 3.0

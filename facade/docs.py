@@ -50,16 +50,21 @@ def body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
     }
 
 
-def sse_event(model: type[BaseModel], *, name: str | None = None) -> dict[str, Any]:
+def sse_event(model: type[BaseModel], *, name: str | None = None, resumable: bool = True) -> dict[str, Any]:
     """The schema of one Server-Sent Event whose ``data`` is ``model`` as JSON: named ``name``, or
-    unnamed (``message``, as an EventSource sees it) when None."""
+    unnamed (``message``, as an EventSource sees it) when None; with an ``id`` when ``resumable``."""
     data = model.model_json_schema()
+    ids = (
+        {"id": {"type": "string", "description": "Resume after it with `Last-Event-ID`."}}
+        if resumable
+        else {}
+    )
     return {
         "type": "object",
         "required": ["event", "data"],
         "properties": {
             "event": {"const": name or "message"},
-            "id": {"type": "string", "description": "Resume after it with `Last-Event-ID`."},
+            **ids,
             "data": {
                 "type": "string",
                 "contentMediaType": "application/json",
@@ -90,15 +95,20 @@ def without_default_422(schema: dict[str, Any]) -> dict[str, Any]:
 
 _TOO_LARGE = {
     "/api/": ("#/components/schemas/ErrorBody", "The body is larger than the limit (1 MiB by default)."),
+    "/v1/": ("#/components/schemas/OpenAIErrorBody", "The body is larger than the limit (1 MiB by default)."),
     "/": ("#/components/schemas/PayloadTooLargeEnvelope", "The body is larger than the limit."),
 }
+
+
+def _surface(path: str) -> str:
+    return next(prefix for prefix in _TOO_LARGE if path.startswith(prefix))
 
 
 def with_body_limit(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` with the 413 that the body limit (``facade.limits``) answers on every route a body
     is sent to, in each surface's shape."""
     for path, operations in schema.get("paths", {}).items():
-        ref, description = _TOO_LARGE["/api/" if path.startswith("/api/") else "/"]
+        ref, description = _TOO_LARGE[_surface(path)]
         for method, operation in operations.items():
             if method in ("post", "put", "patch"):
                 operation.setdefault("responses", {}).setdefault(
