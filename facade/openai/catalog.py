@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
 from ashao.v1 import image_pb2, network_pb2
@@ -64,7 +64,11 @@ async def list_models(request: Request, core: Core) -> Response:
 
 
 @router.get("/v1/models/{model}", responses={200: {"model": ModelCard}, **errors(404)})
-async def get_model(model: str, request: Request, core: Core) -> Response:
+async def get_model(
+    model: Annotated[str, Path(description="A model's id.", examples=["ashao-pro"])],
+    request: Request,
+    core: Core,
+) -> Response:
     """One model; 404 `model_not_found` for a name no tier has."""
     for t in await _tiers(request, core):
         if t.model == model:

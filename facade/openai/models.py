@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.config import JsonDict
 
 from facade.validation import Body, Number, Text
@@ -99,6 +99,26 @@ class StreamOptions(Body):
 class ChatCompletionRequest(Body):
     """A chat completion request."""
 
+    model_config = ConfigDict(
+        **Body.model_config,
+        json_schema_extra={
+            "examples": [
+                {"model": "ashao-free", "messages": [{"role": "user", "content": "Explain ashao."}]},
+                {
+                    "model": "ashao-free",
+                    "messages": [
+                        {"role": "system", "content": "Be brief."},
+                        {"role": "user", "content": [{"type": "text", "text": "Explain ashao."}]},
+                    ],
+                    "max_tokens": 8,
+                    "stop": ["tok5"],
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                },
+            ]
+        },
+    )
+
     model: Text = Field(description="A model of `GET /v1/models`: `ashao-free`, `ashao-pro`, …")
     messages: list[Message] = Field(min_length=1, description="The conversation, oldest first.")
     max_tokens: PositiveUInt32 | None = Field(
@@ -150,6 +170,16 @@ class ChatCompletionRequest(Body):
 
 class ImageRequest(Body):
     """An image generation request."""
+
+    model_config = ConfigDict(
+        **Body.model_config,
+        json_schema_extra={
+            "examples": [
+                {"prompt": "a violet aurora over a quiet network of cities", "size": "1792x1024"},
+                {"prompt": "a lighthouse", "model": "ashao-image", "response_format": "b64_json"},
+            ]
+        },
+    )
 
     prompt: Text = Field(description="What to draw (at most 1,000 characters).")
     model: Text | None = Field(default=None, description="`ashao-image` (the default).")
