@@ -187,7 +187,7 @@ class SyntheticBackend:
         if end > start:
             await self._emit(start, end, emit)
         if tail:
-            emit((tail,))
+            emit([tail])
         return finish
 
     async def _emit(self, start: int, end: int, emit: Emit) -> None:
