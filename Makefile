@@ -9,6 +9,8 @@ STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/ashao/v1/*.proto)
 BUF    := node_modules/.bin/buf
 PYTEST_ARGS ?=
+NPM    := $(shell command -v npm 2>/dev/null)
+NODE_DEPS := node_modules/.package-lock.json
 
 .PHONY: all setup up test lint typecheck proto proto-check bench clean
 
@@ -45,8 +47,13 @@ proto-check: $(STAMP) $(BUF)
 up: $(STAMP)
 	$(BIN)/ashao up
 
-## test: set up, then run the whole test suite (exit code 5, no test selected, counts as failure).
-test: $(STAMP)
+$(NODE_DEPS): package.json package-lock.json
+	npm install --no-audit --no-fund --silent
+	touch $(NODE_DEPS)
+
+## test: set up, then run the whole test suite (exit code 5, no test selected, counts as failure); where
+## npm is installed, the Node packages too (the OpenAI SDK for Node is tested against the API).
+test: $(STAMP) $(if $(NPM),$(NODE_DEPS))
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## lint / typecheck: ruff and mypy strict on hand-written code.
