@@ -79,8 +79,6 @@ class OpenAIErrorBody(BaseModel):
     error: ErrorDetail
 
 
-SCHEMA_REF = "#/components/schemas/OpenAIErrorBody"
-
 _MEANING = {
     400: "Bad input: `param` names the parameter.",
     401: "A bad API key, or a priced model asked for without one.",
@@ -90,7 +88,7 @@ _MEANING = {
     413: "The body is larger than the limit (1 MiB by default).",
     429: "Too many requests; `Retry-After` says when to try again.",
     503: "The coordinator is unreachable, or the answer failed (no worker took it in time, or every worker"
-    " that tried failed); nothing was charged, so a retry is safe.",
+    " that tried failed: refunded, and `code` says why); an `Idempotency-Key` makes a retry safe.",
     504: "The answer did not finish in time; it is still being produced (the message names the job).",
 }
 
@@ -99,15 +97,6 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for the failures a route can answer (503 always)."""
     return {
         status: {"model": OpenAIErrorBody, "description": _MEANING[status]}
-        for status in sorted({*statuses, 503})
-    }
-
-
-def json_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """As ``errors``, by reference to the schema (for a route whose 200 is documented by hand)."""
-    schema = {"$ref": SCHEMA_REF}
-    return {
-        status: {"description": _MEANING[status], "content": {"application/json": {"schema": schema}}}
         for status in sorted({*statuses, 503})
     }
 
@@ -124,12 +113,6 @@ def error(
     """One error response."""
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return JSON(body, status_code=status, headers=headers)
-
-
-def body_of(status: int, message: str, code: str | None = None) -> bytes:
-    """An error body, as bytes (for the layers beneath the routes)."""
-    kind = SERVER if status >= 500 else INVALID
-    return bytes(error(status, message, type_=kind, code=code).body)
 
 
 def error_response(err: CoreError, *, anonymous: bool = False) -> Response:

@@ -6,6 +6,7 @@ and 504), decided before the first byte; and a client that leaves lets go of its
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -252,5 +253,58 @@ async def test_a_client_that_leaves_lets_go_of_its_answer(tmp_path: Path) -> Non
             await eventually(lambda: len(s.facade.core_client.mux) == 0)
             log = s.core.app.jobs.board.get(a.job_id).log
             await eventually(lambda log=log: log.listeners == 0)  # ...and so does the core
+    finally:
+        await stop_stack(s)
+
+
+HOSTILE: list[tuple[dict[str, Any], str]] = [
+    ({"messages": [{"role": "user", "content": "\ud800"}]}, "messages[0].content"),
+    (
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "\udfff"}]}]},
+        "messages[0].content",
+    ),
+    ({"stop": ["\ud800"]}, "stop"),
+    ({"model": "\ud800"}, "model"),
+    ({"temperature": float("nan")}, "temperature"),
+    ({"temperature": float("inf")}, "temperature"),
+    ({"max_tokens": 2**70}, "max_tokens"),
+    ({"max_completion_tokens": -1}, "max_completion_tokens"),
+    ({"messages": [{"role": "user", "content": "x" * 40_000}]}, "messages[0].content"),
+    ({"messages": [{"role": "user", "content": "x"}] * 201}, "messages"),
+]
+
+
+async def test_hostile_values_are_400_naming_the_field_never_500(tmp_path: Path) -> None:
+    s = await start_stack(tmp_path)
+    try:
+        for change, param in HOSTILE:
+            body = json.dumps({"model": "ashao-free", "messages": HI, **change})  # (\ud800 escaped, NaN bare)
+            r = await s.http.post(
+                "/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+            )
+            assert r.status_code == 400, (change, r.text)
+            assert openai_error(r)["param"] == param, (change, r.text)
+        r = await s.http.post(
+            "/v1/chat/completions",
+            json={"model": "ashao-free", "messages": HI},
+            headers={"Idempotency-Key": "k" * 129},
+        )
+        assert r.status_code == 400 and openai_error(r)["param"] == "Idempotency-Key"
+        r = await s.http.post(
+            "/v1/chat/completions",
+            json={"model": "ashao-free", "messages": HI},
+            headers={"Authorization": b"Bearer ak_\xe9t\xe9"},  # Latin-1 bytes: not ASCII, as HTTP allows
+        )
+        assert r.status_code == 401 and openai_error(r)["code"] == "invalid_api_key"
+        # none of it broke anything: a good request is still answered
+        worker = await connect_worker(s.core)
+        asked = asyncio.create_task(
+            s.http.post("/v1/chat/completions", json={"model": "ashao-free", "messages": HI})
+        )
+        a = await worker.assignment()
+        await worker.tokens(a.job_id, ["fine"])
+        await worker.complete(a.job_id)
+        r = await asked
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "fine"
     finally:
         await stop_stack(s)
