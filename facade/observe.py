@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from facade.client import CoreClient
 
-TRACED = frozenset({("POST", "/api/chat/send")})
+TRACED = frozenset({("POST", "/api/chat/send"), ("POST", "/v1/chat/completions")})
 """(method, path) of the routes that open a span: those that hand work to the core."""
 
 
