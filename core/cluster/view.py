@@ -39,16 +39,21 @@ class ClusterView:
     """Jobs done in the whole network (read from the store now and then); None until read."""
     completed_here_since: int = 0
     """This core's own count when ``jobs_completed`` was read."""
+    served: frozenset[str] = frozenset()
+    """Tiers a worker of another live core takes jobs of."""
 
     @staticmethod
-    def report(s: JobsSnapshot) -> str:
-        """What this core writes with its heartbeat."""
-        return orjson.dumps({**{k: getattr(s, k) for k in SUMMED}, "oldest_wait_s": s.oldest_wait_s}).decode()
+    def report(s: JobsSnapshot, served: list[str]) -> str:
+        """What this core writes with its heartbeat (its figures, and the tiers its workers serve)."""
+        return orjson.dumps(
+            {**{k: getattr(s, k) for k in SUMMED}, "oldest_wait_s": s.oldest_wait_s, "served": served}
+        ).decode()
 
     def take(self, reports: list[str]) -> None:
         """The other live cores' reports (unreadable ones count as empty)."""
         others: dict[str, float] = dict.fromkeys(SUMMED, 0)
         oldest = 0.0
+        served: set[str] = set()
         for text in reports:
             try:
                 r = orjson.loads(text) if text else {}
@@ -59,7 +64,10 @@ class ClusterView:
                 others[k] += float(v) if isinstance(v, int | float) else 0.0
             w = r.get("oldest_wait_s", 0)
             oldest = max(oldest, float(w) if isinstance(w, int | float) else 0.0)
-        self.others, self.oldest_wait_s = others, oldest
+            tiers = r.get("served", [])
+            if isinstance(tiers, list):
+                served.update(t for t in tiers if isinstance(t, str))
+        self.others, self.oldest_wait_s, self.served = others, oldest, frozenset(served)
 
     def merged(self, own: JobsSnapshot) -> JobsSnapshot:
         """``own`` with the others' figures added."""

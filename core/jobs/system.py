@@ -13,6 +13,7 @@ from core.cluster.mirrors import ClusterBus
 from core.cluster.node import Node
 from core.cluster.view import ClusterView
 from core.config import CoreSettings
+from core.economics import TIERS_BY_PRIORITY
 from core.identity.ratelimit import Limiter, RateLimiter, TokenBuckets
 from core.jobs.admission import Admission
 from core.jobs.board import JobBoard
@@ -146,7 +147,8 @@ class JobSystem:
         then: it is a scan)."""
         assert self.node is not None
         own = self.board.snapshot(recent_s=self.settings.lease_timeout_s)
-        await self.node.heartbeat(ClusterView.report(own))
+        served = [t for t in TIERS_BY_PRIORITY if self.board.serving(t)]
+        await self.node.heartbeat(ClusterView.report(own, served))
         view = self.cluster
         view.take(await self.node.others_reports())
         view.waiting_in_queue = await self.node.queue.waiting()
@@ -213,7 +215,7 @@ class JobSystem:
 
     def serving(self, tier: str) -> bool:
         """Whether a connected worker serves ``tier`` now."""
-        return self.board.serving(tier)
+        return self.board.serving(tier) or (self.node is not None and tier in self.cluster.served)
 
     async def revoke_worker(self, worker_id: str) -> None:
         """Revoke a worker (durably), close its stream, and give its jobs to others (every core is told)."""

@@ -144,6 +144,8 @@ async def test_either_core_reports_the_networks_figures(cores: StartCores) -> No
         return bool((await b.network.GetStats(network_pb2.GetStatsRequest())).active_workers == 1)
 
     await eventually_async(b_sees_the_worker)  # (the other core's heartbeat comes every 2 s)
+    assert b.app.jobs.serving("free") and not b.app.jobs.board.serving("free")  # served by a's worker
+    assert not b.app.jobs.serving("image")
 
 
 async def test_a_picture_received_by_one_core_is_served_by_the_other(cores: StartCores) -> None:
