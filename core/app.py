@@ -16,6 +16,7 @@ import grpc
 from ashao_common.supervise import Supervisor, every
 from core.config import CoreSettings
 from core.economics import TIERS
+from core.grpc.health import Health
 from core.grpc.server import build_server
 from core.identity.accounts import AccountService
 from core.identity.directory import Directory
@@ -50,6 +51,8 @@ class CoreApp:
     def __init__(self, settings: CoreSettings) -> None:
         self.settings = settings
         self._server: grpc.aio.Server | None = None
+        self.health = Health()
+        """What the standard health service reports: SERVING while serving, NOT_SERVING from shutdown."""
         self.port = 0
         self._stopped = asyncio.Event()
         self._shutting_down = False
@@ -169,7 +172,9 @@ class CoreApp:
             documents=self.documents,
             signer=self.signer,
             relays=self.relays,
+            health=self.health,
         )
+        await self.health.serving()
         await self._server.start()
         log.info("core listening on %s (data in %s)", self.address, self.settings.data_dir)
 
@@ -184,6 +189,7 @@ class CoreApp:
             return
         self._shutting_down = True
         try:
+            await self.health.shutting_down()  # balancers move away before the server stops taking calls
             self.jobs.stop_admitting()
             if self._server is not None:
                 await self._server.stop(grace)
