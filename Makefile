@@ -8,9 +8,13 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/ashao/v1/*.proto)
 BUF    := node_modules/.bin/buf
+# The contract as last released, as a buf image (the newest version in proto/released/): `buf breaking`
+# compares proto/ with it. A file in the tree, so the check works on a shallow clone without history or
+# tags. Cutting a release adds one: make proto-release VERSION=x.y.z.
+PROTO_RELEASE = $(shell ls -v proto/released/v*.binpb | tail -n 1)
 PYTEST_ARGS ?=
 
-.PHONY: all setup up test lint typecheck proto proto-check bench clean
+.PHONY: all setup up test lint typecheck proto proto-check proto-release bench clean
 
 all: test
 
@@ -34,12 +38,19 @@ $(BUF): package.json
 	npm install --no-audit --no-fund --silent
 	touch $(BUF)
 
-## proto-check: buf lint, regenerate, and fail if the committed generated code differs.
+## proto-check: buf lint, buf breaking against the last release, regenerate, and fail if the committed
+## generated code differs.
 proto-check: $(STAMP) $(BUF)
 	$(BUF) lint
+	$(BUF) breaking --against $(PROTO_RELEASE)
 	$(MAKE) --no-print-directory proto
 	git diff --exit-code --stat -- gen/ || { echo "gen/ is stale: run 'make proto' and commit"; exit 1; }
 	test -z "$$(git status --porcelain -- gen/)" || { echo "gen/ has untracked generated files: commit them"; git status --porcelain -- gen/; exit 1; }
+
+## proto-release: snapshot proto/ as released (VERSION=x.y.z); later changes must stay compatible with it.
+proto-release: $(BUF)
+	test -n "$(VERSION)" || { echo "usage: make proto-release VERSION=x.y.z"; exit 2; }
+	$(BUF) build --exclude-source-info -o proto/released/v$(VERSION).binpb
 
 ## up: start core + facade + one local (synthetic) worker on the embedded SQLite default.
 up: $(STAMP)
