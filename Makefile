@@ -8,13 +8,14 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/ashao/v1/*.proto)
 BUF    := node_modules/.bin/buf
+NPM    := $(shell command -v npm 2>/dev/null)
 # The contract as last released, as a buf image (the newest version in proto/released/): `buf breaking`
 # compares proto/ with it. A file in the tree, so the check works on a shallow clone without history or
 # tags. Cutting a release adds one: make proto-release VERSION=x.y.z.
 PROTO_RELEASE = $(shell ls -v proto/released/v*.binpb | tail -n 1)
 PYTEST_ARGS ?=
 
-.PHONY: all setup up test lint typecheck proto proto-check proto-release bench clean
+.PHONY: all setup up test lint typecheck proto proto-check proto-release node-client bench clean
 
 all: test
 
@@ -43,6 +44,7 @@ $(BUF): package.json
 proto-check: $(STAMP) $(BUF)
 	$(BUF) lint
 	$(BUF) breaking --against $(PROTO_RELEASE)
+	$(MAKE) --no-print-directory node-client
 	$(MAKE) --no-print-directory proto
 	git diff --exit-code --stat -- gen/ || { echo "gen/ is stale: run 'make proto' and commit"; exit 1; }
 	test -z "$$(git status --porcelain -- gen/)" || { echo "gen/ has untracked generated files: commit them"; git status --porcelain -- gen/; exit 1; }
@@ -52,12 +54,17 @@ proto-release: $(BUF)
 	test -n "$(VERSION)" || { echo "usage: make proto-release VERSION=x.y.z"; exit 2; }
 	$(BUF) build --exclude-source-info -o proto/released/v$(VERSION).binpb
 
+## node-client: generate the Node client of the core (clients/node/gen, not committed) from proto/.
+node-client: $(BUF)
+	$(BUF) generate --template clients/node/buf.gen.yaml
+
 ## up: start core + facade + one local (synthetic) worker on the embedded SQLite default.
 up: $(STAMP)
 	$(BIN)/ashao up
 
 ## test: set up, then run the whole test suite (exit code 5, no test selected, counts as failure).
-test: $(STAMP)
+## With npm on the machine, its packages come first (buf and the Node client's tests need them).
+test: $(STAMP) $(if $(NPM),$(BUF))
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## lint / typecheck: ruff and mypy strict on hand-written code.
