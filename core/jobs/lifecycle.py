@@ -58,7 +58,7 @@ class Lifecycle:
         """``worker_id`` takes the job: a new attempt begins after what earlier ones delivered."""
         job.state = JobState.ASSIGNED
         job.worker_id = worker_id
-        job.last_progress = time.monotonic()
+        job.last_progress = job.assigned_at = time.monotonic()
         job.attempts += 1
         job.attempt_base = len(job.log.tokens)
         self._settler.write_behind([JobRepository.assigned(job, self.core_id)])
@@ -112,6 +112,8 @@ class Lifecycle:
             self.wake()
             return 0
         info.standing.delivered_answer(info.connection.slots if info.connection else info.slots)
+        if job.image is None:
+            info.standing.answered(job.attempt_tokens, time.monotonic() - job.assigned_at)
         info.sync_connection()
         now = now_ms()
         booking = self._billing.payout(job_id=job.id, tier=job.tier, cost=job.cost, worker_id=info.id)
