@@ -80,14 +80,8 @@ def up(argv: list[str]) -> int:
         try:
             net.start_core()
             for i in range(args.local_workers):
-                net.start_worker(
-                    f"local-{i + 1}",
-                    "--backend",
-                    "synthetic",
-                    "--slots",
-                    str(args.worker_slots),
-                    "--tokens-per-sec",
-                    str(args.tokens_per_sec),
+                net.start_local_worker(
+                    f"local-{i + 1}", slots=args.worker_slots, tokens_per_sec=args.tokens_per_sec
                 )
             net.start_facade()
         except RuntimeError as exc:

@@ -183,6 +183,12 @@ class JobSystem:
         """Whether a connected worker serves ``tier`` now."""
         return self.board.serving(tier)
 
+    def unserved(self, tier: str) -> bool:
+        """Whether no worker can take a job of ``tier`` now, as far as this core knows: it runs alone and
+        no connected worker serves the tier. Among several cores a worker of another core may take the
+        job from the shared queue, so this is False there."""
+        return self.node is None and not self.board.serving(tier)
+
     async def revoke_worker(self, worker_id: str) -> None:
         """Revoke a worker (durably), close its stream, and give its jobs to others (every core is told)."""
         info = await self.registry.revoke(worker_id)
