@@ -23,7 +23,7 @@ from core.jobs.reaper import Reaper
 from core.jobs.repository import JobRepository
 from core.jobs.settle import Settler
 from core.jobs.shared import SharedQueue
-from core.jobs.stats import JobsSnapshot
+from core.jobs.stats import JobsSnapshot, Load
 from core.money.billing import Billing
 from core.money.ledger import Ledger
 from core.store import Store
@@ -178,6 +178,10 @@ class JobSystem:
     def snapshot(self) -> JobsSnapshot:
         """Every live figure."""
         return self.board.snapshot(recent_s=self.settings.lease_timeout_s)
+
+    def load(self) -> Load:
+        """Where the work is now, per tier (what ``ashao status`` shows)."""
+        return self.board.load()
 
     def serving(self, tier: str) -> bool:
         """Whether a connected worker serves ``tier`` now."""
