@@ -14,6 +14,7 @@ NPM    := $(shell command -v npm 2>/dev/null)
 # tags. Cutting a release adds one: make proto-release VERSION=x.y.z.
 PROTO_RELEASE = $(shell ls -v proto/released/v*.binpb | tail -n 1)
 PYTEST_ARGS ?=
+ARGS ?=
 
 .PHONY: all setup up test lint typecheck proto proto-check proto-release node-client bench clean
 
@@ -58,9 +59,10 @@ proto-release: $(BUF)
 node-client: $(BUF)
 	$(BUF) generate --template clients/node/buf.gen.yaml
 
-## up: start core + facade + one local (synthetic) worker on the embedded SQLite default.
+## up: start core + facade + one local (synthetic) worker on the embedded SQLite default; ARGS go to
+## `ashao up` (make up ARGS="--local-workers 0" for only your own workers; see ashao up --help).
 up: $(STAMP)
-	$(BIN)/ashao up
+	$(BIN)/ashao up $(ARGS)
 
 ## test: set up, then run the whole test suite (exit code 5, no test selected, counts as failure).
 ## With npm on the machine, its packages come first (buf and the Node client's tests need them).
