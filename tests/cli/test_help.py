@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
+import subprocess
 
 import pytest
 from pydantic_settings import BaseSettings
@@ -21,6 +23,7 @@ from ashao_cli.main import main
 from ashao_common.settings import settings_parser
 from core.config import CoreSettings
 from facade.config import FacadeSettings
+from tests.helpers.tools import ROOT
 from worker_agent.config import AgentSettings
 
 COMMANDS: list[tuple[list[str], type[BaseSettings]]] = [
@@ -63,3 +66,19 @@ def test_operator_commands_list_their_actions(command: str, capsys: pytest.Captu
     assert out.startswith(f"usage: ashao {command} ACTION [options]") and "--help shows the options" in out
     assert main([command, "nonsense"]) == 2
     assert "unknown action 'nonsense'" in capsys.readouterr().err
+
+
+def test_make_up_passes_its_args_to_ashao_up() -> None:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    ran = subprocess.run(
+        [make, "-n", "-o", ".venv/.installed", "up", "ARGS=--local-workers 0 --tokens-per-sec 5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip().splitlines()[-1] == ".venv/bin/ashao up --local-workers 0 --tokens-per-sec 5"
