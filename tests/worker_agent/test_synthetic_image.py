@@ -54,7 +54,7 @@ def test_captions_wrap_between_words_and_say_when_they_are_cut() -> None:
     assert wrap("a violet aurora over cities", 10, 5) == ["a violet", "aurora", "over", "cities"]
     assert wrap("abcdefghijklmnop", 6, 5) == ["abcdef", "ghijkl", "mnop"]
     assert wrap("one two three four five six", 9, 2) == ["one two", "three..."]
-    assert len(BANNER) <= 32  # it fits the drawing's width (192 pixels, 6 per character)
+    assert wrap(BANNER, 17, 3) == ["DEVELOPMENT IMAGE", "- NO MODEL"]  # a narrow drawing wraps it
 
 
 async def test_a_worker_with_the_synthetic_image_backend_serves_images(tmp_path: Path, core: Core) -> None:

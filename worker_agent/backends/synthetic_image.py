@@ -7,14 +7,14 @@ text chunks say the same (``Software``, ``Comment``, and the prompt as ``Descrip
 mistakes it for a generated picture. ``ashao up``'s local workers use it, so that images work on a
 development network without an image server.
 
-Drawn at a low resolution and enlarged (pixel art), with zlib and struct only: a 1344x768 picture
-costs a few tens of milliseconds, off the event loop.
+Drawn at a low resolution and enlarged (pixel art), with zlib and struct only, off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import struct
 import zlib
 
@@ -24,8 +24,9 @@ from worker_agent.backends.pixelfont import ADVANCE, HEIGHT, LINE, WIDTH, glyph,
 BANNER = "DEVELOPMENT IMAGE - NO MODEL"
 MAX_SIDE = 4096
 """Largest width or height drawn."""
-LOW_RES_WIDTH = 192
-"""Width of the drawing before it is enlarged (its pixels become squares of the picture)."""
+LOW_RES_PIXELS = 192 * 108
+"""About how many pixels the drawing has before it is enlarged (its pixels become squares of the
+picture): what bounds the work, whatever the picture's size."""
 MAX_CAPTION_LINES = 6
 
 Canvas = list[bytearray]
@@ -116,13 +117,15 @@ def draw(*, prompt: str, style: str, width: int, height: int) -> bytes:
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
         raise ImageBackendError(f"size: {width}x{height} is outside 1..{MAX_SIDE}", retryable=False)
     seed = hashlib.sha256(f"{style}\x00{prompt}".encode()).digest()
-    scale = max(1, width // LOW_RES_WIDTH)
+    scale = max(1, min(width, height, round(math.sqrt(width * height / LOW_RES_PIXELS))))
     w, h = -(-width // scale), -(-height // scale)
     canvas = _background(w, h, seed)
     _orbs(canvas, seed)
     columns = max(1, (w - 4) // ADVANCE)
-    _shade(canvas, 0, LINE + 3)
-    _text(canvas, 2, 2, BANNER[:columns], (255, 214, 64))
+    banner = wrap(BANNER, columns, 3)
+    _shade(canvas, 0, len(banner) * LINE + 3)
+    for n, line in enumerate(banner):
+        _text(canvas, 2, 2 + n * LINE, line, (255, 214, 64))
     caption = wrap(f"{prompt} ({style})", columns, MAX_CAPTION_LINES)
     top = h - len(caption) * LINE - 3
     _shade(canvas, top, h)
