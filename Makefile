@@ -8,13 +8,14 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/ashao/v1/*.proto)
 BUF    := node_modules/.bin/buf
-NPM    := $(shell command -v npm 2>/dev/null)
 # The contract as last released, as a buf image (the newest version in proto/released/): `buf breaking`
 # compares proto/ with it. A file in the tree, so the check works on a shallow clone without history or
 # tags. Cutting a release adds one: make proto-release VERSION=x.y.z.
 PROTO_RELEASE = $(shell ls -v proto/released/v*.binpb | tail -n 1)
 PYTEST_ARGS ?=
 ARGS ?=
+NPM    := $(shell command -v npm 2>/dev/null)
+NODE_DEPS := node_modules/.package-lock.json
 
 .PHONY: all setup up test lint typecheck proto proto-check proto-release node-client bench clean
 
@@ -56,7 +57,7 @@ proto-release: $(BUF)
 	$(BUF) build --exclude-source-info -o proto/released/v$(VERSION).binpb
 
 ## node-client: generate the Node client of the core (clients/node/gen, not committed) from proto/.
-node-client: $(BUF)
+node-client: $(NODE_DEPS)
 	$(BUF) generate --template clients/node/buf.gen.yaml
 
 ## up: start core + facade + one local (synthetic) worker on the embedded SQLite default; ARGS go to
@@ -64,9 +65,14 @@ node-client: $(BUF)
 up: $(STAMP)
 	$(BIN)/ashao up $(ARGS)
 
-## test: set up, then run the whole test suite (exit code 5, no test selected, counts as failure).
-## With npm on the machine, its packages come first (buf and the Node client's tests need them).
-test: $(STAMP) $(if $(NPM),$(BUF))
+$(NODE_DEPS): package.json package-lock.json
+	npm install --no-audit --no-fund --silent
+	touch $(NODE_DEPS)
+
+## test: set up, then run the whole test suite (exit code 5, no test selected, counts as failure); where
+## npm is installed, the Node packages too (buf, the Node client of the core, and the OpenAI SDK for
+## Node are tested).
+test: $(STAMP) $(if $(NPM),$(NODE_DEPS))
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## lint / typecheck: ruff and mypy strict on hand-written code.

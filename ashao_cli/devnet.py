@@ -34,6 +34,18 @@ def wait_for_port(addr: str, *, timeout: float, proc: subprocess.Popen[bytes] | 
     return False
 
 
+def consecutive(addr: str, n: int) -> list[str]:
+    """``n`` addresses from ``addr`` on: the same host, consecutive ports."""
+    host, _, port = addr.rpartition(":")
+    return [f"{host}:{int(port) + i}" for i in range(n)]
+
+
+def preferring(addresses: list[str], first: int) -> str:
+    """The comma list of ``addresses`` starting at index ``first`` (each client prefers another one)."""
+    k = first % len(addresses)
+    return ",".join(addresses[k:] + addresses[:k])
+
+
 class LocalNetwork:
     """Child processes of one network; ``stop()`` ends them in order (workers, facade, core)."""
 
@@ -76,23 +88,44 @@ class LocalNetwork:
         self.children.append((name, proc))
         return proc
 
-    def start_core(self, *, timeout: float = 30) -> subprocess.Popen[bytes]:
-        """Start the core and wait until it listens."""
-        proc = self._spawn("core", ["-m", "core"])
-        if not wait_for_port(self.grpc_addr, timeout=timeout, proc=proc):
-            raise RuntimeError("the core did not start")
+    def start_core(
+        self,
+        *,
+        timeout: float = 30,
+        name: str = "core",
+        grpc_addr: str | None = None,
+        data_dir: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start a core and wait until it listens (another core of a cluster: its own address and
+        data directory; ``ASHAO_STORE``/``ASHAO_BUS`` in the environment make them one cluster)."""
+        addr = grpc_addr or self.grpc_addr
+        env = {"ASHAO_GRPC_ADDR": addr, "ASHAO_DATA_DIR": str(data_dir or self.data_dir)}
+        proc = self._spawn(name, ["-m", "core"], env)
+        if not wait_for_port(addr, timeout=timeout, proc=proc):
+            raise RuntimeError(f"{name} did not start")
         return proc
 
-    def start_facade(self, *, timeout: float = 30) -> subprocess.Popen[bytes]:
-        """Start the HTTP facade and wait until it listens."""
-        proc = self._spawn("facade", ["-m", "facade"])
-        if not wait_for_port(self.http_addr, timeout=timeout, proc=proc):
-            raise RuntimeError("the facade did not start")
+    def start_facade(
+        self,
+        *,
+        timeout: float = 30,
+        name: str = "facade",
+        http_addr: str | None = None,
+        cores: str | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start an HTTP facade and wait until it listens (``cores``: the core list it fails over along)."""
+        addr = http_addr or self.http_addr
+        proc = self._spawn(
+            name, ["-m", "facade"], {"ASHAO_HTTP_ADDR": addr, "ASHAO_GRPC_ADDR": cores or self.grpc_addr}
+        )
+        if not wait_for_port(addr, timeout=timeout, proc=proc):
+            raise RuntimeError(f"{name} did not start")
         return proc
 
-    def start_worker(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        """Start a worker agent with ``args`` (backend flags etc.). A worker that has not registered yet
-        is given a join token the operator issues for it (the core must be running)."""
+    def start_worker(self, name: str, *args: str, cores: str | None = None) -> subprocess.Popen[bytes]:
+        """Start a worker agent with ``args`` (backend flags etc.; ``cores``: the core list it fails over
+        along). A worker that has not registered yet is given a join token the operator issues for it
+        (the core must be running)."""
         env = {}
         if not credentials_path(self.data_dir, name).exists() and "ASHAO_WORKER_JOIN_TOKEN" not in self.env:
             env["ASHAO_WORKER_JOIN_TOKEN"] = issue_join_token(
@@ -104,7 +137,7 @@ class LocalNetwork:
                 "-m",
                 "worker_agent",
                 "--core",
-                self.grpc_addr,
+                cores or self.grpc_addr,
                 "--name",
                 name,
                 "--data-dir",
@@ -114,7 +147,9 @@ class LocalNetwork:
             env,
         )
 
-    def start_local_worker(self, name: str, *, slots: int, tokens_per_sec: float) -> subprocess.Popen[bytes]:
+    def start_local_worker(
+        self, name: str, *, slots: int, tokens_per_sec: float, cores: str | None = None
+    ) -> subprocess.Popen[bytes]:
         """A development worker as ``ashao up`` starts it: the synthetic chat and image backends (they run
         no model: numbered tokens at ``tokens_per_sec``, and a picture drawn from the prompt)."""
         return self.start_worker(
@@ -127,6 +162,7 @@ class LocalNetwork:
             str(slots),
             "--tokens-per-sec",
             str(tokens_per_sec),
+            cores=cores,
         )
 
     def join_token(self, *, uses: int = 1) -> str:

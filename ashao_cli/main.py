@@ -14,7 +14,7 @@ import time
 from importlib import metadata
 
 from ashao_cli.config import UpSettings
-from ashao_cli.devnet import LocalNetwork
+from ashao_cli.devnet import LocalNetwork, consecutive, preferring
 from ashao_common.settings import load_settings
 
 USAGE = """usage: ashao COMMAND [options]      (ashao COMMAND --help: its options, defaults, variables)
@@ -97,20 +97,35 @@ def up(argv: list[str]) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    net = LocalNetwork(data_dir=args.data_dir, http_addr=args.http_addr, grpc_addr=args.grpc_addr)
+    cluster = {"ASHAO_STORE": args.store, "ASHAO_BUS": args.bus, "ASHAO_LIMITS": args.limits}
+    cores = consecutive(args.grpc_addr, args.cores)
+    facades = consecutive(args.http_addr, args.facades)
+    net = LocalNetwork(
+        data_dir=args.data_dir,
+        http_addr=args.http_addr,
+        grpc_addr=args.grpc_addr,
+        extra_env={k: v for k, v in cluster.items() if v},
+    )
     try:
         try:
-            net.start_core()
+            for i, addr in enumerate(cores):
+                # every core keeps its keys in a data directory of its own (a cluster's are the same)
+                data_dir = args.data_dir if i == 0 else args.data_dir / f"core-{i + 1}"
+                net.start_core(name=f"core-{i + 1}", grpc_addr=addr, data_dir=data_dir)
             for i in range(args.local_workers):
                 net.start_local_worker(
-                    f"local-{i + 1}", slots=args.worker_slots, tokens_per_sec=args.tokens_per_sec
+                    f"local-{i + 1}",
+                    slots=args.worker_slots,
+                    tokens_per_sec=args.tokens_per_sec,
+                    cores=preferring(cores, i),
                 )
-            net.start_facade()
+            for i, addr in enumerate(facades):
+                net.start_facade(name=f"facade-{i + 1}", http_addr=addr, cores=preferring(cores, i))
         except RuntimeError as exc:
             print(f"ashao up: {exc}", file=sys.stderr)
             return 1
         print(
-            f"ashao up: HTTP on http://{args.http_addr}  gRPC on {args.grpc_addr}  "
+            f"ashao up: HTTP on {', '.join(f'http://{a}' for a in facades)}  gRPC on {', '.join(cores)}  "
             f"{args.local_workers} local synthetic worker(s)  data in {args.data_dir}\n"
             f"  try: curl -s -X POST http://{args.http_addr}/api/chat/send "
             '-H \'Content-Type: application/json\' -d \'{"tier":"free","content":"hello"}\'',

@@ -12,6 +12,7 @@ from bench import (
     dispatch_latency,
     idle_streams,
     ledger_cost,
+    openai_chat,
     pgstore,
     relay_latency,
     short_jobs,
@@ -25,6 +26,10 @@ BENCHES: dict[str, tuple[str, Callable[[], dict[str, float]]]] = {
     "streaming": (
         "500 concurrent jobs x 50 tokens/s through worker agent -> core -> facade -> SSE",
         streaming.run,
+    ),
+    "openai": (
+        "short jobs three ways: network API, /v1/chat/completions streamed and whole, alternating",
+        openai_chat.run,
     ),
     "idle": ("5,000 idle SSE streams on one facade process", idle_streams.run),
     "ledger": ("sends/s on a priced tier (ledger) vs the free tier, alternating rounds", ledger_cost.run),

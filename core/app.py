@@ -13,19 +13,27 @@ import time
 
 import grpc
 
+from ashao_common.metrics import MetricsServer
 from ashao_common.supervise import Supervisor, every
+from ashao_common.tracing import Tracer
+from core.cluster.limits import SharedRateLimiter
+from core.cluster.node import Node
+from core.cluster.secrets import adopt_all
 from core.config import CoreSettings
 from core.economics import TIERS
+from core.grpc.context import PEER_HEADER
 from core.grpc.health import Health
 from core.grpc.server import build_server
+from core.grpc.status import ErrorCounts
 from core.identity.accounts import AccountService
 from core.identity.directory import Directory
-from core.identity.ratelimit import RateLimiter
-from core.identity.relays import RelayKeys
+from core.identity.ratelimit import Limiter, RateLimiter
+from core.identity.relays import RELAY_KEY_FILE, RELAY_KEY_HEADER, RelayKeys
 from core.identity.wallet import SignInSettings, WalletSignIn
 from core.images.service import ImageService
-from core.jobs.reaper import Reaper
 from core.jobs.system import JobSystem
+from core.metrics import CoreCollector, core_registry
+from core.money.balances import SharedBalances
 from core.money.ledger import Ledger
 from core.money.pricing import PriceBoard
 from core.money.treasury import Treasury
@@ -39,7 +47,9 @@ from core.relay.providers import hosted_providers
 from core.relay.safety import SafetyLedger
 from core.relay.signing import Signer
 from core.relay.vitals import LoopLag, Vitals
-from core.store.images import ImageFiles
+from core.store import Store
+from core.store.images import ImageBytes, ImageFiles, ImageRows
+from core.store.postgres import PostgresStore
 from core.store.sqlite import SqliteStore
 
 log = logging.getLogger("ashao.core")
@@ -48,22 +58,45 @@ log = logging.getLogger("ashao.core")
 class CoreApp:
     """The running core. ``start()``, then ``wait()`` or ``shutdown()``."""
 
-    def __init__(self, settings: CoreSettings) -> None:
+    def __init__(self, settings: CoreSettings, *, tracer: Tracer | None = None) -> None:
+        """``tracer``: the process's tracer while tracing is on (``ashao_common.tracing.configure``)."""
         self.settings = settings
+        self.tracer = tracer
         self._server: grpc.aio.Server | None = None
         self.health = Health()
         """What the standard health service reports: SERVING while serving, NOT_SERVING from shutdown."""
         self.port = 0
         self._stopped = asyncio.Event()
         self._shutting_down = False
-        self.store = SqliteStore(
-            settings.data_dir / "ashao.db",
-            synchronous=settings.db_synchronous,
-            max_batch=settings.commit_max_batch,
+        self.store: Store = (
+            PostgresStore(
+                settings.store, pool_size=settings.store_pool_size, max_batch=settings.commit_max_batch
+            )
+            if settings.store
+            else SqliteStore(
+                settings.data_dir / "ashao.db",
+                synchronous=settings.db_synchronous,
+                max_batch=settings.commit_max_batch,
+            )
         )
-        self.ledger = Ledger(self.store)
+        shared_store = bool(settings.store)
+        self.node = (
+            Node(
+                url=settings.bus,
+                store=self.store,
+                address=settings.peer_address,
+                peer_metadata=(),
+                cluster=settings.cluster_name,
+            )
+            if settings.bus
+            else None
+        )
+        self.ledger = Ledger(self.store, SharedBalances(self.store) if shared_store else None)
         self.directory = Directory(
-            store=self.store, data_dir=settings.data_dir, session_ttl_s=settings.session_ttl_s
+            store=self.store,
+            data_dir=settings.data_dir,
+            session_ttl_s=settings.session_ttl_s,
+            revalidate_s=5.0 if self.node is not None else None,
         )
         self.wallets = WalletSignIn(
             SignInSettings(
@@ -76,9 +109,22 @@ class CoreApp:
         self.accounts = AccountService(
             store=self.store, directory=self.directory, wallets=self.wallets, ledger=self.ledger
         )
-        self.image_files = ImageFiles(settings.data_dir / "images")
+        self.send_limiter = self._limiter(
+            "send",
+            per_principal=(settings.send_rate_per_ip, settings.send_burst_per_ip),
+            per_ip=(settings.send_rate_per_ip, settings.send_burst_per_ip),
+        )
+        self.image_files: ImageBytes = (
+            ImageRows(self.store) if shared_store else ImageFiles(settings.data_dir / "images")
+        )
         self.jobs = JobSystem(
-            settings=settings, store=self.store, ledger=self.ledger, images=self.image_files
+            settings=settings,
+            store=self.store,
+            ledger=self.ledger,
+            images=self.image_files,
+            node=self.node,
+            send_limiter=self.send_limiter,
+            tracer=tracer,
         )
         self.images = ImageService(jobs=self.jobs, files=self.image_files, timeout_s=settings.image_timeout_s)
         self.treasury = Treasury(
@@ -101,7 +147,8 @@ class CoreApp:
             threshold=settings.relay_breaker_threshold,
             cooldown_s=settings.relay_breaker_cooldown_s,
         )
-        self.limiter = RateLimiter(
+        self.limiter = self._limiter(
+            "relay",
             per_principal=(settings.relay_rate_per_principal, settings.relay_burst_per_principal),
             per_ip=(settings.relay_rate_per_ip, settings.relay_burst_per_ip),
             daily_quota=settings.relay_daily_quota,
@@ -135,18 +182,77 @@ class CoreApp:
             started=time.monotonic(),
             serving=lambda: self._server is not None and not self._shutting_down,
         )
+        self.errors = ErrorCounts()
+        self.registry = core_registry(
+            CoreCollector(
+                jobs=self.jobs, store=self.store, cascade=self.cascade, errors=self.errors, lag=self.lag
+            )
+        )
+        """The core's Prometheus metrics (served at ``metrics_addr`` when it is set)."""
+        self.metrics = MetricsServer(self.registry, settings.metrics_addr) if settings.metrics_addr else None
         self.documents = RelayDocuments(
             relay=self.relay, vitals=self.vitals, endpoint=settings.relay_endpoint
         )
         self.loops = Supervisor(
             "ashao-core",
             {
-                "reaper": every(Reaper.INTERVAL_S, self.jobs.reaper.tick),
-                "treasury": every(self.treasury.interval_s, self.treasury.tick),
+                **self.jobs.loops(),
+                "treasury": every(self.treasury.interval_s, self._treasury_tick),
                 "loop-lag": every(LoopLag.PERIOD_S, self.lag.tick),
                 "idempotency-keys": every(3600.0, self.jobs.admission.prune_keys),
             },
         )
+
+    def _limiter(
+        self,
+        name: str,
+        *,
+        per_principal: tuple[float, float],
+        per_ip: tuple[float, float],
+        daily_quota: int = 0,
+    ) -> Limiter:
+        """Rate limits shared by every core through Redis if ``limits`` is set, else this process's."""
+        if self.settings.limits:
+            return SharedRateLimiter.connect(
+                self.settings.limits,
+                name=f"{self.settings.cluster_name}:{name}",
+                per_principal=per_principal,
+                per_ip=per_ip,
+                daily_quota=daily_quota,
+            )
+        return RateLimiter(per_principal=per_principal, per_ip=per_ip, daily_quota=daily_quota)
+
+    async def _treasury_tick(self) -> None:
+        """A treasury snapshot (and the staking rewards): among several cores, the oldest live one takes
+        it (the store also refuses a second reward for the same interval)."""
+        if self.node is None or await self.node.leading():
+            await self.treasury.tick()
+
+    async def _adopt_keys(self) -> None:
+        """Hold the keys every core of the cluster holds (the first core's)."""
+        data_dir = self.settings.data_dir
+        self.directory.load_operator_token()  # (created here on a first start, to be proposed)
+        if await adopt_all(self.store, data_dir):
+            self.signer.reload(data_dir)
+            self.directory.load_operator_token()
+            self.relays = RelayKeys.load(data_dir, self.settings.relay_keys)
+
+    async def _join_cluster(self) -> None:
+        """Present the cluster's relay key to other cores, and take this core's place."""
+        assert self.node is not None
+        key = (self.settings.data_dir / RELAY_KEY_FILE).read_text().strip()
+        self.node.remote.metadata = ((PEER_HEADER, "1"), (RELAY_KEY_HEADER, key))
+        if self.settings.tls_cert_file is not None:
+            ca = self.settings.peer_tls_ca_file
+            self.node.remote.credentials = grpc.ssl_channel_credentials(ca.read_bytes() if ca else None)
+        if not self.settings.advertise_addr:
+            host = self.settings.grpc_addr.rsplit(":", 1)[0]
+            if host in ("", "0.0.0.0", "[::]", "::"):
+                raise ValueError(
+                    "advertise_addr: the core listens on a wildcard address; say where other cores reach it"
+                )
+            self.node.address = self.address
+        await self.node.open()
 
     @property
     def address(self) -> str:
@@ -154,14 +260,22 @@ class CoreApp:
         host = self.settings.grpc_addr.rsplit(":", 1)[0]
         return f"{host}:{self.port}"
 
+    @property
+    def metrics_address(self) -> str:
+        """``host:port`` the metrics listener serves ``/metrics`` on ('' when it is off)."""
+        if self.metrics is None:
+            return ""
+        return f"{self.settings.metrics_addr.rsplit(':', 1)[0]}:{self.metrics.port}"
+
     async def start(self) -> None:
         """Open the store, load what lives in memory, recover jobs, start the loops, start serving."""
         await self.store.open()
+        if self.node is not None:
+            await self._adopt_keys()
         await self.ledger.load()
         await self.directory.load()
         await self.safety.load()
         await self.jobs.start()
-        self.loops.start()
         self._server, self.port = build_server(
             settings=self.settings,
             jobs=self.jobs,
@@ -172,11 +286,24 @@ class CoreApp:
             documents=self.documents,
             signer=self.signer,
             relays=self.relays,
+            errors=self.errors,
+            tracer=self.tracer,
             health=self.health,
         )
+        if self.node is not None:
+            await self._join_cluster()
+        self.loops.start()
         await self.health.serving()
         await self._server.start()
-        log.info("core listening on %s (data in %s)", self.address, self.settings.data_dir)
+        if self.node is not None:
+            log.info(
+                "core %s listening on %s, in the cluster on %s", self.node.id, self.address, self.settings.bus
+            )
+        else:
+            log.info("core listening on %s (data in %s)", self.address, self.settings.data_dir)
+        if self.metrics is not None:
+            await self.metrics.start()
+            log.info("metrics at http://%s/metrics", self.metrics_address)
 
     async def wait(self) -> None:
         """Until shutdown."""
@@ -193,7 +320,14 @@ class CoreApp:
             self.jobs.stop_admitting()
             if self._server is not None:
                 await self._server.stop(grace)
+            if self.metrics is not None:
+                await self.metrics.close()
             await self.loops.stop()
+            if self.node is not None:
+                await self.node.close()
+            for limiter in (self.limiter, self.send_limiter):
+                if isinstance(limiter, SharedRateLimiter):
+                    await limiter.aclose()
             await self.moderator.aclose()
             await self.cascade.aclose()
             await self.jobs.drain()

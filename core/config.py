@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ashao_common.settings import Flag
@@ -40,6 +40,10 @@ class CoreSettings(BaseSettings):
 
     grpc_addr: str = "127.0.0.1:50051"
     """Address the gRPC server listens on (``host:port``; port 0 picks a free one)."""
+    metrics_addr: str = ""
+    """Address of the Prometheus metrics listener (``host:port`` serving ``GET /metrics``; port 0 picks a
+    free one), e.g. ``127.0.0.1:9464``; off when empty. Keep it on a private address: it is not
+    authenticated."""
     tls_cert_file: Path | None = None
     """PEM certificate chain to serve gRPC over TLS (with ``tls_key_file``); plaintext if unset. Workers
     reach the core across the internet: their tokens must not travel in clear."""
@@ -47,6 +51,26 @@ class CoreSettings(BaseSettings):
     """PEM private key of ``tls_cert_file``."""
     data_dir: Path = Path(".ashao")
     """Directory holding the SQLite store (``ashao.db``) and the service's keys."""
+    store: str = ""
+    """Where the store lives: empty for the embedded SQLite file in ``data_dir``, or a PostgreSQL URL
+    (``postgresql://user@host/db``) that several cores share."""
+    store_pool_size: int = Field(8, ge=2)
+    """PostgreSQL connections of this core: one for the writer's group commits, the rest for reads."""
+    bus: str = ""
+    """NATS URL (``nats://host:4222``, JetStream on) of the cluster: set, this core takes jobs from the
+    queue every core shares and follows jobs other cores run. Needs a PostgreSQL ``store``."""
+    cluster_name: str = Field("ashao", pattern=r"^[a-z][a-z0-9-]{0,31}$")
+    """The cluster's name: it names its NATS stream and subjects and its Redis keys (several clusters may
+    share one NATS and one Redis)."""
+    advertise_addr: str = ""
+    """``host:port`` other cores and facades reach this core at (default: the listening address, which
+    must then not be a wildcard)."""
+    peer_tls_ca_file: Path | None = None
+    """PEM roots to verify other cores' certificates with, when the cores serve TLS (the system's roots
+    if unset)."""
+    limits: str = ""
+    """Redis URL (``redis://host:6379/0``) for rate limits every core shares; each core limits on its
+    own if empty (or while Redis is unreachable)."""
     db_synchronous: str = "FULL"
     """SQLite ``synchronous`` pragma: FULL makes every acknowledged group commit survive power loss."""
     commit_max_batch: int = 512
@@ -151,6 +175,46 @@ class CoreSettings(BaseSettings):
     relay_keys: Annotated[list[str], NoDecode, Flag(metavar="KEYS")] = []
     """Further relay keys accepted besides ``<data_dir>/relay.token`` (comma-separated): a call carrying
     one as ``x-ashao-relay-key`` is a trusted relay, whose named end-user addresses are believed."""
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be empty (SQLite in data_dir) or a postgresql:// URL")
+        return value
+
+    @field_validator("bus")
+    @classmethod
+    def _bus_url(cls, value: str) -> str:
+        if value and not value.startswith(("nats://", "tls://")):
+            raise ValueError("must be empty (one core) or a nats:// URL")
+        return value
+
+    @field_validator("limits")
+    @classmethod
+    def _limits_url(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be empty (limits in this process) or a redis:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _cluster_needs_shared_store(self) -> CoreSettings:
+        if self.bus and not self.store:
+            raise ValueError("bus: several cores need a store they share (set store to a postgresql:// URL)")
+        return self
+
+    @property
+    def peer_address(self) -> str:
+        """The address others reach this core at."""
+        return self.advertise_addr or self.grpc_addr
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _metrics_addr(cls, value: str) -> str:
+        _, sep, port = value.rpartition(":")
+        if value and (not sep or not port.isdigit() or int(port) > 65535):
+            raise ValueError(f"not host:port: {value!r}")
+        return value
 
     @field_validator("relay_keys", mode="before")
     @classmethod

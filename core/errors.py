@@ -48,6 +48,12 @@ class NotFoundError(AshaoError):
     reason = "NOT_FOUND"
 
 
+class ModelNotFoundError(NotFoundError):
+    """No tier serves the model asked for."""
+
+    reason = "MODEL_NOT_FOUND"
+
+
 class UnauthenticatedError(AshaoError):
     """No credentials, or bad ones."""
 
@@ -126,6 +132,7 @@ __all__ = [
     "AshaoError",
     "ConflictError",
     "InvalidArgumentError",
+    "ModelNotFoundError",
     "NoFloorError",
     "NotFoundError",
     "PaymentRequiredError",

@@ -9,6 +9,7 @@ import signal
 from collections.abc import Mapping
 
 from ashao_common.settings import load_settings
+from ashao_common.tracing import configure as configure_tracing
 from core.app import CoreApp
 from core.config import CoreSettings
 
@@ -22,11 +23,21 @@ def parse(argv: list[str] | None, environ: Mapping[str, str] | None = None) -> C
 
 
 async def serve(settings: CoreSettings, *, ready: asyncio.Event | None = None) -> None:
-    """Run the core until SIGINT/SIGTERM."""
-    app = CoreApp(settings)
+    """Run the core until SIGINT/SIGTERM (traced while the ``OTEL_*`` environment asks for it)."""
+    tracer = configure_tracing("ashao-core")
+    try:
+        await _serve(CoreApp(settings, tracer=tracer), ready)
+    finally:
+        if tracer is not None:
+            await asyncio.to_thread(tracer.shutdown)  # the spans still buffered are exported
+
+
+async def _serve(app: CoreApp, ready: asyncio.Event | None) -> None:
     await app.start()
     gc.freeze()  # what start-up built lives for good: keep it out of every later collection
     print(f"ashao core: gRPC on {app.address}", flush=True)
+    if app.metrics_address:
+        print(f"ashao core: metrics on http://{app.metrics_address}/metrics", flush=True)
     if ready is not None:
         ready.set()
     loop = asyncio.get_running_loop()

@@ -14,13 +14,18 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.routing import Route
 
-from facade import docs
+from ashao_common.tracing import Tracer
+from facade import docs, webpage
 from facade.client import CoreClient
 from facade.config import FacadeSettings
 from facade.http import JSON
 from facade.limits import BodyLimit
 from facade.network import account, chat, treasury, workers
 from facade.network import errors as network_errors
+from facade.observe import TRACED, Observe, facade_registry, metrics_page
+from facade.openai import catalog as openai_catalog
+from facade.openai import chat as openai_chat
+from facade.openai import errors as openai_errors
 from facade.relay import errors as relay_errors
 from facade.relay import routes as relay
 
@@ -34,6 +39,12 @@ network stats, sign-in, credits, treasury, staking and images. Errors are `{"err
 the HTTP status; auth is the session cookie set by `/api/auth/verify` (or `Authorization: Bearer`
 with an API key).
 
+**OpenAI-compatible API** (`/v1/…`): `POST /v1/chat/completions` (whole or streamed), `GET /v1/models`
+(the tiers as models: `ashao-free`, `ashao-pro`, …) and `POST /v1/images/generations`, over the same
+jobs, ledger and workers; point an OpenAI SDK's `base_url` at `/v1`. Errors are OpenAI's
+`{"error": {message, type, param, code}}`; auth is `Authorization: Bearer <API key>` (`anonymous` for
+the free model without one).
+
 **Relay API** (`/chat`, `/chat/stream`, `/health`, `/self`, `/pricing`, `/sustainability`, `/vitals`,
 `/sensorium`, `/registry`, `/ledger/safety/…`): every failure is a structured envelope, and every
 body the core produces is signed (`X-Ashao-Signature`, `X-Ashao-Key-Id`; key in `/registry`).
@@ -42,6 +53,10 @@ body the core produces is signed (`X-Ashao-Signature`, `X-Ashao-Key-Id`; key in 
 
 def _is_network(request: Request) -> bool:
     return request.url.path.startswith("/api/")
+
+
+def _is_openai(request: Request) -> bool:
+    return request.url.path.startswith(openai_errors.PREFIX)
 
 
 def _allowed(routes: list[Route], path: str) -> str:
@@ -55,12 +70,16 @@ def _allowed(routes: list[Route], path: str) -> str:
     return ", ".join(sorted({m for r in matching if r.path == template for m in r.methods or ()}))
 
 
-def create_app(settings: FacadeSettings) -> FastAPI:
-    """The ASGI app; its lifespan opens (and closes) the connection to the core."""
+_OPENAI_CODES = {404: "unknown_url", 405: "method_not_allowed"}
+
+
+def create_app(settings: FacadeSettings, *, tracer: Tracer | None = None) -> FastAPI:
+    """The ASGI app; its lifespan opens (and closes) the connection to the core. ``tracer``: the
+    process's tracer while tracing is on (``ashao_common.tracing.configure``)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        core = CoreClient(settings)
+        core = CoreClient(settings, tracer=tracer)
         core.start()
         app.state.core = core
         gc.freeze()  # what start-up built lives for good: keep it out of every later collection
@@ -69,11 +88,27 @@ def create_app(settings: FacadeSettings) -> FastAPI:
         finally:
             await core.close()
 
-    app = FastAPI(title="ashao", description=DESCRIPTION, version="1", lifespan=lifespan, redoc_url=None)
-    routers = [chat.router, workers.router, account.router, treasury.router, relay.router]
+    app = FastAPI(
+        title="ashao", description=DESCRIPTION, version="1", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
+    routers = [
+        chat.router,
+        workers.router,
+        account.router,
+        treasury.router,
+        openai_chat.router,
+        openai_catalog.router,
+        relay.router,
+    ]
     for router in routers:
         app.include_router(router)
     docs.install(app)
+    docs.install_reference(app)
+    webpage.install(app)
+    statuses: dict[int, int] = {}
+    if settings.metrics_path:
+        registry = facade_registry(statuses, lambda: getattr(app.state, "core", None))
+        app.add_route(settings.metrics_path, metrics_page(registry), ["GET"], include_in_schema=False)
     routes = [r for r in app.routes if isinstance(r, Route)]
     routes += [r for router in routers for r in router.routes if isinstance(r, Route)]
 
@@ -86,6 +121,12 @@ def create_app(settings: FacadeSettings) -> FastAPI:
         if _is_network(request):
             body = {"error": detail.lower() if detail else "error"}
             return JSON(body, status_code=exc.status_code, headers=headers)
+        if _is_openai(request):
+            response = openai_errors.error(
+                exc.status_code, detail or "error", code=_OPENAI_CODES.get(exc.status_code)
+            )
+            response.headers.update(headers)
+            return response
         kind = "not_found" if exc.status_code == 404 else "invalid_request"
         return Response(
             orjson.dumps({"error": kind, "detail": detail}),
@@ -97,6 +138,8 @@ def create_app(settings: FacadeSettings) -> FastAPI:
     async def server_error(request: Request, exc: Exception) -> Response:
         if _is_network(request):
             return network_errors.unexpected(exc)
+        if _is_openai(request):
+            return openai_errors.unexpected(exc)
         return relay_errors.unexpected(exc)
 
     app.add_exception_handler(StarletteHTTPException, http_error)
@@ -117,4 +160,6 @@ def create_app(settings: FacadeSettings) -> FastAPI:
             expose_headers=[relay_errors.SIGNATURE_HEADER, relay_errors.KEY_ID_HEADER, "Retry-After"],
             max_age=600,
         )
+    # Outermost of all: it sees every status, the 413s and CORS answers included.
+    app.add_middleware(Observe, statuses=statuses, tracer=tracer, traced=TRACED)
     return app

@@ -16,6 +16,8 @@ from ashao.v1 import (
     treasury_pb2_grpc,
     worker_pb2_grpc,
 )
+from ashao_common.targets import grpc_target
+from ashao_common.tracing import Tracer
 from facade.config import FacadeSettings
 from facade.frames import Coalescer
 from facade.http import relay_metadata
@@ -39,16 +41,19 @@ CHANNEL_OPTIONS = [
 class CoreClient:
     """Stubs for every core service, on one channel, plus the Subscribe multiplexer."""
 
-    def __init__(self, settings: FacadeSettings) -> None:
+    def __init__(self, settings: FacadeSettings, *, tracer: Tracer | None = None) -> None:
+        """``tracer`` (tracing on): sends carry their trace context to the core."""
         self.settings = settings
         settings.relay_key = settings.core_relay_key()  # read once (a file, maybe)
         relayed = relay_metadata(settings)
+        target, extra = grpc_target(settings.grpc_addr)  # several cores: it fails over to the next
+        options = [*CHANNEL_OPTIONS, *extra]
         if settings.core_tls or settings.core_tls_ca_file is not None:
             ca = settings.core_tls_ca_file
             credentials = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes() if ca else None)
-            self.channel = grpc.aio.secure_channel(settings.grpc_addr, credentials, options=CHANNEL_OPTIONS)
+            self.channel = grpc.aio.secure_channel(target, credentials, options=options)
         else:
-            self.channel = grpc.aio.insecure_channel(settings.grpc_addr, options=CHANNEL_OPTIONS)
+            self.channel = grpc.aio.insecure_channel(target, options=options)
         self.chat = chat_pb2_grpc.ChatServiceStub(self.channel)
         self.workers = worker_pb2_grpc.WorkerServiceStub(self.channel)
         self.network = network_pb2_grpc.NetworkServiceStub(self.channel)
@@ -64,7 +69,9 @@ class CoreClient:
             connect_wait_s=settings.core_connect_wait_s,
             metadata=relayed,
         )
-        self.sender = Sender(self.chat, connect_wait_s=settings.core_connect_wait_s, metadata=relayed)
+        self.sender = Sender(
+            self.chat, connect_wait_s=settings.core_connect_wait_s, metadata=relayed, tracer=tracer
+        )
 
         self.watchdog = SendWatchdog(settings.sse_send_timeout_s)
         self.relay_coalescer = Coalescer(settings.sse_coalesce_s)

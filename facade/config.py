@@ -27,7 +27,8 @@ class FacadeSettings(BaseSettings):
     http_addr: str = "127.0.0.1:8080"
     """Address the HTTP server listens on (``host:port``, ``[::1]:port`` for IPv6)."""
     grpc_addr: Annotated[str, Flag("--core")] = "127.0.0.1:50051"
-    """Address of the core's gRPC server (``host:port``)."""
+    """Address of the core's gRPC server (``host:port``), or several cores' (``host:port,host:port``):
+    the facade uses the first that answers and moves to the next when it goes away."""
     core_tls: bool = False
     """Reach the core over TLS (verified against the system's roots, or ``core_tls_ca_file``)."""
     core_tls_ca_file: Path | None = None
@@ -58,6 +59,9 @@ class FacadeSettings(BaseSettings):
     """A client this far behind (bytes not yet written to it) is cut off with an error event."""
     sse_send_timeout_s: float = 30.0
     """A client that does not read for this long is disconnected."""
+    completion_timeout_s: float = Field(600.0, gt=0)
+    """Longest a whole (not streamed) ``/v1/chat/completions`` answer is waited for; past it the request
+    is answered 504 naming the job, which goes on (its stream can still be followed)."""
     graceful_shutdown_s: float = 3.0
     """How long a stopping facade lets requests finish."""
     core_connect_wait_s: float = 3.0
@@ -82,6 +86,10 @@ class FacadeSettings(BaseSettings):
     """Most connections open at once from one peer address; a further one is closed as soon as it is
     accepted (0: no cap). Trusted proxies (``trust_forwarded``, ``forwarded_allow_ips``) are not
     capped: they speak for many clients."""
+    metrics_path: str = "/metrics"
+    """Path of the Prometheus metrics page on the HTTP address (left out of the API reference); empty
+    turns it off. Operational figures only (no user data), but restrict it at the proxy in front if they
+    should stay private."""
     relay_key: str = Field(default="", repr=False)
     """The key that makes this facade a trusted relay of the core (sent as ``x-ashao-relay-key``): the
     contents of the core's ``relay.token``. Without it the core judges every user by the facade's own
@@ -96,6 +104,15 @@ class FacadeSettings(BaseSettings):
         if self.relay_key_file is not None:
             return self.relay_key_file.read_text().strip()
         return ""
+
+    @field_validator("metrics_path")
+    @classmethod
+    def _metrics_path(cls, value: str) -> str:
+        if value and (
+            not value.startswith("/") or value.startswith("/api/") or not value.isprintable() or " " in value
+        ):
+            raise ValueError("must be empty or a path such as /metrics (outside /api/)")
+        return value
 
     @field_validator("http_addr")
     @classmethod

@@ -1,4 +1,6 @@
-"""The OpenAPI document: what each route checks and answers, and nothing it does not.
+"""The OpenAPI document: what each route checks and answers, and nothing it does not; and the
+interactive reference at ``/docs``, served with its Swagger UI files from this facade (no CDN, so it
+works offline and on a network that reaches nothing but the facade).
 
 The relay's chat routes read their body themselves (see ``facade.relay.routes.prompt_of``), so their
 request model is attached here; every other route declares its body model as a parameter, and
@@ -7,10 +9,21 @@ FastAPI documents (and enforces) it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+import swagger_ui_bundle
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from pydantic import BaseModel
+from starlette.responses import Response
+
+from facade.assets import Assets
+
+DOCS_PATH = "/docs"
+SWAGGER_UI = Path(str(swagger_ui_bundle.swagger_ui_path))
+"""Swagger UI's distribution files, as the ``swagger-ui-bundle-v2`` package ships them (Apache-2.0)."""
+SWAGGER_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png")
 
 _DEFAULT_422 = "#/components/schemas/HTTPValidationError"
 
@@ -37,16 +50,21 @@ def body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
     }
 
 
-def sse_event(model: type[BaseModel], *, name: str | None = None) -> dict[str, Any]:
+def sse_event(model: type[BaseModel], *, name: str | None = None, resumable: bool = True) -> dict[str, Any]:
     """The schema of one Server-Sent Event whose ``data`` is ``model`` as JSON: named ``name``, or
-    unnamed (``message``, as an EventSource sees it) when None."""
+    unnamed (``message``, as an EventSource sees it) when None; with an ``id`` when ``resumable``."""
     data = model.model_json_schema()
+    ids = (
+        {"id": {"type": "string", "description": "Resume after it with `Last-Event-ID`."}}
+        if resumable
+        else {}
+    )
     return {
         "type": "object",
         "required": ["event", "data"],
         "properties": {
             "event": {"const": name or "message"},
-            "id": {"type": "string", "description": "Resume after it with `Last-Event-ID`."},
+            **ids,
             "data": {
                 "type": "string",
                 "contentMediaType": "application/json",
@@ -77,15 +95,20 @@ def without_default_422(schema: dict[str, Any]) -> dict[str, Any]:
 
 _TOO_LARGE = {
     "/api/": ("#/components/schemas/ErrorBody", "The body is larger than the limit (1 MiB by default)."),
+    "/v1/": ("#/components/schemas/OpenAIErrorBody", "The body is larger than the limit (1 MiB by default)."),
     "/": ("#/components/schemas/PayloadTooLargeEnvelope", "The body is larger than the limit."),
 }
+
+
+def _surface(path: str) -> str:
+    return next(prefix for prefix in _TOO_LARGE if path.startswith(prefix))
 
 
 def with_body_limit(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` with the 413 that the body limit (``facade.limits``) answers on every route a body
     is sent to, in each surface's shape."""
     for path, operations in schema.get("paths", {}).items():
-        ref, description = _TOO_LARGE["/api/" if path.startswith("/api/") else "/"]
+        ref, description = _TOO_LARGE[_surface(path)]
         for method, operation in operations.items():
             if method in ("post", "put", "patch"):
                 operation.setdefault("responses", {}).setdefault(
@@ -118,3 +141,31 @@ def install(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def install_reference(app: FastAPI) -> None:
+    """Serve the interactive reference at ``/docs`` and its Swagger UI files under ``/docs/ui/``
+    (``app`` is built with ``docs_url=None``, so FastAPI's CDN-loading page is not there too)."""
+    files = Assets(SWAGGER_UI, SWAGGER_FILES)
+    page = get_swagger_ui_html(
+        openapi_url=app.openapi_url or "/openapi.json",
+        title=f"{app.title} — API reference",
+        swagger_js_url=f"{DOCS_PATH}/ui/swagger-ui-bundle.js",
+        swagger_css_url=f"{DOCS_PATH}/ui/swagger-ui.css",
+        swagger_favicon_url=f"{DOCS_PATH}/ui/favicon-32x32.png",
+        # no badge asking an outside validator about the document
+        swagger_ui_parameters={"validatorUrl": None},
+    ).body
+
+    async def reference() -> Response:
+        return Response(
+            page, media_type="text/html; charset=utf-8", headers={"X-Content-Type-Options": "nosniff"}
+        )
+
+    async def ui_file(name: str, request: Request) -> Response:
+        if name not in files:
+            raise HTTPException(404)
+        return files.response(name, request)
+
+    app.add_api_route(DOCS_PATH, reference, methods=["GET", "HEAD"], include_in_schema=False)
+    app.add_api_route(f"{DOCS_PATH}/ui/{{name}}", ui_file, methods=["GET", "HEAD"], include_in_schema=False)

@@ -56,6 +56,21 @@ def credential(request: Request, settings: FacadeSettings) -> str:
     return bearer(request) or metadata_safe(request.cookies.get(settings.session_cookie, ""))
 
 
+MAX_IDEMPOTENCY_KEY = 128
+"""Longest Idempotency-Key header accepted (the core keeps keys 24 hours per caller)."""
+
+
+def idempotency_key(request: Request) -> str:
+    """The ``Idempotency-Key`` header of a send ('' without one); BadRequest if it cannot be one."""
+    key = request.headers.get("idempotency-key", "")
+    if len(key) > MAX_IDEMPOTENCY_KEY or not (key.isascii() and key.isprintable()):
+        raise BadRequest(
+            f"Idempotency-Key: at most {MAX_IDEMPOTENCY_KEY} printable ASCII characters",
+            field="Idempotency-Key",
+        )
+    return key
+
+
 def client_ip(request: Request) -> str:
     """The caller's IP: the peer's, or behind a trusted proxy (``trust_forwarded``, the proxy's
     address in ``forwarded_allow_ips``) the address that proxy saw: uvicorn takes it from the right of
@@ -82,3 +97,20 @@ def call_metadata(request: Request, settings: FacadeSettings, token: str | None 
     if secret:
         return (("authorization", f"Bearer {secret}"), *named)
     return named
+
+
+_JSON = b"application/json"
+
+
+def read_as_json(request: Request) -> None:
+    """Have FastAPI read the body as JSON whatever its Content-Type says: every body of this API is
+    JSON, and ``curl -d`` (or a browser's plain ``fetch``) labels it otherwise."""
+    headers = request.scope["headers"]
+    for name, value in headers:
+        if name == b"content-type":
+            kind = value.split(b";", 1)[0].strip().lower()
+            if kind == _JSON or kind.endswith(b"+json"):
+                return
+    request.scope["headers"] = [(n, v) for n, v in headers if n != b"content-type"] + [
+        (b"content-type", _JSON)
+    ]

@@ -23,6 +23,17 @@ def too_large_body(path: str, limit: int) -> bytes:
     """The 413 body in the shape of the surface ``path`` belongs to."""
     if path.startswith("/api/"):
         return orjson.dumps({"error": f"body: too large (the limit is {limit} bytes)"})
+    if path.startswith("/v1/"):
+        return orjson.dumps(
+            {
+                "error": {
+                    "message": f"body: too large (the limit is {limit} bytes)",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "request_too_large",
+                }
+            }
+        )
     return orjson.dumps(
         {
             "error": "payload_too_large",

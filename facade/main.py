@@ -11,6 +11,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from ashao_common.settings import load_settings
+from ashao_common.tracing import configure as configure_tracing
 from facade.app import create_app
 from facade.config import FacadeSettings, split_addr
 from facade.connections import guarded_protocol
@@ -75,8 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = parse(argv)
     host, port = split_addr(settings.http_addr)  # validated with the settings
-    app = create_app(settings)
+    tracer = configure_tracing("ashao-facade")
+    app = create_app(settings, tracer=tracer)
     config = uvicorn_config(app, settings, host=host, port=port)
     print(f"ashao facade: HTTP on http://{settings.http_addr} (core at {settings.grpc_addr})", flush=True)
-    _Server(config, app).run()
+    try:
+        _Server(config, app).run()
+    finally:
+        if tracer is not None:
+            tracer.shutdown()  # the spans still buffered are exported
     return 0

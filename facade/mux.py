@@ -21,23 +21,15 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
-import orjson
 
 from ashao.v1 import chat_pb2, chat_pb2_grpc, common_pb2
 from ashao_common.supervise import Supervisor
+from facade.events import ANSWER_LOST, NETWORK, Framer
 from facade.frames import Coalescer, FrameBuffer
 
 log = logging.getLogger("ashao.facade.mux")
 
-TOKEN_FRAME = b'id: %d\ndata: {"type":"token","value":%b}\n\n'
-DONE_FRAME = b'id: %d\ndata: {"type":"done","tokens":%d}\n\n'
-ERROR_FRAME = b'id: %d\ndata: {"type":"error","message":%b}\n\n'
 KEEPALIVE_FRAME = b": keep-alive\n\n"
-
-
-def error_frame(seq: int, message: str) -> bytes:
-    """The SSE error event of the network API."""
-    return ERROR_FRAME % (seq, orjson.dumps(message))
 
 
 _TERMINAL_STATES = frozenset(
@@ -71,6 +63,7 @@ class Subscription(FrameBuffer):
         "client_ip",
         "credential",
         "finished",
+        "framer",
         "job_id",
         "last_seq",
         "ready",
@@ -86,8 +79,11 @@ class Subscription(FrameBuffer):
         credential: str,
         client_ip: str,
         coalescer: Coalescer,
+        framer: Framer = NETWORK,
     ) -> None:
         super().__init__(coalescer)
+        self.framer = framer
+        """What this client's events look like."""
         self.sub_id = sub_id
         self.job_id = job_id
         self.credential = credential
@@ -177,7 +173,14 @@ class Mux:
     # -- subscriptions ----------------------------------------------------------------------
 
     async def watch(
-        self, job_id: str, after_seq: int, *, credential: str, client_ip: str, wait_s: float
+        self,
+        job_id: str,
+        after_seq: int,
+        *,
+        credential: str,
+        client_ip: str,
+        wait_s: float,
+        framer: Framer = NETWORK,
     ) -> Subscription:
         """Follow ``job_id`` after ``after_seq`` for the end user behind ``credential``.
 
@@ -187,7 +190,7 @@ class Mux:
         """
         if self._closing:
             raise WatchRefused("UNAVAILABLE", "the facade is stopping")
-        sub = Subscription(next(self._ids), job_id, after_seq, credential, client_ip, self._coalescer)
+        sub = Subscription(next(self._ids), job_id, after_seq, credential, client_ip, self._coalescer, framer)
         request = self._watch_request(sub)  # a field that does not fit fails here, before it is kept
         self._subs[sub.sub_id] = sub
         self._outbox.put_nowait(request)
@@ -283,7 +286,6 @@ class Mux:
 
     def _dispatch(self, response: chat_pb2.SubscribeResponse) -> None:
         subs = self._subs
-        dumps = orjson.dumps
         for ev in response.events:
             sub = subs.get(ev.sub_id)
             if sub is None:
@@ -300,9 +302,11 @@ class Mux:
                     continue
                 if ev.answer:
                     sub.answer = ev.answer
-                sub.push(b"".join([TOKEN_FRAME % (seq + i, dumps(t)) for i, t in enumerate(tokens)]))
+                frame = sub.framer.tokens(seq, tokens)
+                if frame:
+                    sub.push(frame)
                 sub.last_seq = seq + len(tokens) - 1
-                if sub.size > self._max_buffer:
+                if sub.size + sub.framer.held > self._max_buffer:
                     self._cut_off(sub)
             elif kind == "done" or kind == "error":
                 # The core ends a finished watch by itself. A terminal event this client already has
@@ -314,9 +318,9 @@ class Mux:
                     seq = max(ev.seq, sub.last_seq + 1)
                     sub.last_seq = seq
                     sub.end(
-                        DONE_FRAME % (seq, ev.done.tokens)
+                        sub.framer.done(seq, ev.done.tokens)
                         if kind == "done"
-                        else error_frame(seq, ev.error.message)
+                        else sub.framer.error(seq, ev.error.message, ev.error.reason)
                     )
                 else:
                     sub.end()
@@ -330,10 +334,11 @@ class Mux:
                         chat_pb2.SubscribeRequest(unwatch=chat_pb2.Unwatch(sub_id=sub.sub_id))
                     )
                     sub.end(
-                        error_frame(
+                        sub.framer.error(
                             sub.last_seq + 1,
                             "the answer this stream carried was lost when the coordinator restarted, and"
                             " the job answered again; reopen the stream without Last-Event-ID",
+                            ANSWER_LOST,
                         )
                     )
                     continue
@@ -354,10 +359,11 @@ class Mux:
                         chat_pb2.SubscribeRequest(unwatch=chat_pb2.Unwatch(sub_id=sub.sub_id))
                     )
                     sub.end(
-                        error_frame(
+                        sub.framer.error(
                             sub.last_seq + 1,
                             "the coordinator restarted mid-answer and is producing it again;"
                             " reopen the stream without Last-Event-ID",
+                            ANSWER_LOST,
                         )
                     )
             elif kind == "rejected":
@@ -365,14 +371,15 @@ class Mux:
                 if not sub.ready.done():
                     sub.ready.set_exception(WatchRefused(ev.rejected.code, ev.rejected.message))
                 else:  # a re-watch after a reconnect was refused
-                    sub.end(error_frame(sub.last_seq + 1, ev.rejected.message))
+                    sub.end(sub.framer.error(sub.last_seq + 1, ev.rejected.message, ev.rejected.code))
 
     def _cut_off(self, sub: Subscription) -> None:
         self.cut_off += 1
         sub.end(
-            error_frame(
+            sub.framer.error(
                 sub.last_seq + 1,
                 "this client fell too far behind the stream; reconnect with Last-Event-ID to resume",
+                "SLOW_CONSUMER",
             )
         )
         self.release(sub)
@@ -386,7 +393,9 @@ class Mux:
             lost = not self._up.is_set() and now - self._down_since > self._grace_s
             for sub in list(self._subs.values()):
                 if lost and sub.ready.done():
-                    sub.end(error_frame(sub.last_seq + 1, "the coordinator is unreachable"))
+                    sub.end(
+                        sub.framer.error(sub.last_seq + 1, "the coordinator is unreachable", "UNAVAILABLE")
+                    )
                     self._subs.pop(sub.sub_id, None)
                 elif not sub.ended and now - sub.last_push >= self._keepalive_s:
                     sub.push(KEEPALIVE_FRAME, now=True)

@@ -13,16 +13,21 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import grpc
 
 from ashao.v1 import chat_pb2, chat_pb2_grpc
+from ashao_common.metrics import Histogram
 from ashao_common.supervise import Supervisor
+from ashao_common.tracing import Attributes, Tracer
 from facade.status import CoreCallFailed, CoreError, from_call_error
 
 log = logging.getLogger("ashao.facade.sends")
 
+SEND_SPAN = "ashao.v1.ChatService/SendMessage"
+_RPC: Attributes = {"rpc.system": "grpc", "rpc.service": "ashao.v1.ChatService", "rpc.method": "SendMessage"}
 _UNREACHABLE = CoreError(grpc.StatusCode.UNAVAILABLE, "the coordinator is unreachable")
 _STOPPING = CoreError(grpc.StatusCode.UNAVAILABLE, "the facade is stopping")
 DRAIN_S = 1.0
@@ -101,8 +106,13 @@ class Sender:
         *,
         connect_wait_s: float = 3.0,
         metadata: tuple[tuple[str, str], ...] = (),
+        tracer: Tracer | None = None,
     ) -> None:
+        """``tracer`` (tracing on): each send gets a client span whose context travels with it."""
         self._stub = stub
+        self._tracer = tracer
+        self.seconds = Histogram()
+        """How long each send relayed to the core took to be answered."""
         self._metadata = metadata
         self._connect_wait_s = connect_wait_s
         """How long a send waits for the stream to the core to be (re)established before failing."""
@@ -149,14 +159,25 @@ class Sender:
                     await self._up.wait()
             except TimeoutError:
                 raise CoreCallFailed(_UNREACHABLE) from None
-        send_id = next(self._ids)
-        relayed = chat_pb2.RelayedSend(id=send_id, send=request, credential=credential, client_ip=client_ip)
+        relayed = chat_pb2.RelayedSend(
+            id=next(self._ids), send=request, credential=credential, client_ip=client_ip
+        )
+        tracer = self._tracer
+        if tracer is None:
+            return await self._relay(relayed, wait_s)
+        with tracer.active(tracer.start(SEND_SPAN, kind="client", attributes=_RPC)) as span:
+            relayed.trace_context.update(tracer.inject(span))  # the core's span of the send continues it
+            return await self._relay(relayed, wait_s)
+
+    async def _relay(self, relayed: chat_pb2.RelayedSend, wait_s: float) -> chat_pb2.SendMessageResponse:
         size = relayed.ByteSize()
         if size > MAX_SEND_BYTES:  # the core would refuse it, and with it the stream everyone shares
             raise CoreCallFailed(_TOO_LARGE)
+        send_id = relayed.id
         future: asyncio.Future[chat_pb2.SendMessageResponse] = asyncio.get_running_loop().create_future()
         self._waiting[send_id] = future
         self._outbox.put(relayed, size)
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(wait_s):
                 return await future
@@ -166,6 +187,7 @@ class Sender:
             ) from None
         finally:
             self._waiting.pop(send_id, None)
+            self.seconds.observe(time.perf_counter() - started)
 
     async def _run(self) -> None:
         backoff = 0.05

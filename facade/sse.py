@@ -40,6 +40,10 @@ class SendWatchdog:
         self.disconnected = 0
         """Streams cut for not reading."""
 
+    def __len__(self) -> int:
+        """Streams running now."""
+        return len(self._streams)
+
     def start(self) -> None:
         """Start the clock (supervised)."""
         self._loops.start()

@@ -8,6 +8,8 @@ message text.
 
 from __future__ import annotations
 
+import logging
+import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -92,3 +94,15 @@ def from_call_error(e: CallErrorLike) -> CoreError:
     except KeyError:
         code = grpc.StatusCode.UNKNOWN
     return CoreError(code, e.message, e.reason, e.field, retry_after_s=e.retry_after_s)
+
+
+def retry_after(err: CoreError) -> dict[str, str] | None:
+    """The ``Retry-After`` header (whole seconds, at least 1) of an error that says when to retry."""
+    return {"Retry-After": str(max(1, round(err.retry_after_s)))} if err.retry_after_s > 0 else None
+
+
+def traced(log: logging.Logger, exc: BaseException) -> str:
+    """Log a failure nobody planned for under a new trace id; returns the id (said to the caller)."""
+    trace_id = uuid.uuid4().hex[:16]
+    log.error("unexpected error, trace id %s", trace_id, exc_info=exc)
+    return trace_id

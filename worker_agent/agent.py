@@ -22,6 +22,7 @@ import grpc
 
 from ashao.v1 import network_pb2_grpc, worker_pb2, worker_pb2_grpc
 from ashao_common.targets import grpc_target
+from ashao_common.tracing import Tracer
 from worker_agent import AgentError
 from worker_agent.backends import ChatBackend
 from worker_agent.backends.images import ImageBackend
@@ -97,8 +98,11 @@ class Agent:
         backend: ChatBackend | None = None,
         image_backend: ImageBackend | None = None,
         clock: Clock = LOOP_CLOCK,
+        tracer: Tracer | None = None,
     ) -> None:
+        """``tracer`` (tracing on): jobs continue the trace their assignment carries."""
         self._s = settings
+        self._tracer = tracer
         self._clock = clock
         self._backend = backend
         self._image = image_backend
@@ -365,6 +369,7 @@ class Agent:
                 image_backend=self._image,
                 stopping=self._draining,
                 clock=self._clock,
+                tracer=self._tracer,
             )
             self._session = session
             self.connections += 1

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Mapping
 
 from ashao_common.settings import load_settings
+from ashao_common.tracing import configure as configure_tracing
 from worker_agent import AgentError
 from worker_agent.agent import Agent
 from worker_agent.backends import ChatBackend
@@ -78,7 +79,8 @@ async def run(settings: AgentSettings) -> int:
     """Run the agent until SIGTERM/SIGINT has drained it (0), a second signal aborted it, or it failed."""
     chat = build_chat_backend(settings)
     image = build_image_backend(settings)
-    agent = Agent(settings=settings, backend=chat, image_backend=image)
+    tracer = configure_tracing("ashao-worker")
+    agent = Agent(settings=settings, backend=chat, image_backend=image, tracer=tracer)
     loop = asyncio.get_running_loop()
     signals = 0
 
@@ -107,6 +109,8 @@ async def run(settings: AgentSettings) -> int:
             await chat.aclose()
         if image is not None:
             await image.aclose()
+        if tracer is not None:
+            await asyncio.to_thread(tracer.shutdown)  # the spans still buffered are exported
     return EXIT_ABORTED if agent.aborted else 0
 
 

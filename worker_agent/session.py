@@ -14,7 +14,8 @@ import logging
 from typing import Any, Protocol
 
 from ashao.v1 import worker_pb2
-from worker_agent.backends import BackendError, ChatBackend, ChatMessage, ChatRequest
+from ashao_common.tracing import Attributes, Carrier, Tracer
+from worker_agent.backends import BackendError, ChatBackend, ChatMessage, ChatRequest, Emit
 from worker_agent.backends.images import ImageBackend
 from worker_agent.batcher import StreamWriter, TokenBatcher
 from worker_agent.clock import LOOP_CLOCK, Clock
@@ -42,7 +43,7 @@ class SessionEnd(enum.Enum):
     DRAINED = "drained"
 
 
-def chat_request(a: worker_pb2.Assignment) -> ChatRequest:
+def chat_request(a: worker_pb2.Assignment, trace_headers: Carrier | None = None) -> ChatRequest:
     """The backend's view of a chat assignment (``a.model``, the tier's public name, is not the
     backend's model: each backend is configured with its own)."""
     return ChatRequest(
@@ -50,6 +51,9 @@ def chat_request(a: worker_pb2.Assignment) -> ChatRequest:
         messages=tuple(ChatMessage(m.role, m.content) for m in a.messages),
         max_tokens=a.max_tokens,
         prefix=a.prefix,
+        trace_headers=tuple(trace_headers.items()) if trace_headers else (),
+        temperature=a.temperature if a.HasField("temperature") else None,
+        stop=tuple(a.stop),
     )
 
 
@@ -66,9 +70,12 @@ class Session:
         image_backend: ImageBackend | None,
         stopping: asyncio.Event,
         clock: Clock = LOOP_CLOCK,
+        tracer: Tracer | None = None,
     ) -> None:
-        """``stopping`` asks for a drain. (An abort cancels ``run()``.)"""
+        """``stopping`` asks for a drain. (An abort cancels ``run()``.) ``tracer`` (tracing on): each job
+        runs in a span continuing the trace its assignment carries."""
         self._s = settings
+        self._tracer = tracer
         self._clock = clock
         self._backend = backend
         self._image = image_backend
@@ -151,9 +158,19 @@ class Session:
             return
         self._idle.clear()
         self.jobs_started += 1
-        self.jobs[a.job_id] = asyncio.create_task(self._job(a), name=f"ashao-job-{a.job_id}")
+        job = self._job(a) if self._tracer is None else self._traced_job(self._tracer, a)
+        self.jobs[a.job_id] = asyncio.create_task(job, name=f"ashao-job-{a.job_id}")
 
-    async def _job(self, a: worker_pb2.Assignment) -> None:
+    async def _traced_job(self, tracer: Tracer, a: worker_pb2.Assignment) -> None:
+        """``_job`` in a span under the core's dispatch of it; the upstream call gets its own."""
+        attributes: Attributes = {"ashao.job.id": a.job_id, "ashao.attempt": a.attempt, "ashao.tier": a.tier}
+        span = tracer.start(
+            "job", parent=tracer.extract(a.trace_context), kind="consumer", attributes=attributes
+        )
+        with tracer.active(span):
+            await self._job(a, tracer)
+
+    async def _job(self, a: worker_pb2.Assignment, tracer: Tracer | None = None) -> None:
         job_id = a.job_id
         try:
             if a.HasField("image"):
@@ -172,20 +189,38 @@ class Session:
                 if self._backend is None:
                     raise BackendError("this worker has no chat backend")
                 emit = self.batcher.open(job_id)
-                finish = await self._backend.generate(chat_request(a), emit)
+                if tracer is None:
+                    finish = await self._backend.generate(chat_request(a), emit)
+                else:
+                    finish = await self._upstream(tracer, a, emit)
                 self.batcher.complete(job_id, finish)
         except BackendError as exc:
             log.warning("job %s failed (%s): %s", job_id, "retryable" if exc.retryable else "final", exc)
             self.batcher.fail(job_id, str(exc), exc.retryable)
+            if tracer is not None:
+                tracer.fail(tracer.current(), str(exc))
         except Exception as exc:
             # A backend bug must cost one job, not the stream every other job rides on.
             log.exception("job %s: unexpected error", job_id)
             self.batcher.fail(job_id, f"the worker failed: {type(exc).__name__}", retryable=True)
+            if tracer is not None:
+                tracer.fail(tracer.current(), f"the worker failed: {type(exc).__name__}")
         finally:
             if self.jobs.get(job_id) is asyncio.current_task():
                 del self.jobs[job_id]
                 if not self.jobs:
                     self._idle.set()
+
+    async def _upstream(self, tracer: Tracer, a: worker_pb2.Assignment, emit: Emit) -> str:
+        """The backend's answer, in a client span whose context goes along with the upstream request."""
+        assert self._backend is not None
+        span = tracer.start(
+            "upstream chat completion", kind="client", attributes={"ashao.backend": self._s.backend or ""}
+        )
+        with tracer.active(span):
+            finish = await self._backend.generate(chat_request(a, tracer.inject(span)), emit)
+            span.set_attribute("ashao.finish_reason", finish)
+            return finish
 
     async def _heartbeat(self) -> None:
         """Every interval: the tokens emitted per second since the last beat, and the running jobs."""

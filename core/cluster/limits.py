@@ -9,11 +9,16 @@ run in one Lua script (one round trip, atomic: both are charged or neither), and
 
 from __future__ import annotations
 
+import logging
 import time
 
 import redis.asyncio as redis
+from redis.exceptions import RedisError
 
 from core.errors import RateLimitedError
+from core.identity.ratelimit import RateLimiter
+
+log = logging.getLogger("ashao.core.cluster")
 
 _SCRIPT = """
 local now = tonumber(ARGV[1])
@@ -48,7 +53,12 @@ return 0
 
 
 class SharedRateLimiter:
-    """Per-caller and per-address limits (and a daily quota per caller) every core applies alike."""
+    """Per-caller and per-address limits (and a daily quota per caller) every core applies alike.
+
+    While Redis cannot be reached, each core applies the same limits on its own (an in-process
+    limiter): a caller may then get up to one limit per core, but nobody is refused because Redis is
+    down, and nobody is let through unlimited.
+    """
 
     def __init__(
         self,
@@ -65,8 +75,29 @@ class SharedRateLimiter:
         self._per_ip = per_ip
         self._daily_quota = daily_quota
         self._script = client.register_script(_SCRIPT)
+        self._local = RateLimiter(per_principal=per_principal, per_ip=per_ip, daily_quota=daily_quota)
+        self._down = False
         self.refused = 0
         self.admitted = 0
+
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        *,
+        name: str,
+        per_principal: tuple[float, float],
+        per_ip: tuple[float, float],
+        daily_quota: int = 0,
+        timeout_s: float = 0.5,
+    ) -> SharedRateLimiter:
+        """A limiter on the Redis at ``url`` (connected on first use; every call bounded by ``timeout_s``)."""
+        client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        return cls(client, name=name, per_principal=per_principal, per_ip=per_ip, daily_quota=daily_quota)
+
+    async def aclose(self) -> None:
+        """Close the connections to Redis."""
+        await self._redis.aclose()
 
     async def admit(self, principal: str, ip: str) -> None:
         """Admit one request or raise RateLimitedError with ``retry_after_s``."""
@@ -78,11 +109,26 @@ class SharedRateLimiter:
             args += [interval, (burst - 1) * interval]
         args.append(self._daily_quota)
         keys = [
-            f"ashao:{self._name}:p:{principal}",
-            f"ashao:{self._name}:ip:{ip}",
-            f"ashao:{self._name}:d:{day}:{principal}",
+            f"{self._name}:p:{principal}",
+            f"{self._name}:ip:{ip}",
+            f"{self._name}:d:{day}:{principal}",
         ]
-        wait = float(await self._script(keys=keys, args=args))
+        try:
+            wait = float(await self._script(keys=keys, args=args))
+        except (RedisError, OSError, TimeoutError) as exc:
+            if not self._down:
+                log.warning("shared rate limits unreachable (%s): limiting in this process meanwhile", exc)
+                self._down = True
+            try:
+                self._local.check(principal, ip)
+            except RateLimitedError:
+                self.refused += 1
+                raise
+            self.admitted += 1
+            return
+        if self._down:
+            log.info("shared rate limits reachable again")
+            self._down = False
         if wait < 0:
             self.refused += 1
             raise RateLimitedError(

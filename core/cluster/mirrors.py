@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -56,19 +57,32 @@ class _Peer:
     task: asyncio.Task[None] | None = None
 
 
+RECENT_LOCATIONS = 10_000
+"""Locations of jobs no reader here follows yet, kept for one that comes soon after (the oldest go)."""
+
+
 class RemoteLogs:
     """The mirrors of this core, and its streams to the cores they follow."""
 
     def __init__(
-        self, *, address: Address, metadata: tuple[tuple[str, str], ...], max_mirrors: int = 100_000
+        self,
+        *,
+        address: Address,
+        metadata: tuple[tuple[str, str], ...],
+        credentials: grpc.ChannelCredentials | None = None,
+        max_mirrors: int = 100_000,
     ) -> None:
+        """``credentials``: TLS to reach other cores with (the cores serve TLS); plaintext if None."""
         self._address = address
-        self._metadata = metadata
+        self.credentials = credentials
+        self.metadata = metadata
         self._max = max_mirrors
         self._mirrors: dict[str, _Mirror] = {}
         self._peers: dict[str, _Peer] = {}
         self._ids = itertools.count(1)
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._recent: OrderedDict[str, str] = OrderedDict()
+        """Where jobs went that no reader here followed yet (a reader often asks just after)."""
 
     def __len__(self) -> int:
         return len(self._mirrors)
@@ -87,6 +101,7 @@ class RemoteLogs:
         if len(self._mirrors) >= self._max:
             self._forget_idle()
         m = self._mirrors[job_id] = _Mirror(JobLog(job_id))
+        core_id = self._recent.pop(job_id, "") or core_id
         if core_id:
             self.located(job_id, core_id)
         return m.log
@@ -104,7 +119,13 @@ class RemoteLogs:
     def located(self, job_id: str, core_id: str) -> None:
         """``core_id`` holds ``job_id`` now: follow it there."""
         m = self._mirrors.get(job_id)
-        if m is None or m.log.terminal is not None or m.core_id == core_id:
+        if m is None:
+            self._recent[job_id] = core_id
+            self._recent.move_to_end(job_id)
+            if len(self._recent) > RECENT_LOCATIONS:
+                self._recent.popitem(last=False)
+            return
+        if m.log.terminal is not None or m.core_id == core_id:
             return
         if m.core_id:
             self._unwatch(m)
@@ -152,9 +173,13 @@ class RemoteLogs:
                 raise ConnectionError(f"core {peer.core_id} is not a live core")
             channel = self._channels.get(address)
             if channel is None:
-                channel = self._channels[address] = grpc.aio.insecure_channel(address)
+                channel = self._channels[address] = (
+                    grpc.aio.secure_channel(address, self.credentials)
+                    if self.credentials is not None
+                    else grpc.aio.insecure_channel(address)
+                )
             call = chat_pb2_grpc.ChatServiceStub(channel).Subscribe(
-                self._requests(peer), metadata=self._metadata
+                self._requests(peer), metadata=self.metadata
             )
             async for response in call:
                 self._dispatch(peer, response)

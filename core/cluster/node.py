@@ -1,12 +1,14 @@
 """This core's place among several: its NATS connection, the shared job queue, the record of live
 cores (each core's address, so others can reach it), job locations, and control messages.
 
-NATS subjects: ``ashao.jobs.<tier>`` (the JetStream queue), ``ashao.loc`` (a core took a job:
-``"<job_id> <core_id>"``), ``ashao.control`` (JSON: cancel a job, let a worker go, wherever it is).
+NATS subjects (``ashao`` being the cluster's name): ``ashao.jobs.<tier>`` (the JetStream queue),
+``ashao.loc`` (a core took a job: ``"<job_id> <core_id>"``), ``ashao.control`` (JSON: cancel a job, let
+a worker go, wherever it is).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -22,8 +24,6 @@ from core.store import Store, now_ms
 
 log = logging.getLogger("ashao.core.cluster")
 
-LOCATIONS = "ashao.loc"
-CONTROL = "ashao.control"
 CORE_TTL_MS = 10_000
 """A core not seen for this long is not a live core (its jobs are taken over as its holds lapse)."""
 
@@ -38,15 +38,18 @@ class Node:
         store: Store,
         address: str,
         peer_metadata: tuple[tuple[str, str], ...],
+        cluster: str = "ashao",
         ack_wait_s: float = 30.0,
     ) -> None:
         self.id = new_id("core")
+        self._locations = f"{cluster}.loc"
+        self._control_subject = f"{cluster}.control"
         self.address = address
         """The gRPC address other cores (and facades) reach this core at."""
         self._url = url
         self._store = store
         self.nc: Client | None = None
-        self.queue = JetStreamQueue(ack_wait_s=ack_wait_s)
+        self.queue = JetStreamQueue(cluster=cluster, ack_wait_s=ack_wait_s)
         self.remote = RemoteLogs(address=self.peer_address, metadata=peer_metadata)
         self.on_cancel: Callable[[str, str], None] = lambda job_id, reason: None
         self.on_revoke: Callable[[str], None] = lambda worker_id: None
@@ -57,9 +60,9 @@ class Node:
         self.nc = await nats.connect(
             self._url, name=f"ashao-{self.id}", max_reconnect_attempts=-1, reconnect_time_wait=0.5
         )
-        await self.queue.open(self.nc.jetstream())
-        await self.nc.subscribe(LOCATIONS, cb=self._located)
-        await self.nc.subscribe(CONTROL, cb=self._control)
+        await self.queue.open(self.nc)
+        await self.nc.subscribe(self._locations, cb=self._located)
+        await self.nc.subscribe(self._control_subject, cb=self._control)
         await self.heartbeat()
 
     async def close(self) -> None:
@@ -71,20 +74,30 @@ class Node:
         except Exception as exc:
             log.warning("could not remove this core's record: %s", exc)
         if self.nc is not None:
-            await self.nc.drain()
+            with contextlib.suppress(Exception):
+                await self.nc.flush(timeout=2)
+            await self.nc.close()
 
-    async def heartbeat(self) -> None:
-        """Record this core as live (run it every few seconds)."""
+    async def heartbeat(self, stats: str = "") -> None:
+        """Record this core as live, with its figures (run it every few seconds)."""
         now = now_ms()
         await self._store.write(
             [
                 (
-                    "INSERT INTO cores (id, address, started_at, last_seen) VALUES (?,?,?,?)"
-                    " ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, address = excluded.address",
-                    (self.id, self.address, now, now),
+                    "INSERT INTO cores (id, address, started_at, last_seen, stats) VALUES (?,?,?,?,?)"
+                    " ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, address = excluded.address,"
+                    " stats = excluded.stats",
+                    (self.id, self.address, now, now, stats),
                 )
             ]
         )
+
+    async def others_reports(self) -> list[str]:
+        """What the other live cores last reported with their heartbeats."""
+        rows = await self._store.fetchall(
+            "SELECT stats FROM cores WHERE last_seen >= ? AND id <> ?", (now_ms() - CORE_TTL_MS, self.id)
+        )
+        return [str(r[0]) for r in rows]
 
     async def peer_address(self, core_id: str) -> str | None:
         """The address of a live core."""
@@ -116,7 +129,7 @@ class Node:
     async def announce(self, job_id: str) -> None:
         """This core took ``job_id``: cores following it go there."""
         if self.nc is not None:
-            await self.nc.publish(LOCATIONS, f"{job_id} {self.id}".encode())
+            await self.nc.publish(self._locations, f"{job_id} {self.id}".encode())
 
     async def _located(self, msg: Msg) -> None:
         job_id, _, core_id = msg.data.decode().partition(" ")
@@ -133,7 +146,7 @@ class Node:
 
     async def _send(self, message: dict[str, str]) -> None:
         if self.nc is not None:
-            await self.nc.publish(CONTROL, orjson.dumps(message))
+            await self.nc.publish(self._control_subject, orjson.dumps(message))
 
     async def _control(self, msg: Msg) -> None:
         try:

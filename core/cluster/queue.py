@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
@@ -31,8 +32,11 @@ from core.jobs.queue import LocalQueues
 
 log = logging.getLogger("ashao.core.cluster")
 
-STREAM = "ASHAO_JOBS"
-SUBJECT = "ashao.jobs.{tier}"
+
+FETCH_WAIT_S = 0.01
+"""How long one fetch waits for a job of a tier that has none now."""
+POLL_S = 0.5
+"""How often an idle core looks for jobs without being woken (redeliveries are not announced)."""
 
 Adopt = Callable[[str, str], Awaitable[bool]]
 """Loads a pulled job (tier, job id) and puts it on this core's board; False if it is not to run."""
@@ -52,7 +56,16 @@ class _Held:
 class JetStreamQueue:
     """The shared queue, as this core sees it."""
 
-    def __init__(self, *, ack_wait_s: float = 30.0, replicas: int = 1) -> None:
+    shared = True
+
+    def __init__(self, *, cluster: str = "ashao", ack_wait_s: float = 30.0, replicas: int = 1) -> None:
+        """``cluster``: the name of the cluster, which names its stream, subjects and consumers (several
+        clusters may share one NATS)."""
+        self._stream = f"{cluster.upper().replace('-', '_')}_JOBS"
+        self._subject = f"{cluster}.jobs.{{tier}}"
+        self._durable = f"{cluster}-{{tier}}"
+        self._wake_subject = f"{cluster}.wake"
+        self._nc: Client | None = None
         self._js_context: JetStreamContext | None = None
         self._local = LocalQueues()
         self._held: dict[str, _Held] = {}
@@ -73,31 +86,34 @@ class JetStreamQueue:
             raise RuntimeError("the job queue is not open")
         return self._js_context
 
-    async def open(self, js: JetStreamContext) -> None:
-        """Create the stream and the per-tier consumers if they do not exist yet."""
-        self._js_context = js
+    async def open(self, nc: Client) -> None:
+        """Create the stream and the per-tier consumers if they do not exist yet, and listen for the
+        word that a job was published (every core then pulls at once, rather than at its next poll)."""
+        self._nc = nc
+        self._js_context = nc.jetstream()
+        await nc.subscribe(self._wake_subject, cb=self._woken)
 
         config = StreamConfig(
-            name=STREAM,
-            subjects=[SUBJECT.format(tier="*")],
+            name=self._stream,
+            subjects=[self._subject.format(tier="*")],
             retention=RetentionPolicy.WORK_QUEUE,
             num_replicas=self._replicas,
             duplicate_window=120.0,
         )
         try:
-            await self._js.stream_info(STREAM)
+            await self._js.stream_info(self._stream)
             await self._js.update_stream(config)
         except NotFoundError:
             await self._js.add_stream(config)
         for tier in TIERS_BY_PRIORITY:
-            durable = f"ashao-{tier}"
+            durable = self._durable.format(tier=tier)
             self._subs[tier] = await self._js.pull_subscribe(
-                SUBJECT.format(tier=tier),
+                self._subject.format(tier=tier),
                 durable=durable,
-                stream=STREAM,
+                stream=self._stream,
                 config=ConsumerConfig(
                     durable_name=durable,
-                    filter_subject=SUBJECT.format(tier=tier),
+                    filter_subject=self._subject.format(tier=tier),
                     ack_policy=AckPolicy.EXPLICIT,
                     ack_wait=self.ack_wait_s,
                     max_deliver=-1,
@@ -124,9 +140,11 @@ class JetStreamQueue:
     async def _publish(self, tier: str, job_id: str) -> None:
         try:
             await self._js.publish(
-                SUBJECT.format(tier=tier), job_id.encode(), headers={"Nats-Msg-Id": job_id}, timeout=5.0
+                self._subject.format(tier=tier), job_id.encode(), headers={"Nats-Msg-Id": job_id}, timeout=5.0
             )
             self.published += 1
+            if self._nc is not None:
+                await self._nc.publish(self._wake_subject, tier.encode())
         except Exception as exc:  # the job is durable in the store: the sweeper publishes it again
             self.publish_failures += 1
             log.warning("could not publish job %s (%s); it will be published again", job_id, exc)
@@ -187,17 +205,23 @@ class JetStreamQueue:
         """Workers have room (a slot freed, a worker connected): pull now rather than at the next poll."""
         self._wake.set()
 
+    async def _woken(self, msg: Msg) -> None:
+        """A core published a job: pull now if this core's workers have room."""
+        self._wake.set()
+
     async def pull(self, wanted: Wanted, adopt: Adopt) -> None:
         """Pull jobs for the workers' free slots, forever (run it under a supervisor)."""
         while True:
             pulled = 0
+            self._wake.clear()  # (a wake-up during the pass below makes the wait after it return at once)
             for tier in TIERS_BY_PRIORITY:
                 want = wanted(tier) - self._local.depth(tier)
                 if want <= 0:
                     continue
                 try:
-                    msgs = await self._subs[tier].fetch(min(want, 256), timeout=0.05)
-                except NatsTimeout:
+                    # what is there now (a short wait only: a wake-up or the next poll brings the rest)
+                    msgs = await self._subs[tier].fetch(min(want, 256), timeout=FETCH_WAIT_S)
+                except (NatsTimeout, TimeoutError):
                     continue
                 for msg in msgs:
                     job_id = msg.data.decode()
@@ -215,9 +239,8 @@ class JetStreamQueue:
                     if not keep:  # ended already, or not a job to run: nobody should get it again
                         self.ended(job_id)
             if not pulled:
-                self._wake.clear()
                 try:
-                    async with asyncio.timeout(0.25):
+                    async with asyncio.timeout(POLL_S):
                         await self._wake.wait()
                 except TimeoutError:
                     pass
@@ -226,6 +249,14 @@ class JetStreamQueue:
         """One pass: renew the holds of every job held here (run it every third of ``ack_wait_s``)."""
         for held in list(self._held.values()):
             await _quietly(held.msg.in_progress())
+
+    async def waiting(self) -> int:
+        """Jobs published and not pulled by any core yet (every tier)."""
+        total = 0
+        for tier in TIERS_BY_PRIORITY:
+            info = await self._js.consumer_info(self._stream, self._durable.format(tier=tier), timeout=2.0)
+            total += int(info.num_pending or 0)
+        return total
 
     async def drain(self) -> None:
         """Wait for publishes and acknowledgements in flight (bounded)."""

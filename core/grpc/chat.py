@@ -10,10 +10,14 @@ from typing import Any
 import grpc
 
 from ashao.v1 import chat_pb2, chat_pb2_grpc, common_pb2
+from ashao_common.tracing import Attributes, Tracer
 from core.errors import as_domain_error
 from core.grpc.context import Callers, Ctx, bearer, expect
+from core.grpc.status import ErrorCounts
 from core.identity.directory import Directory
 from core.identity.principal import Principal
+from core.jobs.admission import Sent
+from core.jobs.ask import ChatAsk
 from core.jobs.model import JobState
 from core.jobs.system import JobSystem
 from core.streams.fanout import Accepted, Follower, Item, Multiplexer, Rejected
@@ -23,9 +27,17 @@ log = logging.getLogger("ashao.core.grpc")
 
 PEER = Principal("peer", ip="peer")
 
+SEND_SPAN = "ashao.v1.ChatService/SendMessage"
+"""The span of a send, whether it came alone or relayed over SendMany."""
+SEND_MANY = "/ashao.v1.ChatService/SendMany"
+
 MAX_SENDS_IN_FLIGHT = 256
 """Sends one SendMany stream may have in progress; beyond it the core stops reading the stream, so
 the client feels backpressure instead of the core growing a task per message without bound."""
+
+
+_RPC: Attributes = {"rpc.system": "grpc", "rpc.service": "ashao.v1.ChatService", "rpc.method": "SendMessage"}
+_RELAYED: Attributes = {**_RPC, "ashao.relayed": True}
 
 
 def _state(value: str) -> common_pb2.JobState.ValueType:
@@ -96,6 +108,15 @@ def call_error(exc: BaseException) -> chat_pb2.CallError:
     )
 
 
+def _sent(sent: Sent) -> chat_pb2.SendMessageResponse:
+    return chat_pb2.SendMessageResponse(
+        job_id=sent.job_id,
+        conversation_id=sent.conversation_id,
+        max_tokens=sent.max_tokens,
+        prompt_tokens=sent.prompt_tokens,
+    )
+
+
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     """Chat: send, follow, read."""
 
@@ -108,8 +129,14 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         max_tokens_per_message: int,
         max_watches: int,
         max_watches_untrusted: int,
+        errors: ErrorCounts | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
+        """``errors`` counts the refusals relayed sends get in-band; ``tracer`` (tracing on) opens a
+        span per send under the caller's trace context."""
         self._jobs = jobs
+        self._errors = errors if errors is not None else ErrorCounts()
+        self._tracer = tracer
         self._directory = directory
         self._limit = max_tokens_per_message
         self._callers = callers
@@ -135,14 +162,30 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.SendMessageRequest, context: Ctx
     ) -> chat_pb2.SendMessageResponse:
         """Persist the message and queue its job."""
-        job_id, conv = await self._jobs.admission.send(
-            tier=request.tier,
-            content=request.content,
-            conversation_id=request.conversation_id,
-            principal=await self._principal(context),
-            idempotency_key=request.idempotency_key,
+        tracer = self._tracer
+        if tracer is None:
+            return await self._send(request, await self._principal(context))
+        carrier = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        span = tracer.start(SEND_SPAN, parent=tracer.extract(carrier), kind="server", attributes=_RPC)
+        with tracer.active(span):
+            return await self._send(request, await self._principal(context))
+
+    async def _send(
+        self, request: chat_pb2.SendMessageRequest, principal: Principal
+    ) -> chat_pb2.SendMessageResponse:
+        return _sent(await self._jobs.admission.send(ChatAsk.from_proto(request), principal))
+
+    async def _relayed(self, item: chat_pb2.RelayedSend, context: Ctx) -> chat_pb2.SendMessageResponse:
+        """One send of a SendMany stream, for the end user it names (in its own span, tracing on)."""
+        principal = await self._directory.resolve(
+            item.credential, self._callers.named_ip(context, item.client_ip)
         )
-        return chat_pb2.SendMessageResponse(job_id=job_id, conversation_id=conv)
+        tracer = self._tracer
+        if tracer is None:
+            return await self._send(item.send, principal)
+        parent = tracer.extract(item.trace_context)
+        with tracer.active(tracer.start(SEND_SPAN, parent=parent, kind="server", attributes=_RELAYED)):
+            return await self._send(item.send, principal)
 
     async def SendMany(self, request_iterator: Any, context: Ctx) -> None:  # type: ignore[override]
         """Sends relayed for many end users over one stream; results as each becomes durable."""
@@ -154,22 +197,10 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
 
         async def one(item: chat_pb2.RelayedSend) -> None:
             try:
-                principal = await self._directory.resolve(
-                    item.credential, self._callers.named_ip(context, item.client_ip)
-                )
-                r = item.send
-                job_id, conv = await self._jobs.admission.send(
-                    tier=r.tier,
-                    content=r.content,
-                    conversation_id=r.conversation_id,
-                    principal=principal,
-                    idempotency_key=r.idempotency_key,
-                )
-                result = chat_pb2.SendResult(
-                    id=item.id, sent=chat_pb2.SendMessageResponse(job_id=job_id, conversation_id=conv)
-                )
+                result = chat_pb2.SendResult(id=item.id, sent=await self._relayed(item, context))
             except Exception as exc:  # every failure is the caller's answer, never the stream's end
                 result = chat_pb2.SendResult(id=item.id, error=call_error(exc))
+                self._errors.add(SEND_MANY, result.error.code)
             finally:
                 room.release()
             ready.append(result)

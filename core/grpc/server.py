@@ -22,6 +22,7 @@ from ashao.v1 import (
     worker_pb2,
     worker_pb2_grpc,
 )
+from ashao_common.tracing import Tracer
 from core.config import CoreSettings
 from core.grpc.account import AccountServicer
 from core.grpc.chat import ChatServicer
@@ -31,7 +32,7 @@ from core.grpc.image import ImageServicer
 from core.grpc.network import NetworkServicer
 from core.grpc.operator import OperatorServicer
 from core.grpc.relay import RelayServicer
-from core.grpc.status import ErrorInterceptor
+from core.grpc.status import ErrorCounts, ErrorInterceptor
 from core.grpc.treasury import TreasuryServicer
 from core.grpc.worker import WorkerServicer
 from core.identity.accounts import AccountService
@@ -83,16 +84,20 @@ def build_server(
     signer: Signer,
     relays: RelayKeys,
     health: Health,
+    errors: ErrorCounts | None = None,
+    tracer: Tracer | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """A server with every servicer added (and the standard health and reflection services), bound to
-    ``settings.grpc_addr``; returns (server, port)."""
+    ``settings.grpc_addr``; returns (server, port). ``errors`` counts refused calls (for /metrics);
+    ``tracer`` (tracing on) traces sends."""
     directory = accounts.directory
     callers = Callers(relays)
+    errors = errors if errors is not None else ErrorCounts()
 
     def sign(body: bytes) -> tuple[str, str]:
         return signer.sign(body), signer.key_id
 
-    server = grpc.aio.server(interceptors=[ErrorInterceptor(sign)], options=SERVER_OPTIONS)
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(sign, errors)], options=SERVER_OPTIONS)
     chat_pb2_grpc.add_ChatServiceServicer_to_server(
         ChatServicer(
             jobs=jobs,
@@ -101,6 +106,8 @@ def build_server(
             max_tokens_per_message=settings.subscribe_max_tokens_per_message,
             max_watches=settings.subscribe_max_watches,
             max_watches_untrusted=settings.subscribe_max_watches_untrusted,
+            errors=errors,
+            tracer=tracer,
         ),
         server,
     )

@@ -8,6 +8,7 @@ relay surface, the exact ``envelope`` body with its signature) and, when the cal
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -61,6 +62,8 @@ async def abort_with(
 
 
 _Handler = Callable[..., Any]
+Failed = Callable[[str], None]
+"""Counts a refusal of the call by its status code name."""
 
 
 class Malformed:
@@ -91,11 +94,25 @@ def _refuse_malformed(request: Any) -> None:
         raise InvalidArgumentError(f"request: not a valid message ({request.reason})", field="request")
 
 
+class ErrorCounts:
+    """Refused calls by method and gRPC status code name, counted where the status is decided (the
+    interceptor, and the in-band refusals of streams that carry many calls); read by /metrics."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def add(self, method: str, code: str) -> None:
+        """One call to ``method`` ended with status ``code``."""
+        key = (method, code)
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Applies the mapping table to every RPC: domain errors become their status with details."""
 
-    def __init__(self, signer: Signer | None = None) -> None:
+    def __init__(self, signer: Signer | None = None, errors: ErrorCounts | None = None) -> None:
         self._signer = signer
+        self._errors = errors if errors is not None else ErrorCounts()
 
     async def intercept_service(
         self,
@@ -105,52 +122,60 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
+        failed = functools.partial(self._errors.add, handler_call_details.method)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, self._signer),
+                _wrap_unary(handler.unary_unary, self._signer, failed),
                 request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, self._signer),
+                _wrap_stream(handler.unary_stream, self._signer, failed),
                 request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream(handler.stream_stream, self._signer),
+                _wrap_stream(handler.stream_stream, self._signer, failed),
                 request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary, self._signer),
+                _wrap_unary(handler.stream_unary, self._signer, failed),
                 request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
 
 
-def _wrap_unary(behaviour: _Handler, signer: Signer | None) -> _Handler:
+async def _refuse(
+    context: grpc.aio.ServicerContext[Any, Any], err: AshaoError, signer: Signer | None, failed: Failed
+) -> None:
+    failed(err.code.name)
+    await abort_with(context, err, signer)
+
+
+def _wrap_unary(behaviour: _Handler, signer: Signer | None, failed: Failed) -> _Handler:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             _refuse_malformed(request)
             return await behaviour(request, context)
         except AshaoError as err:
-            await abort_with(context, err, signer)
+            await _refuse(context, err, signer, failed)
         except (grpc.aio.AbortError, grpc.aio.UsageError):
             raise
         except Exception as exc:
-            await abort_with(context, as_domain_error(exc), signer)
+            await _refuse(context, as_domain_error(exc), signer, failed)
 
     return wrapper
 
 
-def _wrap_stream(behaviour: _Handler, signer: Signer | None) -> _Handler:
+def _wrap_stream(behaviour: _Handler, signer: Signer | None, failed: Failed) -> _Handler:
     if not inspect.isasyncgenfunction(behaviour):
         # A handler using the read()/write() API is a plain coroutine.
-        return _wrap_unary(behaviour, signer)
+        return _wrap_unary(behaviour, signer, failed)
 
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         try:
@@ -158,10 +183,10 @@ def _wrap_stream(behaviour: _Handler, signer: Signer | None) -> _Handler:
             async for response in behaviour(request, context):
                 yield response
         except AshaoError as err:
-            await abort_with(context, err, signer)
+            await _refuse(context, err, signer, failed)
         except (grpc.aio.AbortError, grpc.aio.UsageError):
             raise
         except Exception as exc:
-            await abort_with(context, as_domain_error(exc), signer)
+            await _refuse(context, as_domain_error(exc), signer, failed)
 
     return wrapper

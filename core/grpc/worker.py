@@ -113,7 +113,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
 
         async def write_loop() -> None:
             while True:
-                await context.write(await link.outbox.get())
+                msg = await link.outbox.get()
+                await context.write(msg)
+                link.written(msg)
 
         try:
             await context.write(
@@ -159,6 +161,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             messages=job.messages_to_proto(),
             prefix=job.prefix,
             max_tokens=job.remaining_tokens,
+            temperature=job.sampling.temperature,
+            stop=job.sampling.stop,
         )
 
     async def PublishTokens(

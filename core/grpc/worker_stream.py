@@ -44,6 +44,13 @@ class StreamLink:
 
     # -- the stream's own use -----------------------------------------------------------------
 
+    def written(self, msg: worker_pb2.ConnectResponse) -> None:
+        """``msg`` went down the stream: an assignment's dispatch is over (its trace says so)."""
+        if msg.HasField("assignment"):
+            job = self._lookup(msg.assignment.job_id)
+            if job is not None and job.trace is not None:
+                job.trace.pushed()
+
     def reject(self, job_id: str, err: AshaoError) -> None:
         """Tell the worker one of its messages about ``job_id`` was refused (dropped if it is not
         reading: refusals are advisory)."""

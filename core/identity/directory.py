@@ -81,6 +81,10 @@ class Directory:
             "SELECT key_hash, user_id FROM api_keys WHERE revoked_at = 0"
         ):
             self._api_keys[key_hash] = uid
+        self.load_operator_token()
+
+    def load_operator_token(self) -> None:
+        """Read the operator token from ``<data_dir>/operator.token``, creating it on first start."""
         fresh = f"op_{secrets.token_urlsafe(32)}\n".encode()
         token = read_or_create_secret(self._data_dir / "operator.token", fresh).decode().strip()
         self._operator_hash = hash_secret(token)

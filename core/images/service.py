@@ -9,7 +9,7 @@ from core.identity.principal import Principal, require_user
 from core.ids import is_id
 from core.jobs.model import ImageParams, StoredImage
 from core.jobs.system import JobSystem
-from core.store.images import ImageFiles
+from core.store.images import ImageBytes
 from core.streams.fanout import Follower
 
 STYLES = (
@@ -33,7 +33,7 @@ MAX_PROMPT_CHARS = 1000
 class ImageService:
     """Generate and fetch images."""
 
-    def __init__(self, *, jobs: JobSystem, files: ImageFiles, timeout_s: float) -> None:
+    def __init__(self, *, jobs: JobSystem, files: ImageBytes, timeout_s: float) -> None:
         self._jobs = jobs
         self._files = files
         self._timeout = timeout_s
@@ -86,9 +86,8 @@ class ImageService:
         image = await self._jobs.repo.image(image_id) if is_id(image_id, "img") else None
         if image is None:
             raise NotFoundError(f"imageId: no image {image_id!r}", field="imageId")
-        path = self._files.path(image.sha256, image.mime_type)
         try:
-            data = await asyncio.to_thread(path.read_bytes)
-        except OSError as exc:
-            raise NotFoundError(f"imageId: the file of {image_id!r} is missing", field="imageId") from exc
+            data = await self._files.load(image.sha256, image.mime_type)
+        except (KeyError, OSError) as exc:
+            raise NotFoundError(f"imageId: the bytes of {image_id!r} are missing", field="imageId") from exc
         return image, data

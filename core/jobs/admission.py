@@ -7,12 +7,12 @@ charge go in one unit, and the job is queued (and dispatched) only once that uni
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from core.config import CoreSettings
-from core.economics import CHAT_TIERS, TIERS
+from core.economics import TIERS, Tier
 from core.errors import (
     ConflictError,
     InvalidArgumentError,
@@ -23,15 +23,26 @@ from core.errors import (
 from core.identity.principal import Principal
 from core.identity.ratelimit import Limiter
 from core.ids import is_id, new_id
+from core.jobs.ask import ChatAsk
 from core.jobs.board import JobBoard
 from core.jobs.model import ImageParams, Job
 from core.jobs.repository import JobRepository
+from core.jobs.trace import JobTrace
 from core.money.billing import Billing
 from core.store import ConstraintError, Statement, Store, StoreError, now_ms
 
 MAX_IDEMPOTENCY_KEY = 128
 IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000
 """How long a send's idempotency key protects it against a repeat."""
+
+
+class Sent(NamedTuple):
+    """An admitted send: its job, its conversation, the answer's token budget, the prompt estimate."""
+
+    job_id: str
+    conversation_id: str
+    max_tokens: int
+    prompt_tokens: int
 
 
 class Admission:
@@ -57,49 +68,43 @@ class Admission:
         self._limiter = limiter
         self._inflight: dict[tuple[str, str], asyncio.Future[tuple[str, str]]] = {}
 
-    async def send(
-        self,
-        *,
-        tier: str,
-        content: str,
-        conversation_id: str,
-        principal: Principal,
-        idempotency_key: str = "",
-    ) -> tuple[str, str]:
+    async def send(self, ask: ChatAsk, principal: Principal) -> Sent:
         """Validate, charge, persist the message (and conversation), queue the job.
 
-        Returns (job id, conversation id) once all of it is durable in one unit. With an idempotency
-        key, a repeat of the same send by the same caller returns the first send's ids instead.
+        Returns once all of it is durable in one unit. With an idempotency key, a repeat of the same send
+        by the same caller returns the first send's ids instead.
         """
-        if not idempotency_key:
-            return await self._send(tier, content, conversation_id, principal, None)
-        if len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
+        spec = ask.spec()
+        key = ask.idempotency_key
+        if not key:
+            job_id, conversation_id = await self._send(ask, spec, principal, None)
+            return Sent(job_id, conversation_id, ask.budget(spec), ask.prompt_tokens)
+        if len(key) > MAX_IDEMPOTENCY_KEY:
             raise InvalidArgumentError(
                 f"idempotencyKey: longer than {MAX_IDEMPOTENCY_KEY} characters", field="idempotencyKey"
             )
-        slot = (principal.owner, idempotency_key)
-        digest = hashlib.sha256(f"{tier}\n{conversation_id}\n{content}".encode()).hexdigest()
+        slot = (principal.owner, key)
+        digest = ask.digest()
         while (running := self._inflight.get(slot)) is not None:
             try:
-                return await asyncio.shield(running)  # the same send is being admitted right now
+                ids = await asyncio.shield(running)  # the same send is being admitted right now
+                return Sent(*ids, ask.budget(spec), ask.prompt_tokens)
             except Exception:
                 continue  # it failed: this one tries for itself
         done: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
         self._inflight[slot] = done
         try:
             since = now_ms() - IDEMPOTENCY_WINDOW_MS
-            earlier = await self._repo.idempotent(principal.owner, idempotency_key, since)
+            earlier = await self._repo.idempotent(principal.owner, key, since)
             result: tuple[str, str] | None = None
             if earlier is None:
                 try:
-                    result = await self._send(
-                        tier, content, conversation_id, principal, (idempotency_key, digest)
-                    )
+                    result = await self._send(ask, spec, principal, (key, digest))
                 except ConstraintError as exc:
                     # Another core may have admitted the same key meanwhile: then that is the send.
-                    earlier = await self._repo.idempotent(principal.owner, idempotency_key, since)
+                    earlier = await self._repo.idempotent(principal.owner, key, since)
                     if earlier is None:
-                        raise PaymentRequiredError(f"not enough credits for tier {tier}") from exc
+                        raise PaymentRequiredError(f"not enough credits for tier {spec.name}") from exc
             if result is None:
                 assert earlier is not None
                 if earlier[0] != digest:
@@ -109,7 +114,7 @@ class Admission:
                 result = earlier[1], earlier[2]
             done.set_result(result)
 
-            return result
+            return Sent(*result, ask.budget(spec), ask.prompt_tokens)
         except BaseException as exc:
             done.set_exception(exc if isinstance(exc, Exception) else UnavailableError("cancelled"))
             done.exception()  # marked retrieved: there may be no waiter
@@ -119,23 +124,15 @@ class Admission:
 
     async def _send(
         self,
-        tier: str,
-        content: str,
-        conversation_id: str,
+        ask: ChatAsk,
+        spec: Tier,
         principal: Principal,
         keyed: tuple[str, str] | None,
     ) -> tuple[str, str]:
         if self._board.closing:
             raise UnavailableError("the core is shutting down")
-        spec = TIERS.get(tier)
-        if spec is None or not spec.chat:
-            raise InvalidArgumentError(f"tier: must be one of {', '.join(CHAT_TIERS)}", field="tier")
-        if not content.strip():
-            raise InvalidArgumentError("content: must not be empty", field="content")
-        if len(content) > self._settings.max_content_chars:
-            raise InvalidArgumentError(
-                f"content: longer than {self._settings.max_content_chars} characters", field="content"
-            )
+        ask.check(spec, self._settings)
+        tier = spec.name
         if spec.credit_cost and principal.kind not in ("user", "service"):
             raise UnauthenticatedError(f"tier {tier} costs {spec.credit_cost} credits: sign in first")
         if not spec.credit_cost and principal.kind != "service":
@@ -144,8 +141,19 @@ class Admission:
             )  # free work is bounded per caller and address
         owner = principal.owner
         now = now_ms()
+        job_id = new_id("job")
         statements: list[Statement] = []
-        if conversation_id:
+        conversation_id = ask.conversation_id
+        if ask.messages:  # stateless: a new conversation holding what the caller sent
+            conversation_id = new_id("conv")
+            statements.append(JobRepository.new_conversation(conversation_id, owner, now))
+            messages = list(ask.messages)
+            last = len(messages) - 1
+            statements += [
+                JobRepository.new_message(conversation_id, role, text, job_id if i == last else "", now)
+                for i, (role, text) in enumerate(messages)
+            ]
+        elif conversation_id:
             if not is_id(conversation_id, "conv"):
                 raise InvalidArgumentError("conversationId: malformed id", field="conversationId")
             found = await self._repo.conversation_owner(conversation_id)
@@ -154,28 +162,28 @@ class Admission:
             messages = await self._repo.latest_messages(
                 conversation_id, self._settings.max_history_messages - 1
             )
+            messages.append(("user", ask.content))
+            statements.append(JobRepository.new_message(conversation_id, "user", ask.content, job_id, now))
         else:
             conversation_id = new_id("conv")
             statements.append(JobRepository.new_conversation(conversation_id, owner, now))
-            messages = []
-        messages.append(("user", content))
+            messages = [("user", ask.content)]
+            statements.append(JobRepository.new_message(conversation_id, "user", ask.content, job_id, now))
         payer = principal.user_id if spec.credit_cost and principal.kind == "user" else ""
         job = Job(
-            new_id("job"),
+            job_id,
             tier,
             spec.model,
             conversation_id,
             owner,
-            spec.max_tokens,
+            ask.budget(spec),
             messages,
             now,
             spec.credit_cost,
             payer,
+            sampling=ask.sampling,
         )
-        statements += [
-            JobRepository.new_message(conversation_id, "user", content, job.id, now),
-            JobRepository.new_job(job, now),
-        ]
+        statements.append(JobRepository.new_job(job, now))
         if keyed is not None:
             statements.append(
                 JobRepository.idempotency(owner, keyed[0], keyed[1], job.id, conversation_id, now)
@@ -199,9 +207,15 @@ class Admission:
             self._billing.undo(booking)
             raise
         self._board.last_send_at = time.monotonic()
+        self._queue(job)
+        return job.id, conversation_id
+
+    def _queue(self, job: Job) -> None:
+        """A durable job joins its queue (traced under the current span while tracing is on)."""
+        if self._board.tracer is not None:
+            job.trace = JobTrace(self._board.tracer, job.id, job.tier)
         self._board.add(job)
         self._wake()
-        return job.id, conversation_id
 
     async def prune_keys(self) -> None:
         """Forget idempotency keys past their window (run on a schedule)."""
@@ -231,6 +245,5 @@ class Admission:
         except BaseException:
             self._billing.undo(booking)
             raise
-        self._board.add(job)
-        self._wake()
+        self._queue(job)
         return job.id

@@ -11,6 +11,8 @@ import time
 from collections import deque
 from collections.abc import Iterator
 
+from ashao_common.metrics import Histogram
+from ashao_common.tracing import Tracer
 from core.economics import TIERS_BY_PRIORITY
 from core.errors import PermissionDeniedError
 from core.jobs.model import Job, JobState
@@ -36,6 +38,14 @@ class JobBoard:
         """Stream workers that can be pushed to, by worker id."""
         self.meter = TokenMeter()
         self._outcomes: deque[JobState] = deque(maxlen=RECENT_OUTCOMES)
+        self.ended_by_state: dict[JobState, int] = dict.fromkeys(JobState, 0)
+        """Jobs that left the board for good since start, by how they ended."""
+        self.dispatch_seconds = Histogram()
+        """Queue wait of each hand-out: queued (or queued again) → given to a worker."""
+        self.first_token_seconds = Histogram()
+        """Time to first token: a job's admission → its first token at the core."""
+        self.tracer: Tracer | None = None
+        """Set while tracing is on: jobs admitted then carry their spans."""
         self.jobs_completed = 0
         self.last_send_at = 0.0
         self.closing = False
@@ -52,17 +62,24 @@ class JobBoard:
         return self._jobs.get(job_id)
 
     def add(self, job: Job) -> None:
-        """A new (or recovered) job: live, findable on the bus, queued on its tier."""
+        """A new (or recovered) job: live, findable on the bus, queued on its tier. On a queue several
+        cores share, it is only published: the core whose workers take it holds it (this one too, if
+        it pulls it), and readers here follow it there."""
+        if self.queue.shared:
+            self.queue.push(job.tier, job.owner, job.id)
+            return
         self._jobs[job.id] = job
         self.bus.publish(job.log)
-        job.queued_at = time.monotonic()
+        job.queued_at = job.admitted_at = time.monotonic()
         self.queue.push(job.tier, job.owner, job.id)
+        if job.trace is not None:
+            job.trace.queued()
 
     def adopt(self, job: Job) -> None:
         """A job this core took from the shared queue: live here, handed out by this core."""
         self._jobs[job.id] = job
         self.bus.publish(job.log)
-        job.queued_at = time.monotonic()
+        job.queued_at = job.admitted_at = time.monotonic()
         self.queue.adopt(job.tier, job.owner, job.id)
 
     def requeue(self, job: Job) -> None:
@@ -72,6 +89,8 @@ class JobBoard:
         job.lease_expires = 0.0
         job.queued_at = time.monotonic()
         self.queue.push(job.tier, job.owner, job.id, front=True)
+        if job.trace is not None:
+            job.trace.queued()
 
     def unqueue(self, job: Job) -> bool:
         """Take a queued job out of its queue; False if it was not there."""
@@ -90,6 +109,8 @@ class JobBoard:
         """A job this core handed back to the shared queue leaves its board (it did not end)."""
         self._jobs.pop(job.id, None)
         self.bus.retire(job.log)
+        if job.trace is not None:
+            job.trace.left("handed back to the shared queue")
 
     def release(self, job: Job, info: WorkerInfo) -> None:
         """The worker no longer holds the job (it ended, failed, or was taken back)."""
@@ -105,6 +126,7 @@ class JobBoard:
         self.queue.ended(job.id)
 
         self._outcomes.append(job.state)
+        self.ended_by_state[job.state] += 1
         if job.state == JobState.DONE:
             self.jobs_completed += 1
 

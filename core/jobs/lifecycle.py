@@ -6,7 +6,6 @@ Ends are written by the Settler, so a caller learns an outcome only once it is d
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from core.jobs.repository import JobRepository
 from core.jobs.settle import Settler
 from core.money.billing import Billing
 from core.store import now_ms
-from core.store.images import MAX_IMAGE_BYTES, ImageFiles, sniff
+from core.store.images import MAX_IMAGE_BYTES, ImageBytes, sniff
 from core.streams.log import Terminal
 from core.workers.registry import WorkerInfo
 
@@ -38,7 +37,7 @@ class Lifecycle:
         board: JobBoard,
         settler: Settler,
         billing: Billing,
-        images: ImageFiles,
+        images: ImageBytes,
         settings: CoreSettings,
         core_id: str = "",
     ) -> None:
@@ -58,9 +57,12 @@ class Lifecycle:
         """``worker_id`` takes the job: a new attempt begins after what earlier ones delivered."""
         job.state = JobState.ASSIGNED
         job.worker_id = worker_id
-        job.last_progress = job.assigned_at = time.monotonic()
+        job.last_progress = job.assigned_at = now = time.monotonic()
         job.attempts += 1
         job.attempt_base = len(job.log.tokens)
+        self._board.dispatch_seconds.observe(now - job.queued_at)
+        if job.trace is not None:
+            job.trace.assigned(worker_id, job.attempts)
         self._settler.write_behind([JobRepository.assigned(job, self.core_id)])
 
     def publish(self, info: WorkerInfo, job_id: str, offset: int | None, tokens: list[str]) -> int:
@@ -81,14 +83,18 @@ class Lifecycle:
         if len(fresh) > room:
             fresh = fresh[:room]
         if fresh:
+            now = time.monotonic()
             if not job.log.tokens:  # its first token: callers will have part of an answer from now on
                 job.log.answer = job.attempts
                 self._settler.write_behind([JobRepository.streaming(job.id, job.attempts)])
+                self._board.first_token_seconds.observe(now - job.admitted_at)
+            if job.trace is not None and have == 0:
+                job.trace.first_token()
 
             job.state = JobState.STREAMING
             job.log.append(fresh)
 
-            job.last_progress = time.monotonic()
+            job.last_progress = now
             self._board.meter.add(len(fresh))
             info.standing.relayed(len(fresh))
         if job.lease_expires:
@@ -115,6 +121,8 @@ class Lifecycle:
         if job.image is None:
             info.standing.answered(job.attempt_tokens, time.monotonic() - job.assigned_at)
         info.sync_connection()
+        if job.trace is not None:
+            job.trace.completed(job.attempt_tokens)
         now = now_ms()
         booking = self._billing.payout(job_id=job.id, tier=job.tier, cost=job.cost, worker_id=info.id)
         statements = JobRepository.completed(job, info.id, now)
@@ -146,6 +154,8 @@ class Lifecycle:
     def retry_or_fail(self, job: Job, message: str, reason: str) -> None:
         """Queue the job again for another worker, or fail it once its attempts are used up."""
         job.avoid = job.worker_id  # another worker, if there is one, gets the next attempt
+        if job.trace is not None:
+            job.trace.lost(message)
         if job.attempts >= self._settings.max_attempts:
             self.finish_failed(job, f"{message} (after {job.attempts} attempts)", "ATTEMPTS_EXHAUSTED")
             return
@@ -168,6 +178,8 @@ class Lifecycle:
     def finish_failed(self, job: Job, message: str, reason: str, state: JobState = JobState.FAILED) -> None:
         """End the job without an answer and refund it."""
         job.error = message
+        if job.trace is not None:
+            job.trace.lost(message)
         booking = self._billing.refund(job_id=job.id, cost=job.cost, payer=job.payer)
         statements = [JobRepository.ended(job, state, message)]
         self._settler.finalize(
@@ -206,7 +218,7 @@ class Lifecycle:
             )
         if mime_type and mime_type != real:
             raise InvalidArgumentError(f"image: bytes are {real}, not {mime_type}", field="image")
-        digest = await asyncio.to_thread(self._images.put, data, real)
+        digest = await self._images.save(data, real)
         job = self._board.owned(info, job_id)  # it may have been cancelled while the file was written
         self._board.release(job, info)
         p = job.image

@@ -5,7 +5,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+import orjson
+
 from ashao.v1 import common_pb2, image_pb2, worker_pb2
+from core.jobs.trace import JobTrace
 from core.streams.log import JobLog
 
 
@@ -68,6 +71,29 @@ class ImageParams:
             height=self.height,
             nsfw=self.nsfw,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """How a chat job's answer is sampled, as its caller asked (checked at admission)."""
+
+    temperature: float | None = None
+    """None: the model server's default."""
+    stop: tuple[str, ...] = ()
+    """Sequences that end the answer where they would appear."""
+
+    def to_json(self) -> str:
+        """How the store keeps it (with the job, so a job taken back after a restart runs the same)."""
+        return orjson.dumps({"temperature": self.temperature, "stop": self.stop}).decode()
+
+    @classmethod
+    def from_json(cls, text: str) -> Sampling:
+        """The inverse of ``to_json``."""
+        data = orjson.loads(text)
+        return cls(data.get("temperature"), tuple(data.get("stop") or ()))
+
+
+NO_SAMPLING = Sampling()
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +193,12 @@ class Job:
     error: str = ""
     image: ImageParams | None = None
     """For an image job: what to draw."""
+    admitted_at: float = 0.0
+    """Monotonic time it first joined the queue (time to first token is counted from it)."""
+    trace: JobTrace | None = None
+    """Its spans, while tracing is on (None otherwise)."""
+    sampling: Sampling = NO_SAMPLING
+    """For a chat job: the caller's sampling options."""
 
     def __post_init__(self) -> None:
         self.log = JobLog(self.id)
@@ -207,7 +239,7 @@ class Job:
 
     def to_assignment(self) -> worker_pb2.Assignment:
         """The Assignment pushed to the worker that runs this attempt."""
-        return worker_pb2.Assignment(
+        a = worker_pb2.Assignment(
             image=self.image.to_proto() if self.image is not None else None,
             job_id=self.id,
             tier=self.tier,
@@ -216,4 +248,9 @@ class Job:
             max_tokens=self.remaining_tokens,
             prefix=self.prefix,
             attempt=self.attempts,
+            temperature=self.sampling.temperature,
+            stop=self.sampling.stop,
         )
+        if self.trace is not None:
+            a.trace_context.update(self.trace.carrier())
+        return a

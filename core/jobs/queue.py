@@ -78,6 +78,10 @@ class TierQueue:
 class JobQueue(Protocol):
     """Queued job ids per tier."""
 
+    shared: bool
+    """Whether several cores take jobs from this queue (a new job is then not kept by the core that
+    admitted it: it goes on the shared queue, and the core whose workers have room takes it)."""
+
     def push(self, tier: str, owner: str, job_id: str, *, front: bool = False) -> None:
         """Queue a job on its tier (``front``: a retried job goes before its caller's newer ones)."""
         ...
@@ -109,6 +113,8 @@ class JobQueue(Protocol):
 
 class LocalQueues:
     """One TierQueue per tier, in this process."""
+
+    shared = False
 
     def __init__(self) -> None:
         self._queues: dict[str, TierQueue] = {name: TierQueue() for name in TIERS_BY_PRIORITY}

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from core.jobs.model import ImageParams, Job, JobSnapshot, JobState, StoredImage
+from core.economics import CHAT_TIERS
+from core.jobs.model import NO_SAMPLING, ImageParams, Job, JobSnapshot, JobState, Sampling, StoredImage
 from core.store import Statement, Store, now_ms
 
 _UNFINISHED = ("queued", "assigned", "streaming")
@@ -53,7 +54,10 @@ class JobRepository:
     @staticmethod
     def new_job(job: Job, now: int) -> Statement:
         """Insert a queued job."""
-        params = orjson.dumps(dataclasses.asdict(job.image)).decode() if job.image is not None else ""
+        if job.image is not None:
+            params = orjson.dumps(dataclasses.asdict(job.image)).decode()
+        else:
+            params = job.sampling.to_json() if job.sampling != NO_SAMPLING else ""
         return (
             "INSERT INTO jobs (id, tier, model, conversation_id, owner, state, max_tokens, cost, payer,"
             " created_at, updated_at, params) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -250,7 +254,9 @@ class JobRepository:
             payer,
             attempts=int(attempts),
         )
-        if params:
+        if params and job.tier in CHAT_TIERS:
+            job.sampling = Sampling.from_json(params)
+        elif params:
             job.image = ImageParams(**orjson.loads(params))
         return job, JobState(state)
 

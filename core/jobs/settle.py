@@ -64,6 +64,8 @@ class Settler:
     ) -> None:
         """End ``job`` as ``state``: ``statements`` and ``booking`` in one unit; ``terminal`` once durable."""
         job.state = state
+        if job.trace is not None:
+            job.trace.settling(state.value)
         fut = self._store.submit(statements + booking.statements)
         self._pending.add(fut)
 
@@ -109,6 +111,8 @@ class Settler:
     def _ended(self, job: Job, terminal: Terminal) -> None:
         self._board.ended(job)
         job.log.finish(terminal)
+        if job.trace is not None:
+            job.trace.settled(job.state.value, job.attempts, len(job.log.tokens), job.error)
 
     def write_behind(self, statements: list[Statement]) -> None:
         """Write without waiting: for changes a restart recovers anyway (assignments, requeues)."""

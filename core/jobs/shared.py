@@ -126,6 +126,20 @@ class SharedQueue:
             elif core_id and core_id != self._node.id and await self._node.live(core_id):
                 remote.located(job_id, core_id)
 
+    async def cancel_unheld(self, job_id: str, reason: str) -> None:
+        """End a job still waiting on the shared queue (no live core holds it) as cancelled, here; a
+        core pulling it later finds it ended (the settlement's key refuses a second refund)."""
+        loaded = await self._repo.load(job_id, 1)
+        if loaded is None or loaded[1] != JobState.QUEUED or self._board.get(job_id) is not None:
+            return
+        holder = await self._repo.holder(job_id)
+        if holder and await self._node.live(holder):
+            return  # that core got the cancellation
+        job = loaded[0]
+        self._board.adopt(job)
+        self._board.unqueue(job)
+        self._lifecycle.finish_failed(job, reason, "CANCELLED", JobState.CANCELLED)
+
     def cancel(self, job_id: str, reason: str) -> None:
         """A cancellation asked by another core: done here if this core holds the job."""
         if self._board.get(job_id) is not None:

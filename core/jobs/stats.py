@@ -13,6 +13,8 @@ class TokenMeter:
         self._window = window
         self._buckets = [0] * (window + 1)
         self._stamps = [-1] * (window + 1)
+        self.total = 0
+        """Every token counted since start."""
 
     def add(self, n: int, now: float | None = None) -> None:
         """Count ``n`` tokens relayed now."""
@@ -22,6 +24,7 @@ class TokenMeter:
             self._stamps[i] = sec
             self._buckets[i] = 0
         self._buckets[i] += n
+        self.total += n
 
     def rate(self, now: float | None = None) -> float:
         """Average tokens/s over the last whole seconds (the current partial second excluded)."""

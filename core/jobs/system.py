@@ -8,8 +8,10 @@ import logging
 import time
 
 from ashao_common.supervise import Loop, every
+from ashao_common.tracing import Tracer
 from core.cluster.mirrors import ClusterBus
 from core.cluster.node import Node
+from core.cluster.view import ClusterView
 from core.config import CoreSettings
 from core.identity.ratelimit import Limiter, RateLimiter, TokenBuckets
 from core.jobs.admission import Admission
@@ -27,7 +29,7 @@ from core.jobs.stats import JobsSnapshot, Load
 from core.money.billing import Billing
 from core.money.ledger import Ledger
 from core.store import Store
-from core.store.images import ImageFiles
+from core.store.images import ImageBytes
 from core.streams.bus import LocalBus, TokenBus
 from core.workers.joining import JoinPolicy
 from core.workers.registry import WorkerRegistry
@@ -46,12 +48,13 @@ class JobSystem:
         settings: CoreSettings,
         store: Store,
         ledger: Ledger,
-        images: ImageFiles,
+        images: ImageBytes,
         node: Node | None = None,
         send_limiter: Limiter | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         """``node``: this core's place among several (the shared queue, job locations); None for the
-        embedded single core."""
+        embedded single core. ``tracer``: while tracing is on, each admitted job carries its spans."""
         self.settings = settings
         self.store = store
         self.node = node
@@ -68,8 +71,10 @@ class JobSystem:
                 rate=settings.register_rate_per_ip, burst=settings.register_burst_per_ip
             ),
             probation_slots=settings.worker_probation_slots,
+            shared=node is not None,
         )
         self.board = JobBoard(queue=queue, bus=bus, registry=self.registry)
+        self.board.tracer = tracer
         self.repo = JobRepository(store)
         billing = Billing(ledger)
         self.settler = Settler(store=store, billing=billing, board=self.board)
@@ -101,6 +106,8 @@ class JobSystem:
             board=self.board, dispatcher=self.dispatcher, lifecycle=self.lifecycle, settings=settings
         )
         self.shared: SharedQueue | None = None
+        self.cluster = ClusterView()
+        self._beats = 0
         self._control: set[asyncio.Task[None]] = set()
         if node is not None:
             self.shared = SharedQueue(
@@ -129,16 +136,40 @@ class JobSystem:
                     "release": every(1.0, shared.release_idle),
                     "sweep": every(5.0, shared.sweep),
                     "follow-up": every(1.0, shared.follow_up),
-                    "heartbeat": every(2.0, self.node.heartbeat),
+                    "heartbeat": every(2.0, self._heartbeat),
                 }
             )
         return loops
 
+    async def _heartbeat(self) -> None:
+        """Report this core's figures, and read the cluster's (the store's count of done jobs now and
+        then: it is a scan)."""
+        assert self.node is not None
+        own = self.board.snapshot(recent_s=self.settings.lease_timeout_s)
+        await self.node.heartbeat(ClusterView.report(own))
+        view = self.cluster
+        view.take(await self.node.others_reports())
+        view.waiting_in_queue = await self.node.queue.waiting()
+        self._beats += 1
+        if view.jobs_completed is None or self._beats % 5 == 0:
+            view.completed_here_since = self.board.jobs_completed
+            view.jobs_completed = await self.repo.completed_count()
+
     def _cancel_elsewhere(self, job_id: str, reason: str) -> None:
         if self.node is not None:
-            task = asyncio.create_task(self.node.cancel(job_id, reason))
+            task = asyncio.create_task(self._cancel_remote(job_id, reason))
             self._control.add(task)
             task.add_done_callback(self._control.discard)
+
+    async def _cancel_remote(self, job_id: str, reason: str) -> None:
+        """Cancel a job this core does not hold: the core that holds it does; one no core holds yet (still
+        on the shared queue) ends here."""
+        assert self.node is not None and self.shared is not None
+        try:
+            await self.node.cancel(job_id, reason)
+            await self.shared.cancel_unheld(job_id, reason)
+        except Exception:
+            log.exception("could not cancel job %s", job_id)
 
     def _let_go(self, worker_id: str) -> None:
         """Another core revoked ``worker_id``: forget it here and close its stream, if it has one."""
@@ -176,8 +207,9 @@ class JobSystem:
         self.dispatcher.pump()
 
     def snapshot(self) -> JobsSnapshot:
-        """Every live figure."""
-        return self.board.snapshot(recent_s=self.settings.lease_timeout_s)
+        """Every live figure (of the whole cluster, among several cores: a few seconds old for others)."""
+        own = self.board.snapshot(recent_s=self.settings.lease_timeout_s)
+        return own if self.node is None else self.cluster.merged(own)
 
     def load(self) -> Load:
         """Where the work is now, per tier (what ``ashao status`` shows)."""
@@ -198,6 +230,8 @@ class JobSystem:
         info = await self.registry.revoke(worker_id)
         if self.node is not None:
             await self.node.revoke_worker(worker_id)
+        if info is None:
+            return  # known to another core only: that core lets it go
 
         conn = info.connection
         if conn is not None:

@@ -18,6 +18,7 @@ Two implementations:
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -190,11 +191,28 @@ class MemoryBalances:
 class SharedBalances:
     """Balances read from the store that several cores share; the guarded rows refuse overdrafts."""
 
+    SUMS_TTL_S = 1.0
+    """How long a sum over the ledger (a system account, a reason's total) is reused: such reads are
+    scans, and pages poll them."""
+
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._sums: dict[tuple[str, str], tuple[float, int]] = {}
 
     async def load(self, store: Store) -> None:
         """Nothing to rebuild: every read goes to the store."""
+
+    async def _sum(self, kind: str, key: str, sql: str, params: tuple[str, ...]) -> int:
+        now = time.monotonic()
+        cached = self._sums.get((kind, key))
+        if cached is not None and now - cached[0] < self.SUMS_TTL_S:
+            return cached[1]
+        row = await self._store.fetchone(sql, params)
+        value = int(row[0]) if row and row[0] is not None else 0
+        if len(self._sums) > 1024:
+            self._sums.clear()
+        self._sums[(kind, key)] = (now, value)
+        return value
 
     def reserve(self, moves: list[Move], *, allow_negative: frozenset[str]) -> list[Statement]:
         """The guarded rows' changes; the store refuses the unit if one would go below zero."""
@@ -210,8 +228,7 @@ class SharedBalances:
                 "SELECT balance FROM account_balances WHERE account = ?", (account,)
             )
             return int(row[0]) if row else 0
-        row = await self._store.fetchone(_SUM_ONE, (account, account))
-        return int(row[0]) if row and row[0] is not None else 0
+        return await self._sum("account", account, _SUM_ONE, (account, account))
 
     async def snapshot(self) -> dict[str, int]:
         """Every non-zero balance, summed from the ledger."""
@@ -219,7 +236,6 @@ class SharedBalances:
 
     async def total(self, reason: str) -> int:
         """Everything ever moved for ``reason``."""
-        row = await self._store.fetchone(
-            "SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE reason = ?", (reason,)
+        return await self._sum(
+            "reason", reason, "SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE reason = ?", (reason,)
         )
-        return int(row[0]) if row else 0

@@ -22,6 +22,8 @@ class Prompt:
     payment: dict[str, Any] | None = None
 
 
+MAX_PRICE = 2**63 - 1
+"""Credits are 64-bit: a price beyond cannot be charged (nor stored)."""
 _PAYMENT_FIELDS = {"address": str, "nonce": str, "price": int, "signature": str}
 
 
@@ -66,4 +68,7 @@ def parse_prompt(body: bytes) -> Prompt:
             value = payment.get(name)
             if isinstance(value, bool) or not isinstance(value, kind):
                 raise invalid(f"payment.{name}", f"required, {'an integer' if kind is int else 'a string'}")
+        price = payment["price"]
+        if not 0 <= price <= MAX_PRICE:
+            raise invalid("payment.price", f"must be between 0 and {MAX_PRICE}")
     return Prompt(message, max_tokens, payment)

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 
 from core.identity.principal import Principal
+from core.jobs.ask import ChatAsk
 from core.jobs.system import JobSystem
 from core.relay.providers import ProviderError, Usage
 from core.streams.fanout import Follower
@@ -49,9 +50,7 @@ class NetworkProvider:
     ) -> AsyncIterator[str]:
         """Run the conversation as a job; relay its tokens."""
         content = messages[-1]["content"]
-        job_id, _ = await self._jobs.admission.send(
-            tier=self._tier, content=content, conversation_id="", principal=RELAY
-        )
+        job_id = (await self._jobs.admission.send(ChatAsk(tier=self._tier, content=content), RELAY)).job_id
         job_log, _ = await self._jobs.queries.open_log(job_id, RELAY)
         follower = Follower(job_log, 0, max_tokens_per_message=4096)
         deadline = time.monotonic() + self._total

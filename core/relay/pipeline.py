@@ -97,10 +97,9 @@ class Relay:
         if max_tokens < MIN_MAX_TOKENS or max_tokens > MAX_MAX_TOKENS:
             raise invalid("max_tokens", f"must be between {MIN_MAX_TOKENS} and {MAX_MAX_TOKENS}")
         charged = await self.payments.charge(message, prompt.payment) if self.billing_gate else []
-        height = self.safety.next_height()
         verdict = await self.moderator.judge(message, "ingress")
-        await self.safety.record(
-            height=height,
+        ingress = await self.safety.record(
+            height=None,
             index=0,
             stage="ingress",
             verdict="allow" if verdict.allowed else "refuse",
@@ -109,6 +108,7 @@ class Relay:
             text=message,
             policy_hash=self.moderator.policy_hash,
         )
+        height = ingress.state_height
         if not verdict.allowed:
             await self.payments.refund(charged)
             raise RefusedError(

@@ -16,7 +16,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from core.relay.signing import canonical_json
-from core.store import Store, now_ms
+from core.store import ConstraintError, Store, now_ms
 
 GENESIS = "0" * 64
 MAX_INT64 = 2**63 - 1
@@ -69,19 +69,46 @@ _COLUMNS = "state_height, idx, stage, verdict, category, reason, text_sha256, po
 @dataclass(slots=True)
 class _Pending:
     record: SafetyRecord
-    """Its fields but ``prev_hash`` and ``hash``, which are set when it is chained."""
+    """Its fields but ``prev_hash`` and ``hash`` (and the height if it ``opens``): set when chained."""
     done: asyncio.Future[SafetyRecord]
+    opens: bool
+    """It opens the next state height (a request's first verdict)."""
+
+
+def _row(r: SafetyRecord, seq: int) -> tuple[object, ...]:
+    return (
+        r.state_height,
+        r.index,
+        r.stage,
+        r.verdict,
+        r.category,
+        r.reason,
+        r.text_sha256,
+        r.policy_hash,
+        r.created_at_ms,
+        r.prev_hash,
+        r.hash,
+        seq,
+    )
 
 
 class SafetyLedger:
     """Appends and verifies verdict records.
 
-    Records are chained by one writer: verdicts that arrive while a unit is being committed wait, and
-    then all of them are chained onto the committed head and written as the next unit, so the chain
-    grows in one order with any number of concurrent requests, at one commit per batch. The head in
-    memory moves only once the unit that carries it has committed; a failed unit fails its callers
-    and leaves the head (and the chain) as they were.
+    Records are chained by one writer per core: verdicts that arrive while a unit is being committed
+    wait, and then all of them are chained onto the committed head and written as the next unit, so
+    the chain grows in one order with any number of concurrent requests, at one commit per batch. A
+    request's first verdict opens the next state height when it is chained. The head in memory moves
+    only once the unit that carries it has committed; a failed unit fails its callers and leaves the
+    head (and the chain) as they were.
+
+    Several cores append to one chain: a unit chained onto a head another core has moved past breaks
+    the store's uniqueness of the sequence number (or of the state height), is refused whole, and is
+    chained again onto the head read back from the store, until it lands (bounded).
     """
+
+    MAX_RECHAINS = 50
+    """How many times one batch is chained again after losing to other cores before it fails."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -90,6 +117,8 @@ class SafetyLedger:
         self._seq = 0
         self._queue: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
+        self.rechained = 0
+        """Batches chained again because another core had moved the head."""
 
     async def load(self) -> None:
         """Find the chain head and the highest state height."""
@@ -105,15 +134,10 @@ class SafetyLedger:
         """The hash of the last committed record (``GENESIS`` for an empty chain)."""
         return self._head
 
-    def next_height(self) -> int:
-        """Open a new state for one request."""
-        self.height += 1
-        return self.height
-
     async def record(
         self,
         *,
-        height: int,
+        height: int | None,
         index: int,
         stage: str,
         verdict: str,
@@ -122,58 +146,70 @@ class SafetyLedger:
         text: str,
         policy_hash: str,
     ) -> SafetyRecord:
-        """Append one verdict; returns it once it is durable (StoreError if it could not be)."""
+        """Append one verdict; returns it once it is durable (StoreError if it could not be).
+        ``height`` None opens a new state (a request's first verdict): the record carries its height."""
         rec = SafetyRecord(
-            height, index, stage, verdict, category, reason, text_hash(text), policy_hash, now_ms(), ""
+            height or 0, index, stage, verdict, category, reason, text_hash(text), policy_hash, now_ms(), ""
         )
         done: asyncio.Future[SafetyRecord] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(rec, done))
+        self._queue.append(_Pending(rec, done, opens=height is None))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_queued(), name="ashao-safety-ledger")
         return await asyncio.shield(done)
 
+    def _chain(self, batch: list[_Pending]) -> tuple[list[SafetyRecord], str, int, int]:
+        """``batch`` chained onto the head in memory: the records, and the new head, seq and height."""
+        head, seq, height = self._head, self._seq, self.height
+        records = []
+        for p in batch:
+            seq += 1
+            rec = p.record
+            if p.opens:
+                height += 1
+                rec = dataclasses.replace(rec, state_height=height)
+            rec = dataclasses.replace(rec, prev_hash=head)
+            rec = dataclasses.replace(rec, hash=rec.computed_hash())
+            records.append(rec)
+            head = rec.hash
+        return records, head, seq, height
+
     async def _write_queued(self) -> None:
         while self._queue:
             batch, self._queue = self._queue, []
-            head, seq = self._head, self._seq
-            chained: list[tuple[_Pending, SafetyRecord, int]] = []
-            for p in batch:
-                seq += 1
-                rec = dataclasses.replace(p.record, prev_hash=head)
-                rec = dataclasses.replace(rec, hash=rec.computed_hash())
-                chained.append((p, rec, seq))
-                head = rec.hash
-            rows = [
-                (
-                    f"INSERT INTO safety_ledger ({_COLUMNS}, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        r.state_height,
-                        r.index,
-                        r.stage,
-                        r.verdict,
-                        r.category,
-                        r.reason,
-                        r.text_sha256,
-                        r.policy_hash,
-                        r.created_at_ms,
-                        r.prev_hash,
-                        r.hash,
-                        n,
-                    ),
-                )
-                for _, r, n in chained
-            ]
             try:
-                await self._store.write(rows)
+                records, head, seq, height = await self._commit(batch)
             except Exception as exc:
-                for p, _, _ in chained:
+                for p in batch:
                     if not p.done.done():
                         p.done.set_exception(exc)
                 continue
-            self._head, self._seq = head, seq
-            for p, r, _ in chained:
+            self._head, self._seq, self.height = head, seq, height
+            for p, r in zip(batch, records, strict=True):
                 if not p.done.done():
                     p.done.set_result(r)
+
+    async def _commit(self, batch: list[_Pending]) -> tuple[list[SafetyRecord], str, int, int]:
+        """Chain and write ``batch``, chaining it again onto the store's head while other cores win."""
+        for attempt in range(self.MAX_RECHAINS + 1):
+            records, head, seq, height = self._chain(batch)
+            first_seq = seq - len(records) + 1
+            try:
+                await self._store.write(
+                    [
+                        (
+                            f"INSERT INTO safety_ledger ({_COLUMNS}, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                            _row(r, n),
+                        )
+                        for n, r in enumerate(records, first_seq)
+                    ]
+                )
+                return records, head, seq, height
+            except ConstraintError:
+                if attempt == self.MAX_RECHAINS:
+                    raise
+                self.rechained += 1
+                await self.load()  # another core appended: chain onto its head
+        raise AssertionError("unreachable")
 
     async def get(self, correlation_id: str) -> SafetyRecord | None:
         """The record behind a correlation id."""

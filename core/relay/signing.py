@@ -53,6 +53,11 @@ class Signer:
         seed = read_or_create_secret(data_dir / "ed25519.key", bytes(SigningKey.generate()))
         return cls(SigningKey(seed))
 
+    def reload(self, data_dir: Path) -> None:
+        """Take the key now in ``<data_dir>/ed25519.key`` (a cluster's key, adopted at start)."""
+        fresh = Signer.load_or_create(data_dir)
+        self._key, self.public_key, self.key_id = fresh._key, fresh.public_key, fresh.key_id
+
     @property
     def public_key_b64(self) -> str:
         """The public key, base64."""

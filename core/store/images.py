@@ -1,11 +1,16 @@
-"""Content-addressed storage of image files (next to the database, under the data directory)."""
+"""Content-addressed storage of pictures: files under the data directory (one core), or rows of the
+store every core shares (several cores: any of them serves a picture another one received)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import struct
 import zlib
 from pathlib import Path
+from typing import Protocol
+
+from core.store.base import Store
 
 MIME_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
@@ -47,8 +52,46 @@ def _whole_png(data: bytes) -> bool:
     return bool(seen) and seen[0] == b"IHDR" and seen[-1] == b"IEND" and b"IDAT" in seen and pos == len(data)
 
 
+class ImageBytes(Protocol):
+    """Where pictures' bytes are kept, by the SHA-256 of their bytes."""
+
+    async def save(self, data: bytes, mime_type: str) -> str:
+        """Keep ``data`` (idempotent) and return its hash once it is durable."""
+        ...
+
+    async def load(self, sha256: str, mime_type: str) -> bytes:
+        """The bytes with this hash; KeyError if there are none."""
+        ...
+
+
+class ImageRows:
+    """Pictures as rows of the shared store (several cores)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def save(self, data: bytes, mime_type: str) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        await self._store.write(
+            [
+                (
+                    "INSERT INTO image_blobs (sha256, mime_type, data) VALUES (?,?,?)"
+                    " ON CONFLICT (sha256) DO NOTHING",
+                    (digest, mime_type, data),
+                )
+            ]
+        )
+        return digest
+
+    async def load(self, sha256: str, mime_type: str) -> bytes:
+        row = await self._store.fetchone("SELECT data FROM image_blobs WHERE sha256 = ?", (sha256,))
+        if row is None:
+            raise KeyError(sha256)
+        return bytes(row[0])
+
+
 class ImageFiles:
-    """Files named by the SHA-256 of their bytes, under ``<data_dir>/images``."""
+    """Files named by the SHA-256 of their bytes, under ``<data_dir>/images`` (one core)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -67,3 +110,14 @@ class ImageFiles:
             tmp.write_bytes(data)
             tmp.replace(path)
         return digest
+
+    async def save(self, data: bytes, mime_type: str) -> str:
+        """``put`` in a thread."""
+        return await asyncio.to_thread(self.put, data, mime_type)
+
+    async def load(self, sha256: str, mime_type: str) -> bytes:
+        """The file's bytes (KeyError if it is missing)."""
+        try:
+            return await asyncio.to_thread(self.path(sha256, mime_type).read_bytes)
+        except FileNotFoundError as exc:
+            raise KeyError(sha256) from exc

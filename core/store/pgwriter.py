@@ -27,11 +27,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
+from ashao_common.metrics import Histogram
 from core.store.base import ConstraintError, Statement, StoreError
 from core.store.pgsql import numbered
 
@@ -94,6 +96,9 @@ class GroupWriter:
         self._writer: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0
+        self.statements = 0
+        self.commit_seconds = Histogram()
+        """How long each group commit took (BEGIN → COMMIT answered)."""
         self.statements = 0
         self.refused = 0
         """Units refused at once (database unreachable, or too many waiting)."""
@@ -209,14 +214,18 @@ class GroupWriter:
     async def _commit(self, batch: list[Pending]) -> None:
         conn = self._conn
         assert conn is not None
+        started = time.perf_counter()
         try:
             error = await self._run_batch(conn, batch)
             if error is None:
+                self.commit_seconds.observe(time.perf_counter() - started)
                 self.batches += 1
+                self.statements += sum(len(item.statements) for item in batch)
                 self._settle(batch, [])
                 return
             # One bad unit must not fail the others of its batch.
             await self._isolate(conn, batch)
+            self.commit_seconds.observe(time.perf_counter() - started)
             self.batches += 1
         except _Broken as exc:
             self._broken(batch, exc)

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ashao_common.metrics import Histogram
 from core.store import schema
 from core.store.base import ConstraintError, Statement, StoreError
 
@@ -89,6 +90,8 @@ class SqliteStore:
         self._read_conn: sqlite3.Connection | None = None
         self.batches = 0
         self.statements = 0
+        self.commit_seconds = Histogram()
+        """How long each group commit took (BEGIN → COMMIT durable), on the writer thread."""
 
     async def open(self) -> None:
         """Bring the schema up to date and start the writer thread. The file is the owner's alone."""
@@ -163,6 +166,7 @@ class SqliteStore:
             conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for item in batch:
@@ -173,7 +177,9 @@ class SqliteStore:
                 conn.execute("ROLLBACK")
             # One bad unit must not fail the others of its batch: redo them one transaction each.
             self._commit_one_by_one(conn, batch)
+            self.commit_seconds.observe(time.perf_counter() - started)
             return
+        self.commit_seconds.observe(time.perf_counter() - started)
         self.batches += 1
         self.statements += sum(len(item.statements) for item in batch)
         self._resolve([], batch)

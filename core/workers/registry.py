@@ -233,11 +233,17 @@ class WorkerRegistry:
         info.last_seen = time.monotonic()
         return info
 
-    async def revoke(self, worker_id: str) -> WorkerInfo:
-        """Revoke a worker: its token stops working (durably first); returns it so its connection can be
-        closed. NOT_FOUND for an unknown or already revoked worker."""
+    async def revoke(self, worker_id: str) -> WorkerInfo | None:
+        """Revoke a worker: its token stops working (durably first); returns it if this core knows it, so
+        its connection can be closed (among several cores, the worker may be known only to another).
+        NOT_FOUND for an unknown or already revoked worker."""
         info = self._workers.get(worker_id)
-        if info is None:
+        if info is None and not (
+            self._shared
+            and await self._store.fetchone(
+                "SELECT id FROM workers WHERE id = ? AND revoked_at = 0", (worker_id,)
+            )
+        ):
             raise NotFoundError(f"worker_id: no worker {worker_id!r}", field="worker_id")
         await self._store.write([("UPDATE workers SET revoked_at = ? WHERE id = ?", (now_ms(), worker_id))])
         self._workers.pop(worker_id, None)

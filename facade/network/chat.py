@@ -13,14 +13,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ashao.v1 import chat_pb2, common_pb2
 from facade import docs
 from facade.client import Core, CoreClient
-from facade.http import JSON, BadRequest, call_metadata, client_ip, credential
+from facade.http import JSON, BadRequest, call_metadata, client_ip, credential, idempotency_key
 from facade.mux import Mux, Subscription, WatchRefused
 from facade.network.errors import NetworkRoute, errors, guarded, json_errors
 from facade.sse import SSEResponse
 from facade.validation import Body, Text
-
-MAX_IDEMPOTENCY_KEY = 128
-"""Longest Idempotency-Key header accepted (the core keeps keys 24 hours per caller)."""
 
 router = APIRouter(route_class=NetworkRoute, tags=["chat"])
 
@@ -69,12 +66,7 @@ async def send(body: SendBody, request: Request, core: Core) -> Response:
     limit (1 MiB by default) is 413.
     """
 
-    key = request.headers.get("idempotency-key", "")
-    if len(key) > MAX_IDEMPOTENCY_KEY or not (key.isascii() and key.isprintable()):
-        raise BadRequest(
-            f"Idempotency-Key: at most {MAX_IDEMPOTENCY_KEY} printable ASCII characters",
-            field="Idempotency-Key",
-        )
+    key = idempotency_key(request)
     limit = core.settings.max_content_chars
     if len(body.content) > limit:  # the core would refuse it too; it need not travel there to be
         raise BadRequest(f"content: longer than {limit} characters", field="content")

@@ -8,7 +8,6 @@ answered in the same shape.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -20,8 +19,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from facade.http import JSON, BadRequest
-from facade.status import CoreCallFailed, CoreError, decode
+from facade.http import JSON, BadRequest, read_as_json
+from facade.status import CoreCallFailed, CoreError, decode, retry_after, traced
 from facade.validation import problem
 
 log = logging.getLogger("ashao.facade.network")
@@ -89,15 +88,12 @@ def error_response(err: CoreError) -> Response:
     """``{"error": …}`` with the status the error table gives."""
     if err.unreachable:
         return JSON({"error": "the coordinator is unreachable; try again shortly"}, status_code=503)
-    headers = {"Retry-After": str(max(1, round(err.retry_after_s)))} if err.retry_after_s > 0 else None
-    return JSON({"error": err.message}, status_code=status_of(err), headers=headers)
+    return JSON({"error": err.message}, status_code=status_of(err), headers=retry_after(err))
 
 
 def unexpected(exc: BaseException) -> Response:
     """A failure nobody planned for: logged with a trace id, answered in the documented shape."""
-    trace_id = uuid.uuid4().hex[:16]
-    log.error("unexpected error, trace id %s", trace_id, exc_info=exc)
-    return JSON({"error": f"internal error (trace id {trace_id})"}, status_code=500)
+    return JSON({"error": f"internal error (trace id {traced(log, exc)})"}, status_code=500)
 
 
 async def guarded(call: Awaitable[Response]) -> Response:
@@ -116,23 +112,6 @@ async def guarded(call: Awaitable[Response]) -> Response:
         return JSON({"error": f"body: {str(err.detail).lower()}"}, status_code=err.status_code)
     except Exception as exc:
         return unexpected(exc)
-
-
-_JSON = b"application/json"
-
-
-def read_as_json(request: Request) -> None:
-    """Have FastAPI read the body as JSON whatever its Content-Type says: every body of this API is
-    JSON, and ``curl -d`` (or a browser's plain ``fetch``) labels it otherwise."""
-    headers = request.scope["headers"]
-    for name, value in headers:
-        if name == b"content-type":
-            kind = value.split(b";", 1)[0].strip().lower()
-            if kind == _JSON or kind.endswith(b"+json"):
-                return
-    request.scope["headers"] = [(n, v) for n, v in headers if n != b"content-type"] + [
-        (b"content-type", _JSON)
-    ]
 
 
 class NetworkRoute(APIRoute):

@@ -128,6 +128,8 @@ async def claim(request: Request, core: Core, body: ClaimBody = _ANY_TIER) -> Re
             "messages": [{"role": m.role, "content": m.content} for m in r.messages],
             "prefix": r.prefix,
             "maxTokens": r.max_tokens,
+            "temperature": r.temperature if r.HasField("temperature") else None,
+            "stop": list(r.stop),
         }
     )
 

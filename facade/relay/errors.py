@@ -8,7 +8,6 @@ unreachable) or that the core did not plan for get an envelope of the same shape
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -20,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from facade.status import CoreError, decode
+from facade.status import CoreError, decode, retry_after, traced
 from facade.validation import problem
 
 log = logging.getLogger("ashao.facade.relay")
@@ -63,8 +62,7 @@ def error_response(err: CoreError) -> Response:
     """The envelope response of a core error (with Retry-After for 429)."""
     status, body, signature, key_id = envelope_of(err)
     response = signed(body, signature, key_id, status)
-    if err.retry_after_s > 0:
-        response.headers["Retry-After"] = str(max(1, round(err.retry_after_s)))
+    response.headers.update(retry_after(err) or {})
     return response
 
 
@@ -76,9 +74,7 @@ def invalid(field: str, detail: str, status_code: int = 422) -> Response:
 
 def unexpected(exc: BaseException) -> Response:
     """A failure nobody planned for, logged with a trace id, answered as an envelope."""
-    trace_id = uuid.uuid4().hex[:16]
-    log.error("unexpected error, trace id %s", trace_id, exc_info=exc)
-    body = {"error": "internal", "detail": f"internal error (trace id {trace_id})"}
+    body = {"error": "internal", "detail": f"internal error (trace id {traced(log, exc)})"}
     return Response(orjson.dumps(body), status_code=500, media_type="application/json")
 
 

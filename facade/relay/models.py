@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from facade import docs
-from facade.validation import Body, Int64, Text
+from facade.validation import Body, Text
 
 
 class PaymentCommitment(Body):
@@ -21,7 +21,7 @@ class PaymentCommitment(Body):
 
     address: Text = Field(description="The wallet's base58 Ed25519 public key (a signed-in user).")
     nonce: Text = Field(description="The single-use nonce from the PaymentChallenge.")
-    price: Int64 = Field(description="The price from the PaymentChallenge, in credits.")
+    price: int = Field(ge=0, le=2**63 - 1, description="The price from the PaymentChallenge, in credits.")
     signature: Text = Field(
         description="Ed25519 signature (base58 or base64) of the UTF-8 bytes "
         '"ashao-relay-payment/v1\\n<nonce>\\n<price>\\n<lowercase hex SHA-256 of message>".'

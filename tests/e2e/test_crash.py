@@ -16,6 +16,7 @@ from ashao_cli.devnet import LocalNetwork
 from ashao_common.base58 import b58encode
 from core.economics import SIGNUP_GRANT
 from tests.helpers.net import free_port
+from tests.helpers.wait import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -116,10 +117,7 @@ async def test_sigkill_mid_burst_keeps_the_books(tmp_path: Path) -> None:
                 acknowledged.add(r.job_id)
 
         senders = [asyncio.create_task(sender(i)) for i in range(8)]
-        for _ in range(500):
-            if len(acknowledged) >= 150:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: len(acknowledged) >= 150)
         core = next(p for name, p in net.children if name == "core")
         core.send_signal(signal.SIGKILL)
         await asyncio.gather(*senders)
@@ -135,15 +133,15 @@ async def test_sigkill_mid_burst_keeps_the_books(tmp_path: Path) -> None:
         stop = asyncio.Event()
         worker = asyncio.create_task(run_worker(channel, reg.worker_token, stop))
         db = net.data_dir / "ashao.db"
-        for _ in range(1000):  # every requeued job gets done by the worker after restart
+
+        def all_done() -> bool:  # every requeued job gets done by the worker after restart
             with sqlite3.connect(db) as conn:
                 left = conn.execute(
                     "SELECT COUNT(*) FROM jobs WHERE state IN ('queued','assigned','streaming')"
                 ).fetchone()[0]
-            if left == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert left == 0
+            return bool(left == 0)
+
+        await eventually(all_done, timeout=50)
         stop.set()
         worker.cancel()
         await asyncio.gather(worker, return_exceptions=True)

@@ -11,16 +11,25 @@ import pytest
 from ashao_cli.devnet import LocalNetwork
 from tests.helpers.sse import sse, text_of
 from tests.helpers.upstream import FakeUpstream
+from tests.helpers.wait import eventually_async
 
 pytestmark = pytest.mark.timeout(90)
 
 
 async def wait_workers(http: httpx.AsyncClient, n: int) -> None:
-    for _ in range(300):
-        if (await http.get("/api/stats")).json()["activeWorkers"] >= n:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{n} worker(s) never became active")
+    async def active() -> bool:
+        return bool((await http.get("/api/stats")).json()["activeWorkers"] >= n)
+
+    await eventually_async(active, timeout=15)
+
+
+async def wait_tokens(http: httpx.AsyncClient, job_id: str, n: int) -> None:
+    """Until the job has produced ``n`` tokens."""
+
+    async def produced() -> bool:
+        return bool((await http.get(f"/api/jobs/{job_id}")).json()["job"]["tokens"] >= n)
+
+    await eventually_async(produced)
 
 
 async def test_send_stream_persist_with_openai_backend(net: LocalNetwork, http: httpx.AsyncClient) -> None:
@@ -144,11 +153,7 @@ async def test_killed_worker_job_finishes_on_another(net: LocalNetwork, http: ht
     await wait_workers(http, 1)
     job = (await http.post("/api/chat/send", json={"tier": "free", "content": "long"})).json()["jobId"]
     stream = asyncio.create_task(sse(http, job))
-    for _ in range(200):  # wait until some tokens were produced
-        j = (await http.get(f"/api/jobs/{job}")).json()["job"]
-        if j["tokens"] >= 5:
-            break
-        await asyncio.sleep(0.05)
+    await wait_tokens(http, job, 5)
     first.send_signal(signal.SIGKILL)
     net.start_worker("w2", "--backend", "synthetic", "--tokens-per-sec", "200", "--synthetic-tokens", "40")
     events = await asyncio.wait_for(stream, 60)
@@ -166,10 +171,7 @@ async def test_worker_drains_on_sigterm(net: LocalNetwork, http: httpx.AsyncClie
     await wait_workers(http, 1)
     job = (await http.post("/api/chat/send", json={"tier": "free", "content": "finish me"})).json()["jobId"]
     stream = asyncio.create_task(sse(http, job))
-    for _ in range(200):
-        if (await http.get(f"/api/jobs/{job}")).json()["job"]["tokens"] >= 2:
-            break
-        await asyncio.sleep(0.05)
+    await wait_tokens(http, job, 2)
     w.send_signal(signal.SIGTERM)
     events = await asyncio.wait_for(stream, 30)
     assert events[-1][1] == {"type": "done", "tokens": 30}

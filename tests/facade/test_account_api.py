@@ -25,7 +25,7 @@ from core.economics import SIGNUP_GRANT, TIERS
 from tests.helpers.core import connect_worker
 from tests.helpers.images import png
 from tests.helpers.stack import Stack, start_stack, stop_stack
-from tests.helpers.wait import eventually
+from tests.helpers.wait import eventually, eventually_async
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -158,11 +158,10 @@ async def job_state(http: httpx.AsyncClient, job_id: str) -> str:
 
 
 async def until_state(http: httpx.AsyncClient, job_id: str, state: str) -> None:
-    for _ in range(250):
-        if await job_state(http, job_id) == state:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"job {job_id} never reached {state}")
+    async def reached() -> bool:
+        return await job_state(http, job_id) == state
+
+    await eventually_async(reached)
 
 
 # -- sign-in and the session -------------------------------------------------------------------
@@ -436,11 +435,14 @@ async def test_treasury_moves_by_the_tiers_split_of_a_completed_job(tmp_path: Pa
         assert after["price"] == pytest.approx(1 + after["balance"] / after["circulatingSupply"])
         assert after["price"] > before["price"]
         # snapshots accumulate for the chart, each with the same figures
-        for _ in range(100):
+        series: list[dict[str, Any]] = []
+
+        async def snapshot_taken() -> bool:
+            nonlocal series
             series = (await net.http.get("/api/treasury")).json()["series"]
-            if series and series[-1]["balance"] == after["balance"]:
-                break
-            await asyncio.sleep(0.05)
+            return bool(series) and series[-1]["balance"] == after["balance"]
+
+        await eventually_async(snapshot_taken)
         assert series[-1]["balance"] == after["balance"] and series[-1]["totalBurned"] == after["totalBurned"]
         assert {"at", "balance", "totalBurned", "rewardsPaid", "circulatingSupply", "price"} <= set(
             series[-1]

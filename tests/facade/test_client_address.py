@@ -18,7 +18,7 @@ from tests.helpers.stack import Facade, facade_settings, start_stack, stop_stack
 pytestmark = pytest.mark.timeout(60)
 
 VALID: dict[str, Any] = {"string": "x", "integer": 1, "number": 1.5, "boolean": True, "array": []}
-SHARED_STREAMS = ("/api/chat/send", "/api/chat/stream")  # carried on the facade's own streams
+SHARED_STREAMS = ("/api/chat/send", "/api/chat/stream", "/v1/chat/completions")  # on the facade's own streams
 PROXY_SAW = "203.0.113.7"
 FORWARDED = {"X-Forwarded-For": f"198.51.100.9, {PROXY_SAW}"}  # the client's claim, then the proxy's
 

@@ -138,6 +138,15 @@ STATUSES: dict[tuple[str, str], set[int]] = {
 """What each network operation can answer (tests/facade/test_authorization.py and the schemathesis run
 see them answered; the body limit answers 413 on every POST)."""
 
+OPENAI_STATUSES: dict[tuple[str, str], set[int]] = {
+    ("post", "/v1/chat/completions"): {200, 400, 401, 402, 404, 409, 413, 429, 503, 504},
+    ("get", "/v1/models"): {200, 503},
+    ("get", "/v1/models/{model}"): {200, 404, 503},
+    ("post", "/v1/images/generations"): {200, 400, 401, 402, 404, 413, 503},
+}
+"""What each operation of the OpenAI-compatible API can answer (tests/facade/test_openai_*.py see them
+answered), every failure in OpenAI's error shape."""
+
 
 async def test_each_operation_documents_exactly_the_statuses_it_can_answer(stack: Stack) -> None:
     doc = await openapi(stack.http)
@@ -145,8 +154,16 @@ async def test_each_operation_documents_exactly_the_statuses_it_can_answer(stack
     assert set(network) == set(STATUSES)
     for key, op in network.items():
         assert {int(s) for s in op["responses"]} == STATUSES[key], key
+    openai = {(method, path): op for path, method, op in operations(doc) if path.startswith("/v1/")}
+    assert set(openai) == set(OPENAI_STATUSES)
+    for key, op in openai.items():
+        assert {int(s) for s in op["responses"]} == OPENAI_STATUSES[key], key
+        for status, response in op["responses"].items():
+            if status.startswith(("4", "5")):
+                schema = response["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/OpenAIErrorBody"}, (key, status)
     for path, method, op in operations(doc):
-        if method == "post" and not path.startswith("/api/"):  # the relay's 413 is its envelope
+        if method == "post" and not path.startswith(("/api/", "/v1/")):  # the relay's 413 is its envelope
             schema = op["responses"]["413"]["content"]["application/json"]["schema"]
             assert schema == {"$ref": "#/components/schemas/PayloadTooLargeEnvelope"}, path
 
@@ -193,3 +210,16 @@ async def test_a_405_names_every_method_its_path_has(stack: Stack) -> None:
         assert r.status_code == 405, (path, r.status_code)
         allowed = {m.strip().lower() for m in r.headers["allow"].split(",")} - {"head"}
         assert allowed == set(ops), (path, r.headers["allow"])
+
+
+async def test_the_openai_chat_documents_both_of_its_answers(stack: Stack) -> None:
+    doc = await openapi(stack.http)
+    ok = doc["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
+    assert ok["application/json"]["schema"] == {"$ref": "#/components/schemas/ChatCompletion"}
+    events = ok["text/event-stream"]["schema"]["oneOf"]
+    assert "type" not in ok["text/event-stream"]["schema"]
+    data = [e["properties"]["data"] for e in events]
+    assert data[0]["contentSchema"]["properties"]["object"]["const"] == "chat.completion.chunk"
+    assert data[1]["contentSchema"]["required"] == ["error"]
+    assert data[2] == {"const": "[DONE]"}
+    assert all("id" not in e["properties"] for e in events)  # (not resumable: a POST)

@@ -31,6 +31,7 @@ from core.relay.signing import verify as core_verify
 from tests.helpers.core import connect_worker
 from tests.helpers.stack import Stack, start_stack, stop_stack
 from tests.helpers.upstream import FakeUpstream, providers
+from tests.helpers.wait import eventually_async
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -188,6 +189,21 @@ async def test_bad_input_is_a_signed_422_naming_the_field(tmp_path: Path) -> Non
             (b'{"message": "hi", "max_tokens": 10', "body"),
             (orjson.dumps(["hi"]), "body"),
             (orjson.dumps({"message": "hi", "max_tokens": 1024, "payment": "card"}), "payment"),
+            (
+                b'{"message": "hi", "max_tokens": 1024, "payment": {"address": "a", "nonce": "n",'
+                b' "price": 9223372036854775808, "signature": "s"}}',
+                "payment.price",
+            ),
+            (
+                orjson.dumps(
+                    {
+                        "message": "hi",
+                        "max_tokens": 1024,
+                        "payment": {"address": "a", "nonce": "n", "price": -1, "signature": "s"},
+                    }
+                ),
+                "payment.price",
+            ),
         ]
         for path in ("/chat", "/chat/stream"):
             for body, field in cases:
@@ -470,12 +486,12 @@ async def test_status_documents_are_signed_and_live(tmp_path: Path) -> None:
         assert docs["/sensorium"]["proprioception"]["live_workers"] == 0
 
         worker = await connect_worker(s.core, slots=2)
-        for _ in range(200):
+
+        async def healthy() -> bool:
             vitals = assert_signed(key, await s.http.get("/vitals"))
-            if vitals["domains"]["workforce"]["band"] == "healthy":
-                break
-            await asyncio.sleep(0.02)
-        assert vitals["domains"]["workforce"]["band"] == "healthy"
+            return bool(vitals["domains"]["workforce"]["band"] == "healthy")
+
+        await eventually_async(healthy)
         assert (await s.http.get("/sensorium")).json()["proprioception"]["live_workers"] == 1
         assert (await s.http.get("/self")).json()["vitals"]["workforce"]["band"] == "healthy"
         worker.cancel()

@@ -11,6 +11,7 @@ and as a pull worker over the worker routes.
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from pathlib import Path
 
@@ -90,4 +91,5 @@ async def test_the_facade_answers_only_what_its_openapi_document_says(tmp_path: 
         for who, args in runs.items():
             code, report = await schemathesis(net.url, tmp_path, *args)
             assert code == 0, f"schemathesis ({who}) found problems:\n{report[-12000:]}"
-            assert " passed" in report and "0 generated" not in report, report[-2000:]
+            # (a count such as "1580 generated" is not "0 generated")
+            assert " passed" in report and not re.search(r"\b0 generated", report), report[-2000:]

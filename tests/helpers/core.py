@@ -103,8 +103,9 @@ class Core:
         return r.worker_id, r.worker_token
 
 
-async def start_core(settings: CoreSettings) -> Core:
-    app = CoreApp(settings)
+async def start_core(settings: CoreSettings, **app_options: Any) -> Core:
+    """A started core (``app_options``: further arguments of ``CoreApp``, e.g. a tracer)."""
+    app = CoreApp(settings, **app_options)
     await app.start()
     channel = grpc.aio.insecure_channel(app.address)
     return Core(app, channel)

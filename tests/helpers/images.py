@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
-import socket
 import struct
 import zlib
 from collections.abc import AsyncIterator
@@ -13,20 +11,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tests.helpers.serve import serving
+
 
 def png(width: int = 2, height: int = 1) -> bytes:
     """A valid, tiny RGB PNG."""
+    return encode_png(width, height, b"\x80\x20\xc0" * (width * height))
+
+
+def encode_png(width: int, height: int, rgb: bytes) -> bytes:
+    """An RGB PNG of ``rgb``: ``height`` rows of ``width`` pixels, three bytes each."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    raw = b"".join(b"\x00" + b"\x80\x20\xc0" * width for _ in range(height))
+    row = 3 * width
+    raw = b"".join(b"\x00" + rgb[y * row : (y + 1) * row] for y in range(height))
     return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
@@ -101,18 +106,5 @@ class ImageServer:
                 Route("/sdapi/v1/txt2img", self._handle, methods=["POST"]),
             ]
         )
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        try:
-            for _ in range(500):
-                if server.started:
-                    break
-                await asyncio.sleep(0.01)
+        async with serving(app) as self.port:
             yield self
-        finally:
-            server.should_exit = True
-            await asyncio.wait_for(task, 10)
-            sock.close()

@@ -40,10 +40,12 @@ async def read_sse(
     headers: dict[str, str] | None = None,
     json: Any = None,
     until: tuple[str, ...] = ("done", "error"),
+    into: list[dict[str, Any]] | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
     """(status, events) of an SSE response: each event as {"id", "event", "data", "comment"} fields
-    (data JSON-decoded), until an event whose type (``event:`` or data ``type``) is in ``until``."""
-    events: list[dict[str, Any]] = []
+    (data JSON-decoded), until an event whose type (``event:`` or data ``type``) is in ``until``.
+    ``into``: a list the events are appended to as they arrive (to wait on them meanwhile)."""
+    events: list[dict[str, Any]] = into if into is not None else []
     async with http.stream(method, path, headers=headers, json=json) as r:
         if r.status_code != 200:
             await r.aread()

@@ -38,6 +38,8 @@ class FakeUpstream:
         self.first_delay_s = first_delay_s
         self.headers_delay_s = headers_delay_s
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        """The headers of every request, in the order of ``requests``."""
         self.port = 0
         self.connections = 0
         """TCP connections accepted: a client that reuses its connections opens few."""
@@ -47,6 +49,7 @@ class FakeUpstream:
     async def _chat(self, request: Request) -> StreamingResponse | JSONResponse:
         body = orjson.loads(await request.body())
         self.requests.append(body)
+        self.headers.append(dict(request.headers))
         if not body.get("stream"):
             return JSONResponse({"error": "only streaming"}, status_code=400)
         if self.mode == "fail":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 
 import pytest
@@ -46,6 +47,22 @@ async def test_streams_pieces_in_order_and_sends_the_request() -> None:
         assert body["messages"] == [
             {"role": "system", "content": "be brief"},
             {"role": "user", "content": "Say hello."},
+        ]
+        assert "temperature" not in body and "stop" not in body  # the server's defaults
+
+
+async def test_the_callers_temperature_and_stop_sequences_go_to_the_server() -> None:
+    async with FakeUpstream(["Hi"]).running() as up:
+        backend = OpenAIBackend(upstream=f"http://127.0.0.1:{up.port}", model="m")
+        try:
+            for temperature in (0.0, 1.5):
+                asked = dataclasses.replace(request(), temperature=temperature, stop=("\n\n", "END"))
+                await backend.generate(asked, lambda _: None)
+        finally:
+            await backend.aclose()
+        assert [(b["temperature"], b["stop"]) for b in up.requests] == [
+            (0.0, ["\n\n", "END"]),
+            (1.5, ["\n\n", "END"]),
         ]
 
 

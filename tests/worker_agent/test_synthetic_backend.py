@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 
 import pytest
@@ -76,6 +77,26 @@ async def test_max_tokens_caps_the_answer() -> None:
     assert finish == "length" and got == ["tok3 ", "tok4 "]
     finish, got, _ = await run(b, request(max_tokens=0))
     assert finish == "length" and got == []
+
+
+@pytest.mark.parametrize("rate", [0.0, 2048.0])
+async def test_a_stop_sequence_ends_the_answer_where_it_would_begin(rate: float) -> None:
+    clock = FakeClock()
+    b = SyntheticBackend(tokens=16, tokens_per_sec=rate, tick_s=TICK, clock=clock)
+    try:
+        stop = dataclasses.replace(request(), stop=("tok9", "tok4"))  # the earliest match wins
+        finish, got, _ = await run_paced(b, clock, stop)
+        assert finish == "stop" and got == [f"tok{i} " for i in range(4)]
+        inside = dataclasses.replace(request(), stop=("k2 t",))  # a match inside a token keeps its start
+        finish, got, _ = await run_paced(b, clock, inside)
+        assert finish == "stop" and got == ["tok0 ", "tok1 ", "to"]
+        first = dataclasses.replace(request(), stop=("tok0",))
+        assert await run_paced(b, clock, first) == ("stop", [], 0)
+        beyond = dataclasses.replace(request(max_tokens=3), stop=("tok5",))  # past the budget: no match
+        finish, got, _ = await run_paced(b, clock, beyond)
+        assert finish == "length" and got == [f"tok{i} " for i in range(3)]
+    finally:
+        await b.aclose()
 
 
 def nanoseconds(clock: FakeClock) -> int:

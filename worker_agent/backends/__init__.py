@@ -44,6 +44,13 @@ class ChatRequest:
     """Most tokens this attempt may produce."""
     prefix: str = ""
     """Text a previous attempt already delivered; the answer continues right after it."""
+    trace_headers: tuple[tuple[str, str], ...] = ()
+    """Trace context of the upstream call (``traceparent``…), to send along with it; empty unless the
+    agent traces."""
+    temperature: float | None = None
+    """The caller's sampling temperature (None: the backend's default)."""
+    stop: tuple[str, ...] = ()
+    """Sequences that end the answer where they would appear; they are not part of it."""
 
 
 class ChatBackend(Protocol):

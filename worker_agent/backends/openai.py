@@ -80,6 +80,10 @@ class OpenAIBackend:
         """The JSON body sent for ``request``."""
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         body: dict[str, Any] = {"model": self._model, "max_tokens": request.max_tokens, "stream": True}
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.stop:
+            body["stop"] = list(request.stop)
         if request.prefix:
             messages.append({"role": "assistant", "content": request.prefix})
             if self._continuation == "vllm":
@@ -104,9 +108,12 @@ class OpenAIBackend:
                     when, tail = deadline.when(), loop.time() + FINISH_TAIL_S
                     deadline.reschedule(tail if when is None else min(when, tail))
 
-                async with self._client.stream(
-                    "POST", self._url, content=content, headers=self._headers
-                ) as r:
+                headers = (
+                    {**self._headers, **dict(request.trace_headers)}
+                    if request.trace_headers
+                    else self._headers
+                )
+                async with self._client.stream("POST", self._url, content=content, headers=headers) as r:
                     if r.status_code != 200:
                         raise await _status_error(r)
                     # Read to the end of the body even after [DONE]: a response left unread closes its

@@ -2,8 +2,9 @@
 
 An answer is the tokens ``"tok{i} "`` for ``i`` from ``start`` to ``tokens - 1``, where ``start`` is
 the number of words a previous attempt already delivered (so a job resumed on another worker
-continues the numbering), capped by the job's ``max_tokens``. With ``stamp`` each token is
-``"tok{i}@{time.time_ns()} "``, stamped when emitted, so a benchmark can measure emit→receive lag.
+continues the numbering), capped by the job's ``max_tokens``, and cut where a stop sequence of the job
+would begin. With ``stamp`` each token is ``"tok{i}@{time.time_ns()} "``, stamped when emitted, so a
+benchmark can measure emit→receive lag.
 
 Paced jobs (``tokens_per_sec > 0``) are all driven by one shared clock task that wakes every few
 milliseconds and emits whatever each job has due: 500 jobs at 50 tokens/s cost ~200 wakeups a
@@ -30,6 +31,24 @@ BURST = 16
 
 def _token(i: int, stamp: Callable[[], int] | None) -> str:
     return f"tok{i}@{stamp()} " if stamp is not None else f"tok{i} "
+
+
+def until_stop(start: int, end: int, stop: tuple[str, ...]) -> tuple[int, str, bool]:
+    """Where the answer ``tok{start}`` … ``tok{end - 1}`` ends given stop sequences (matched against the
+    unstamped text): ``(end of the whole tokens before the first match, the part of the next token
+    before it, whether one matched)``."""
+    tokens = [_token(i, None) for i in range(start, end)]
+    text = "".join(tokens)
+    found = [i for i in (text.find(s) for s in stop) if i >= 0]
+    if not found:
+        return end, "", False
+    cut = min(found)
+    length = 0
+    for n, token in enumerate(tokens):
+        if length + len(token) > cut:
+            return start + n, text[length:cut], True
+        length += len(token)
+    return end, "", True  # (cannot happen: a match starts inside the text)
 
 
 class PacedAnswer:
@@ -156,12 +175,22 @@ class SyntheticBackend:
         """The shared clock task of paced answers."""
 
     async def generate(self, request: ChatRequest, emit: Emit) -> str:
-        """Emit ``tok{start}`` … up to the configured length or ``max_tokens``; "length" when capped."""
+        """Emit ``tok{start}`` … up to the configured length or ``max_tokens``; "length" when capped.
+        A stop sequence of the request ends the answer where it would begin ("stop")."""
         start = len(request.prefix.split())
         end = min(self._tokens, start + max(0, request.max_tokens))
         finish = "length" if end < self._tokens else "stop"
-        if end <= start:
-            return finish
+        tail = ""
+        if request.stop:
+            end, tail, stopped = until_stop(start, end, request.stop)
+            finish = "stop" if stopped else finish
+        if end > start:
+            await self._emit(start, end, emit)
+        if tail:
+            emit([tail])
+        return finish
+
+    async def _emit(self, start: int, end: int, emit: Emit) -> None:
         if self._rate <= 0:
             i = start
             while i < end:
@@ -170,7 +199,7 @@ class SyntheticBackend:
                 i = j
                 if i < end:
                     await asyncio.sleep(0)  # let other jobs and the writer run between bursts
-            return finish
+            return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         paced = PacedAnswer(
             first=start,
@@ -187,7 +216,6 @@ class SyntheticBackend:
         finally:
             if not done.done():
                 done.cancel()  # the clock drops it at its next turn
-        return finish
 
     async def aclose(self) -> None:
         """Stop the shared clock task."""

@@ -29,6 +29,11 @@ class SendMessageRequest(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     CONVERSATION_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    STOP_FIELD_NUMBER: _builtins.int
     tier: _builtins.str
     """Tier name: "free", "basic", "pro", "ultra"."""
     content: _builtins.str
@@ -40,6 +45,26 @@ class SendMessageRequest(_message.Message):
     returns the first send's ids, and nothing is queued or charged again. Up to 128 characters.
     Reusing a key for a different message is refused (FAILED_PRECONDITION, reason CONFLICT).
     """
+    model: _builtins.str
+    """The tier by its public model name ("ashao-pro"), as OpenAI-style clients name it; used when `tier`
+    is empty. An unknown model is NOT_FOUND with reason MODEL_NOT_FOUND and field "model".
+    """
+    max_tokens: _builtins.int
+    """Most tokens of the answer; 0 means the tier's maximum, more than it is INVALID_ARGUMENT."""
+    temperature: _builtins.float
+    """Sampling temperature, 0 to 2; unset leaves it to the worker's model server."""
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]:
+        """A whole conversation sent at once, as a stateless (OpenAI-style) client does: "system", "user"
+        and "assistant" messages, oldest first, ending with the user's. When set, `content` and
+        `conversation_id` stay empty: a new conversation holding these messages is created, and the job
+        answers them.
+        """
+
+    @_builtins.property
+    def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Up to 4 sequences that end the answer where they would appear (they are not part of it)."""
+
     def __init__(
         self,
         *,
@@ -47,12 +72,19 @@ class SendMessageRequest(_message.Message):
         content: _builtins.str = ...,
         conversation_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
+        model: _builtins.str = ...,
+        messages: _abc.Iterable[_common_pb2.ChatMessage] | None = ...,
+        max_tokens: _builtins.int = ...,
+        temperature: _builtins.float | None = ...,
+        stop: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "temperature", b"temperature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "conversation_id", b"conversation_id", "idempotency_key", b"idempotency_key", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "content", b"content", "conversation_id", b"conversation_id", "idempotency_key", b"idempotency_key", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "stop", b"stop", "temperature", b"temperature", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
+    _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
 
 Global___SendMessageRequest: _TypeAlias = SendMessageRequest  # noqa: Y015
 
@@ -64,19 +96,31 @@ class SendMessageResponse(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The queued job, "job_…"."""
     conversation_id: _builtins.str
     """The conversation the message was added to."""
+    max_tokens: _builtins.int
+    """The answer's token budget: the tier's maximum, or the smaller `max_tokens` asked for. An answer
+    that reached it was cut short.
+    """
+    prompt_tokens: _builtins.int
+    """An estimate of the prompt's size in tokens (the core runs no tokenizer): about one per four
+    characters of the messages this send carries, plus a few per message.
+    """
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         conversation_id: _builtins.str = ...,
+        max_tokens: _builtins.int = ...,
+        prompt_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "job_id", b"job_id", "max_tokens", b"max_tokens", "prompt_tokens", b"prompt_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -88,10 +132,31 @@ class RelayedSend(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TraceContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     SEND_FIELD_NUMBER: _builtins.int
     CREDENTIAL_FIELD_NUMBER: _builtins.int
     CLIENT_IP_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Chosen by the client, unique among its sends in flight; the result carries it."""
     credential: _builtins.str
@@ -104,6 +169,12 @@ class RelayedSend(_message.Message):
     def send(self) -> Global___SendMessageRequest:
         """The send."""
 
+    @_builtins.property
+    def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The relay's trace context for this send (W3C "traceparent", "tracestate"), as a unary
+        SendMessage would carry it in its metadata; empty when the relay does not trace.
+        """
+
     def __init__(
         self,
         *,
@@ -111,10 +182,11 @@ class RelayedSend(_message.Message):
         send: Global___SendMessageRequest | None = ...,
         credential: _builtins.str = ...,
         client_ip: _builtins.str = ...,
+        trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["send", b"send"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_ip", b"client_ip", "credential", b"credential", "id", b"id", "send", b"send"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_ip", b"client_ip", "credential", b"credential", "id", b"id", "send", b"send", "trace_context", b"trace_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from ashao.v1 import common_pb2 as ashao_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61shao/v1/worker.proto\x12\x08\x61shao.v1\x1a\x15\x61shao/v1/common.proto\"\x9d\x01\n\x15RegisterWorkerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05tiers\x18\x02 \x03(\t\x12\r\n\x05slots\x18\x03 \x01(\r\x12\x12\n\njoin_token\x18\x04 \x01(\t\x12\x15\n\rowner_address\x18\x05 \x01(\t\x12\x17\n\x0fowner_signature\x18\x06 \x01(\t\x12\x14\n\x0csigned_at_ms\x18\x07 \x01(\x03\"P\n\x16RegisterWorkerResponse\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x14\n\x0cworker_token\x18\x02 \x01(\t\x12\r\n\x05tiers\x18\x03 \x03(\t\"\\\n\x0bWorkerHello\x12\r\n\x05slots\x18\x01 \x01(\r\x12\r\n\x05tiers\x18\x02 \x03(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x18\n\x10\x63ontinues_prefix\x18\x04 \x01(\x08\":\n\x0fWorkerHeartbeat\x12\x16\n\x0etokens_per_sec\x18\x01 \x01(\x01\x12\x0f\n\x07running\x18\x02 \x01(\r\"K\n\tJobTokens\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\x06offset\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x0e\n\x06tokens\x18\x03 \x03(\tB\t\n\x07_offset\"Y\n\nTokenBatch\x12!\n\x04jobs\x18\x01 \x03(\x0b\x32\x13.ashao.v1.JobTokens\x12(\n\tcompleted\x18\x02 \x03(\x0b\x32\x15.ashao.v1.JobComplete\"4\n\x0bJobComplete\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\"?\n\tJobFailed\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\"\r\n\x0bWorkerDrain\"\xb9\x02\n\x0e\x43onnectRequest\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x15.ashao.v1.WorkerHelloH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.ashao.v1.WorkerHeartbeatH\x00\x12&\n\x06tokens\x18\x03 \x01(\x0b\x32\x14.ashao.v1.TokenBatchH\x00\x12)\n\x08\x63omplete\x18\x04 \x01(\x0b\x32\x15.ashao.v1.JobCompleteH\x00\x12%\n\x06\x66\x61iled\x18\x05 \x01(\x0b\x32\x13.ashao.v1.JobFailedH\x00\x12&\n\x05\x64rain\x18\x06 \x01(\x0b\x32\x15.ashao.v1.WorkerDrainH\x00\x12&\n\x05image\x18\x07 \x01(\x0b\x32\x15.ashao.v1.ImageResultH\x00\x42\x05\n\x03msg\"V\n\x07Welcome\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\r\x12\x19\n\x11\x66lush_interval_ms\x18\x03 \x01(\r\"\xbd\x01\n\nAssignment\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\'\n\x08messages\x18\x04 \x03(\x0b\x32\x15.ashao.v1.ChatMessage\x12\x12\n\nmax_tokens\x18\x05 \x01(\r\x12\x0e\n\x06prefix\x18\x06 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\x12$\n\x05image\x18\x08 \x01(\x0b\x32\x15.ashao.v1.ImageParams\"i\n\x0bImageParams\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\r\n\x05style\x18\x02 \x01(\t\x12\x0e\n\x06\x61spect\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x0c\n\x04nsfw\x18\x06 \x01(\x08\">\n\x0bImageResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x11\n\tmime_type\x18\x03 \x01(\t\"+\n\tCancelJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"<\n\x0bJobRejected\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xbc\x01\n\x0f\x43onnectResponse\x12$\n\x07welcome\x18\x01 \x01(\x0b\x32\x11.ashao.v1.WelcomeH\x00\x12*\n\nassignment\x18\x02 \x01(\x0b\x32\x14.ashao.v1.AssignmentH\x00\x12%\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x13.ashao.v1.CancelJobH\x00\x12)\n\x08rejected\x18\x04 \x01(\x0b\x32\x15.ashao.v1.JobRejectedH\x00\x42\x05\n\x03msg\"\x1f\n\x0f\x43laimJobRequest\x12\x0c\n\x04tier\x18\x01 \x01(\t\"{\n\x10\x43laimJobResponse\x12\x1a\n\x03job\x18\x01 \x01(\x0b\x32\r.ashao.v1.Job\x12\'\n\x08messages\x18\x02 \x03(\x0b\x32\x15.ashao.v1.ChatMessage\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\";\n\x14PublishTokensRequest\x12#\n\x06tokens\x18\x01 \x01(\x0b\x32\x13.ashao.v1.JobTokens\")\n\x15PublishTokensResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\";\n\x12\x43ompleteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\"%\n\x13\x43ompleteJobResponse\x12\x0e\n\x06tokens\x18\x01 \x01(\x04\"D\n\x0e\x46\x61ilJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\"4\n\x0f\x46\x61ilJobResponse\x12!\n\x05state\x18\x01 \x01(\x0e\x32\x12.ashao.v1.JobState\"*\n\x10HeartbeatRequest\x12\x16\n\x0etokens_per_sec\x18\x01 \x01(\x01\"2\n\x11HeartbeatResponse\x12\x1d\n\x15heartbeat_interval_ms\x18\x01 \x01(\r\"\x19\n\x17GetWorkerAccountRequest\"\xd8\x01\n\x18GetWorkerAccountResponse\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x65\x61rnings\x18\x03 \x01(\x03\x12\x16\n\x0ejobs_completed\x18\x04 \x01(\x04\x12\x18\n\x10tokens_generated\x18\x05 \x01(\x04\x12\x16\n\x0etokens_per_sec\x18\x06 \x01(\x01\x12\x11\n\tconnected\x18\x07 \x01(\x08\x12\x15\n\rowner_address\x18\x08 \x01(\t\x12\x15\n\rtrusted_slots\x18\t \x01(\r2\xea\x04\n\rWorkerService\x12S\n\x0eRegisterWorker\x12\x1f.ashao.v1.RegisterWorkerRequest\x1a .ashao.v1.RegisterWorkerResponse\x12\x42\n\x07\x43onnect\x12\x18.ashao.v1.ConnectRequest\x1a\x19.ashao.v1.ConnectResponse(\x01\x30\x01\x12\x41\n\x08\x43laimJob\x12\x19.ashao.v1.ClaimJobRequest\x1a\x1a.ashao.v1.ClaimJobResponse\x12P\n\rPublishTokens\x12\x1e.ashao.v1.PublishTokensRequest\x1a\x1f.ashao.v1.PublishTokensResponse\x12J\n\x0b\x43ompleteJob\x12\x1c.ashao.v1.CompleteJobRequest\x1a\x1d.ashao.v1.CompleteJobResponse\x12>\n\x07\x46\x61ilJob\x12\x18.ashao.v1.FailJobRequest\x1a\x19.ashao.v1.FailJobResponse\x12\x44\n\tHeartbeat\x12\x1a.ashao.v1.HeartbeatRequest\x1a\x1b.ashao.v1.HeartbeatResponse\x12Y\n\x10GetWorkerAccount\x12!.ashao.v1.GetWorkerAccountRequest\x1a\".ashao.v1.GetWorkerAccountResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61shao/v1/worker.proto\x12\x08\x61shao.v1\x1a\x15\x61shao/v1/common.proto\"\x9d\x01\n\x15RegisterWorkerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05tiers\x18\x02 \x03(\t\x12\r\n\x05slots\x18\x03 \x01(\r\x12\x12\n\njoin_token\x18\x04 \x01(\t\x12\x15\n\rowner_address\x18\x05 \x01(\t\x12\x17\n\x0fowner_signature\x18\x06 \x01(\t\x12\x14\n\x0csigned_at_ms\x18\x07 \x01(\x03\"P\n\x16RegisterWorkerResponse\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x14\n\x0cworker_token\x18\x02 \x01(\t\x12\r\n\x05tiers\x18\x03 \x03(\t\"\\\n\x0bWorkerHello\x12\r\n\x05slots\x18\x01 \x01(\r\x12\r\n\x05tiers\x18\x02 \x03(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x18\n\x10\x63ontinues_prefix\x18\x04 \x01(\x08\":\n\x0fWorkerHeartbeat\x12\x16\n\x0etokens_per_sec\x18\x01 \x01(\x01\x12\x0f\n\x07running\x18\x02 \x01(\r\"K\n\tJobTokens\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\x06offset\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x0e\n\x06tokens\x18\x03 \x03(\tB\t\n\x07_offset\"Y\n\nTokenBatch\x12!\n\x04jobs\x18\x01 \x03(\x0b\x32\x13.ashao.v1.JobTokens\x12(\n\tcompleted\x18\x02 \x03(\x0b\x32\x15.ashao.v1.JobComplete\"4\n\x0bJobComplete\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\"?\n\tJobFailed\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\"\r\n\x0bWorkerDrain\"\xb9\x02\n\x0e\x43onnectRequest\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x15.ashao.v1.WorkerHelloH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.ashao.v1.WorkerHeartbeatH\x00\x12&\n\x06tokens\x18\x03 \x01(\x0b\x32\x14.ashao.v1.TokenBatchH\x00\x12)\n\x08\x63omplete\x18\x04 \x01(\x0b\x32\x15.ashao.v1.JobCompleteH\x00\x12%\n\x06\x66\x61iled\x18\x05 \x01(\x0b\x32\x13.ashao.v1.JobFailedH\x00\x12&\n\x05\x64rain\x18\x06 \x01(\x0b\x32\x15.ashao.v1.WorkerDrainH\x00\x12&\n\x05image\x18\x07 \x01(\x0b\x32\x15.ashao.v1.ImageResultH\x00\x42\x05\n\x03msg\"V\n\x07Welcome\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\r\x12\x19\n\x11\x66lush_interval_ms\x18\x03 \x01(\r\"\xe9\x02\n\nAssignment\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\'\n\x08messages\x18\x04 \x03(\x0b\x32\x15.ashao.v1.ChatMessage\x12\x12\n\nmax_tokens\x18\x05 \x01(\r\x12\x0e\n\x06prefix\x18\x06 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\x12$\n\x05image\x18\x08 \x01(\x0b\x32\x15.ashao.v1.ImageParams\x12=\n\rtrace_context\x18\t \x03(\x0b\x32&.ashao.v1.Assignment.TraceContextEntry\x12\x18\n\x0btemperature\x18\n \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04stop\x18\x0b \x03(\t\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_temperature\"i\n\x0bImageParams\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\r\n\x05style\x18\x02 \x01(\t\x12\x0e\n\x06\x61spect\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x0c\n\x04nsfw\x18\x06 \x01(\x08\">\n\x0bImageResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x11\n\tmime_type\x18\x03 \x01(\t\"+\n\tCancelJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"<\n\x0bJobRejected\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xbc\x01\n\x0f\x43onnectResponse\x12$\n\x07welcome\x18\x01 \x01(\x0b\x32\x11.ashao.v1.WelcomeH\x00\x12*\n\nassignment\x18\x02 \x01(\x0b\x32\x14.ashao.v1.AssignmentH\x00\x12%\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x13.ashao.v1.CancelJobH\x00\x12)\n\x08rejected\x18\x04 \x01(\x0b\x32\x15.ashao.v1.JobRejectedH\x00\x42\x05\n\x03msg\"\x1f\n\x0f\x43laimJobRequest\x12\x0c\n\x04tier\x18\x01 \x01(\t\"\xb3\x01\n\x10\x43laimJobResponse\x12\x1a\n\x03job\x18\x01 \x01(\x0b\x32\r.ashao.v1.Job\x12\'\n\x08messages\x18\x02 \x03(\x0b\x32\x15.ashao.v1.ChatMessage\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12\x18\n\x0btemperature\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\tB\x0e\n\x0c_temperature\";\n\x14PublishTokensRequest\x12#\n\x06tokens\x18\x01 \x01(\x0b\x32\x13.ashao.v1.JobTokens\")\n\x15PublishTokensResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\";\n\x12\x43ompleteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\"%\n\x13\x43ompleteJobResponse\x12\x0e\n\x06tokens\x18\x01 \x01(\x04\"D\n\x0e\x46\x61ilJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\"4\n\x0f\x46\x61ilJobResponse\x12!\n\x05state\x18\x01 \x01(\x0e\x32\x12.ashao.v1.JobState\"*\n\x10HeartbeatRequest\x12\x16\n\x0etokens_per_sec\x18\x01 \x01(\x01\"2\n\x11HeartbeatResponse\x12\x1d\n\x15heartbeat_interval_ms\x18\x01 \x01(\r\"\x19\n\x17GetWorkerAccountRequest\"\xd8\x01\n\x18GetWorkerAccountResponse\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x65\x61rnings\x18\x03 \x01(\x03\x12\x16\n\x0ejobs_completed\x18\x04 \x01(\x04\x12\x18\n\x10tokens_generated\x18\x05 \x01(\x04\x12\x16\n\x0etokens_per_sec\x18\x06 \x01(\x01\x12\x11\n\tconnected\x18\x07 \x01(\x08\x12\x15\n\rowner_address\x18\x08 \x01(\t\x12\x15\n\rtrusted_slots\x18\t \x01(\r2\xea\x04\n\rWorkerService\x12S\n\x0eRegisterWorker\x12\x1f.ashao.v1.RegisterWorkerRequest\x1a .ashao.v1.RegisterWorkerResponse\x12\x42\n\x07\x43onnect\x12\x18.ashao.v1.ConnectRequest\x1a\x19.ashao.v1.ConnectResponse(\x01\x30\x01\x12\x41\n\x08\x43laimJob\x12\x19.ashao.v1.ClaimJobRequest\x1a\x1a.ashao.v1.ClaimJobResponse\x12P\n\rPublishTokens\x12\x1e.ashao.v1.PublishTokensRequest\x1a\x1f.ashao.v1.PublishTokensResponse\x12J\n\x0b\x43ompleteJob\x12\x1c.ashao.v1.CompleteJobRequest\x1a\x1d.ashao.v1.CompleteJobResponse\x12>\n\x07\x46\x61ilJob\x12\x18.ashao.v1.FailJobRequest\x1a\x19.ashao.v1.FailJobResponse\x12\x44\n\tHeartbeat\x12\x1a.ashao.v1.HeartbeatRequest\x1a\x1b.ashao.v1.HeartbeatResponse\x12Y\n\x10GetWorkerAccount\x12!.ashao.v1.GetWorkerAccountRequest\x1a\".ashao.v1.GetWorkerAccountResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ashao.v1.worker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._loaded_options = None
+  _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_REGISTERWORKERREQUEST']._serialized_start=59
   _globals['_REGISTERWORKERREQUEST']._serialized_end=216
   _globals['_REGISTERWORKERRESPONSE']._serialized_start=218
@@ -55,41 +57,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WELCOME']._serialized_start=1072
   _globals['_WELCOME']._serialized_end=1158
   _globals['_ASSIGNMENT']._serialized_start=1161
-  _globals['_ASSIGNMENT']._serialized_end=1350
-  _globals['_IMAGEPARAMS']._serialized_start=1352
-  _globals['_IMAGEPARAMS']._serialized_end=1457
-  _globals['_IMAGERESULT']._serialized_start=1459
-  _globals['_IMAGERESULT']._serialized_end=1521
-  _globals['_CANCELJOB']._serialized_start=1523
-  _globals['_CANCELJOB']._serialized_end=1566
-  _globals['_JOBREJECTED']._serialized_start=1568
-  _globals['_JOBREJECTED']._serialized_end=1628
-  _globals['_CONNECTRESPONSE']._serialized_start=1631
-  _globals['_CONNECTRESPONSE']._serialized_end=1819
-  _globals['_CLAIMJOBREQUEST']._serialized_start=1821
-  _globals['_CLAIMJOBREQUEST']._serialized_end=1852
-  _globals['_CLAIMJOBRESPONSE']._serialized_start=1854
-  _globals['_CLAIMJOBRESPONSE']._serialized_end=1977
-  _globals['_PUBLISHTOKENSREQUEST']._serialized_start=1979
-  _globals['_PUBLISHTOKENSREQUEST']._serialized_end=2038
-  _globals['_PUBLISHTOKENSRESPONSE']._serialized_start=2040
-  _globals['_PUBLISHTOKENSRESPONSE']._serialized_end=2081
-  _globals['_COMPLETEJOBREQUEST']._serialized_start=2083
-  _globals['_COMPLETEJOBREQUEST']._serialized_end=2142
-  _globals['_COMPLETEJOBRESPONSE']._serialized_start=2144
-  _globals['_COMPLETEJOBRESPONSE']._serialized_end=2181
-  _globals['_FAILJOBREQUEST']._serialized_start=2183
-  _globals['_FAILJOBREQUEST']._serialized_end=2251
-  _globals['_FAILJOBRESPONSE']._serialized_start=2253
-  _globals['_FAILJOBRESPONSE']._serialized_end=2305
-  _globals['_HEARTBEATREQUEST']._serialized_start=2307
-  _globals['_HEARTBEATREQUEST']._serialized_end=2349
-  _globals['_HEARTBEATRESPONSE']._serialized_start=2351
-  _globals['_HEARTBEATRESPONSE']._serialized_end=2401
-  _globals['_GETWORKERACCOUNTREQUEST']._serialized_start=2403
-  _globals['_GETWORKERACCOUNTREQUEST']._serialized_end=2428
-  _globals['_GETWORKERACCOUNTRESPONSE']._serialized_start=2431
-  _globals['_GETWORKERACCOUNTRESPONSE']._serialized_end=2647
-  _globals['_WORKERSERVICE']._serialized_start=2650
-  _globals['_WORKERSERVICE']._serialized_end=3268
+  _globals['_ASSIGNMENT']._serialized_end=1522
+  _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._serialized_start=1455
+  _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._serialized_end=1506
+  _globals['_IMAGEPARAMS']._serialized_start=1524
+  _globals['_IMAGEPARAMS']._serialized_end=1629
+  _globals['_IMAGERESULT']._serialized_start=1631
+  _globals['_IMAGERESULT']._serialized_end=1693
+  _globals['_CANCELJOB']._serialized_start=1695
+  _globals['_CANCELJOB']._serialized_end=1738
+  _globals['_JOBREJECTED']._serialized_start=1740
+  _globals['_JOBREJECTED']._serialized_end=1800
+  _globals['_CONNECTRESPONSE']._serialized_start=1803
+  _globals['_CONNECTRESPONSE']._serialized_end=1991
+  _globals['_CLAIMJOBREQUEST']._serialized_start=1993
+  _globals['_CLAIMJOBREQUEST']._serialized_end=2024
+  _globals['_CLAIMJOBRESPONSE']._serialized_start=2027
+  _globals['_CLAIMJOBRESPONSE']._serialized_end=2206
+  _globals['_PUBLISHTOKENSREQUEST']._serialized_start=2208
+  _globals['_PUBLISHTOKENSREQUEST']._serialized_end=2267
+  _globals['_PUBLISHTOKENSRESPONSE']._serialized_start=2269
+  _globals['_PUBLISHTOKENSRESPONSE']._serialized_end=2310
+  _globals['_COMPLETEJOBREQUEST']._serialized_start=2312
+  _globals['_COMPLETEJOBREQUEST']._serialized_end=2371
+  _globals['_COMPLETEJOBRESPONSE']._serialized_start=2373
+  _globals['_COMPLETEJOBRESPONSE']._serialized_end=2410
+  _globals['_FAILJOBREQUEST']._serialized_start=2412
+  _globals['_FAILJOBREQUEST']._serialized_end=2480
+  _globals['_FAILJOBRESPONSE']._serialized_start=2482
+  _globals['_FAILJOBRESPONSE']._serialized_end=2534
+  _globals['_HEARTBEATREQUEST']._serialized_start=2536
+  _globals['_HEARTBEATREQUEST']._serialized_end=2578
+  _globals['_HEARTBEATRESPONSE']._serialized_start=2580
+  _globals['_HEARTBEATRESPONSE']._serialized_end=2630
+  _globals['_GETWORKERACCOUNTREQUEST']._serialized_start=2632
+  _globals['_GETWORKERACCOUNTREQUEST']._serialized_end=2657
+  _globals['_GETWORKERACCOUNTRESPONSE']._serialized_start=2660
+  _globals['_GETWORKERACCOUNTRESPONSE']._serialized_end=2876
+  _globals['_WORKERSERVICE']._serialized_start=2879
+  _globals['_WORKERSERVICE']._serialized_end=3497
 # @@protoc_insertion_point(module_scope)

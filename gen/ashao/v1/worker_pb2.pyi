@@ -407,6 +407,26 @@ class Assignment(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TraceContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     JOB_ID_FIELD_NUMBER: _builtins.int
     TIER_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
@@ -415,6 +435,9 @@ class Assignment(_message.Message):
     PREFIX_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     IMAGE_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    STOP_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job."""
     tier: _builtins.str
@@ -427,6 +450,8 @@ class Assignment(_message.Message):
     """Text a previous attempt already delivered to the caller; continue after it."""
     attempt: _builtins.int
     """Which attempt this is (1 for the first)."""
+    temperature: _builtins.float
+    """Sampling temperature the caller asked for (0 to 2); unset leaves it to the model server."""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]:
         """The conversation so far, ending with the user's message."""
@@ -434,6 +459,16 @@ class Assignment(_message.Message):
     @_builtins.property
     def image(self) -> Global___ImageParams:
         """Set for an image job (tier "image"): what to draw. Answer with ImageResult."""
+
+    @_builtins.property
+    def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The trace context of this dispatch (W3C "traceparent", "tracestate"): the worker's spans for the
+        job continue the caller's trace. Empty when the core does not trace.
+        """
+
+    @_builtins.property
+    def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sequences that end the answer where they would appear (not part of it); empty for none."""
 
     def __init__(
         self,
@@ -446,12 +481,17 @@ class Assignment(_message.Message):
         prefix: _builtins.str = ...,
         attempt: _builtins.int = ...,
         image: Global___ImageParams | None = ...,
+        trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        temperature: _builtins.float | None = ...,
+        stop: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "image", b"image", "temperature", b"temperature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "image", b"image", "job_id", b"job_id", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "prefix", b"prefix", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "attempt", b"attempt", "image", b"image", "job_id", b"job_id", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "prefix", b"prefix", "stop", b"stop", "temperature", b"temperature", "tier", b"tier", "trace_context", b"trace_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
+    _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
 
 Global___Assignment: _TypeAlias = Assignment  # noqa: Y015
 
@@ -659,10 +699,14 @@ class ClaimJobResponse(_message.Message):
     MESSAGES_FIELD_NUMBER: _builtins.int
     PREFIX_FIELD_NUMBER: _builtins.int
     MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    STOP_FIELD_NUMBER: _builtins.int
     prefix: _builtins.str
     """Text a previous attempt already delivered; continue after it."""
     max_tokens: _builtins.int
     """Most tokens to produce."""
+    temperature: _builtins.float
+    """Sampling temperature the caller asked for (0 to 2); unset leaves it to the model server."""
     @_builtins.property
     def job(self) -> _common_pb2.Job:
         """The job, unset when the queue is empty."""
@@ -671,6 +715,10 @@ class ClaimJobResponse(_message.Message):
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]:
         """The conversation so far, ending with the user's message."""
 
+    @_builtins.property
+    def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sequences that end the answer where they would appear (not part of it); empty for none."""
+
     def __init__(
         self,
         *,
@@ -678,12 +726,16 @@ class ClaimJobResponse(_message.Message):
         messages: _abc.Iterable[_common_pb2.ChatMessage] | None = ...,
         prefix: _builtins.str = ...,
         max_tokens: _builtins.int = ...,
+        temperature: _builtins.float | None = ...,
+        stop: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "job", b"job", "temperature", b"temperature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "max_tokens", b"max_tokens", "messages", b"messages", "prefix", b"prefix"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "job", b"job", "max_tokens", b"max_tokens", "messages", b"messages", "prefix", b"prefix", "stop", b"stop", "temperature", b"temperature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
+    _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
 
 Global___ClaimJobResponse: _TypeAlias = ClaimJobResponse  # noqa: Y015
 

@@ -21,6 +21,7 @@ from core.relay.payments import commitment_bytes
 from core.relay.signing import verify
 from tests.helpers.core import Core, connect_worker, core_settings, start_core, stop_core
 from tests.helpers.upstream import FakeUpstream, providers
+from tests.helpers.wait import eventually, eventually_async
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -213,14 +214,14 @@ async def test_floor_required_and_served_by_workers(tmp_path: Path) -> None:
         assert done["verdict"] == "response" and done["text"] == "open weights" and done["role"] == "xion"
         assert verify(await registry_key(relay), events[-1].done.body, events[-1].done.signature)
         worker.cancel()
-        for _ in range(200):
+
+        async def critical() -> bool:  # the worker left
             v = orjson.loads(
                 (await relay.GetDocument(relay_pb2.GetDocumentRequest(name="vitals"))).document.body
             )
-            if v["domains"]["workforce"]["band"] == "critical":
-                break
-            await asyncio.sleep(0.02)
-        assert v["domains"]["workforce"]["band"] == "critical"  # the worker left
+            return bool(v["domains"]["workforce"]["band"] == "critical")
+
+        await eventually_async(critical)
     finally:
         await stop_core(core)
 
@@ -354,10 +355,7 @@ async def test_key_is_owner_only_and_reliability_band_follows_failures(tmp_path:
                 else:
                     await worker.tokens(a.job_id, ["ok"])
                     await worker.complete(a.job_id)
-            for _ in range(200):
-                if core.app.jobs.snapshot().recent_outcomes >= n:
-                    break
-                await asyncio.sleep(0.01)
+            await eventually(lambda: core.app.jobs.snapshot().recent_outcomes >= n)
 
         assert await band() == "not_yet_sealed"
         await finish(20, fail=False)

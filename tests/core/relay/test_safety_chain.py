@@ -10,8 +10,10 @@ import orjson
 import pytest
 
 from ashao.v1 import relay_pb2
+from core.relay.safety import SafetyLedger, SafetyRecord
 from tests.core.relay.test_relay import prompt, relay_core
 from tests.helpers.core import stop_core
+from tests.helpers.engines import Engine
 from tests.helpers.faults import failing_writes
 from tests.helpers.upstream import FakeUpstream, providers
 
@@ -52,3 +54,48 @@ async def test_concurrent_requests_chain_in_one_order_across_a_restart(tmp_path:
             assert await _verify(relay) == {"intact": True, "records": 50, "first_bad_record": None}
         finally:
             await stop_core(core)
+
+
+async def test_several_writers_append_to_one_chain(engine: Engine) -> None:
+    """Three cores' ledgers on one store, each with its own store connection, record at once: every
+    record lands once, the chain verifies end to end, and no two requests share a state height."""
+    stores = [engine.make() for _ in range(3)]
+    for store in stores:
+        await store.open()
+    try:
+        ledgers = [SafetyLedger(store) for store in stores]
+        for ledger in ledgers:
+            await ledger.load()
+
+        async def request(ledger: SafetyLedger, n: int) -> tuple[SafetyRecord, SafetyRecord]:
+            first = await ledger.record(
+                height=None,
+                index=0,
+                stage="ingress",
+                verdict="allow",
+                category="",
+                reason="",
+                text=f"q{n}",
+                policy_hash="p",
+            )
+            second = await ledger.record(
+                height=first.state_height,
+                index=1,
+                stage="egress",
+                verdict="allow",
+                category="",
+                reason="",
+                text=f"a{n}",
+                policy_hash="p",
+            )
+            return first, second
+
+        pairs = await asyncio.gather(*(request(ledgers[n % 3], n) for n in range(60)))
+        heights = [first.state_height for first, _ in pairs]
+        assert sorted(heights) == list(range(1, 61))
+        assert all(second.state_height == first.state_height for first, second in pairs)
+        assert await ledgers[0].verify() == (True, 120, "")
+        assert sum(ledger.rechained for ledger in ledgers) > 0  # they did contend for the head
+    finally:
+        for store in stores:
+            await store.close()

@@ -3,41 +3,7 @@ database, or skipped when no server answers)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-import pytest
-
-from core.store import Store
-from core.store.postgres import PostgresStore
-from core.store.sqlite import SqliteStore
-from tests.helpers.postgres import fresh_database, postgres_dsn, require_postgres
+from tests.helpers.engines import Engine, engine
+from tests.helpers.postgres import postgres_dsn
 
 __all__ = ["Engine", "engine", "postgres_dsn"]
-
-
-@dataclass
-class Engine:
-    """Makes stores of one engine, all on the same database."""
-
-    name: str
-    make: Callable[..., Store]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Engine]:
-    if request.param == "sqlite":
-
-        def sqlite(**options: Any) -> Store:
-            return SqliteStore(tmp_path / "s.db", synchronous="NORMAL", **options)
-
-        yield Engine("sqlite", sqlite)
-        return
-    async with fresh_database(await require_postgres()) as dsn:
-
-        def postgresql(**options: Any) -> Store:
-            return PostgresStore(dsn, **options)
-
-        yield Engine("postgresql", postgresql)

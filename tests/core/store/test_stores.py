@@ -129,8 +129,8 @@ async def test_numbers_read_back_as_sqlite_returns_them(engine: Engine) -> None:
         # the core's own reads of sums and counts
         balances = MemoryBalances()
         await balances.load(store)
-        assert balances.balance("user:a") == 5 and balances.balance("mint") == -(10**15 + 5)
-        assert balances.total("grant") == 10**15 + 2
+        assert await balances.balance("user:a") == 5 and await balances.balance("mint") == -(10**15 + 5)
+        assert await balances.total("grant") == 10**15 + 2
         assert await JobRepository(store).completed_count() == 0
         row = await store.fetchone(
             "SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE reason = 'staking_reward' AND credit = ?",
