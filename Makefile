@@ -8,11 +8,16 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/ashao/v1/*.proto)
 BUF    := node_modules/.bin/buf
+# The contract as last released, as a buf image (the newest version in proto/released/): `buf breaking`
+# compares proto/ with it. A file in the tree, so the check works on a shallow clone without history or
+# tags. Cutting a release adds one: make proto-release VERSION=x.y.z.
+PROTO_RELEASE = $(shell ls -v proto/released/v*.binpb | tail -n 1)
 PYTEST_ARGS ?=
+ARGS ?=
 NPM    := $(shell command -v npm 2>/dev/null)
 NODE_DEPS := node_modules/.package-lock.json
 
-.PHONY: all setup up test lint typecheck proto proto-check bench clean
+.PHONY: all setup up test lint typecheck proto proto-check proto-release node-client bench clean
 
 all: test
 
@@ -36,23 +41,37 @@ $(BUF): package.json
 	npm install --no-audit --no-fund --silent
 	touch $(BUF)
 
-## proto-check: buf lint, regenerate, and fail if the committed generated code differs.
+## proto-check: buf lint, buf breaking against the last release, regenerate, and fail if the committed
+## generated code differs.
 proto-check: $(STAMP) $(BUF)
 	$(BUF) lint
+	$(BUF) breaking --against $(PROTO_RELEASE)
+	$(MAKE) --no-print-directory node-client
 	$(MAKE) --no-print-directory proto
 	git diff --exit-code --stat -- gen/ || { echo "gen/ is stale: run 'make proto' and commit"; exit 1; }
 	test -z "$$(git status --porcelain -- gen/)" || { echo "gen/ has untracked generated files: commit them"; git status --porcelain -- gen/; exit 1; }
 
-## up: start core + facade + one local (synthetic) worker on the embedded SQLite default.
+## proto-release: snapshot proto/ as released (VERSION=x.y.z); later changes must stay compatible with it.
+proto-release: $(BUF)
+	test -n "$(VERSION)" || { echo "usage: make proto-release VERSION=x.y.z"; exit 2; }
+	$(BUF) build --exclude-source-info -o proto/released/v$(VERSION).binpb
+
+## node-client: generate the Node client of the core (clients/node/gen, not committed) from proto/.
+node-client: $(NODE_DEPS)
+	$(BUF) generate --template clients/node/buf.gen.yaml
+
+## up: start core + facade + one local (synthetic) worker on the embedded SQLite default; ARGS go to
+## `ashao up` (make up ARGS="--local-workers 0" for only your own workers; see ashao up --help).
 up: $(STAMP)
-	$(BIN)/ashao up
+	$(BIN)/ashao up $(ARGS)
 
 $(NODE_DEPS): package.json package-lock.json
 	npm install --no-audit --no-fund --silent
 	touch $(NODE_DEPS)
 
 ## test: set up, then run the whole test suite (exit code 5, no test selected, counts as failure); where
-## npm is installed, the Node packages too (the OpenAI SDK for Node is tested against the API).
+## npm is installed, the Node packages too (buf, the Node client of the core, and the OpenAI SDK for
+## Node are tested).
 test: $(STAMP) $(if $(NPM),$(NODE_DEPS))
 	$(BIN)/pytest $(PYTEST_ARGS)
 

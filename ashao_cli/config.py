@@ -1,17 +1,22 @@
-"""Settings of ``ashao up``: flags over the environment (prefix ``ASHAO_``) over defaults.
+"""Settings of the ``ashao`` commands: flags over the environment (prefix ``ASHAO_``) over defaults.
 
-The addresses and the data directory read the same variables as the core and the facade, which
-``ashao up`` starts with them.
+The addresses and the data directory read the same variables as the core and the facade (which
+``ashao up`` starts with them, and which the operator commands talk to).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ashao_common.settings import Flag
 from facade.config import split_addr
+
+MAX_GRANT = 10**12
+"""Most credits one grant mints."""
 
 
 class UpSettings(BaseSettings):
@@ -54,3 +59,78 @@ class UpSettings(BaseSettings):
     def _addr(cls, value: str) -> str:
         split_addr(value)
         return value
+
+
+class CoreAccess(BaseSettings):
+    """How an operator command reaches the core: its address, and the data directory whose
+    ``operator.token`` it authenticates with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ASHAO_", extra="ignore", populate_by_name=True, use_attribute_docstrings=True
+    )
+
+    core: str = Field("127.0.0.1:50051", validation_alias="ASHAO_GRPC_ADDR", min_length=1)
+    """The core's gRPC address (host:port)."""
+    data_dir: Path = Field(Path(".ashao"), validation_alias="ASHAO_DATA_DIR")
+    """The core's data directory, where its operator token is (operator.token)."""
+    timeout_s: float = Field(10.0, gt=0, validation_alias="ASHAO_CALL_TIMEOUT_S")
+    """Deadline of each call to the core (seconds)."""
+
+    @field_validator("core")
+    @classmethod
+    def _addr(cls, value: str) -> str:
+        split_addr(value)
+        return value
+
+
+class StatusSettings(CoreAccess):
+    """``ashao status``."""
+
+    model_config = SettingsConfigDict(env_prefix="ASHAO_STATUS_")
+
+    as_json: Annotated[bool, Flag("--json")] = Field(False, validation_alias="ASHAO_STATUS_JSON")
+    """Print one JSON document (network, tiers, workers) instead of tables."""
+
+
+class GrantSettings(CoreAccess):
+    """``ashao credits grant``."""
+
+    model_config = SettingsConfigDict(env_prefix="ASHAO_GRANT_")
+
+    user: str = Field(min_length=1)
+    """The user's id (usr_…) or wallet address."""
+    amount: int = Field(ge=1, le=MAX_GRANT)
+    """Credits to mint, 1 to 10^12."""
+    memo: str = "operator grant"
+    """A note kept with the ledger row."""
+
+
+class JoinTokenSettings(CoreAccess):
+    """``ashao workers join-token``."""
+
+    model_config = SettingsConfigDict(env_prefix="ASHAO_JOIN_")
+
+    label: str = ""
+    """A note for your records, e.g. who the token is for."""
+    uses: int = Field(1, ge=1, le=1_000_000)
+    """How many workers may register with it."""
+    ttl_s: Annotated[int, Flag("--ttl", default="0 (7 days)", metavar="SECONDS")] = Field(0, ge=0)
+    """Seconds it stays valid; 0 for 7 days."""
+
+
+class ListWorkersSettings(CoreAccess):
+    """``ashao workers list``."""
+
+    model_config = SettingsConfigDict(env_prefix="ASHAO_WORKERS_")
+
+    as_json: Annotated[bool, Flag("--json")] = Field(False, validation_alias="ASHAO_WORKERS_JSON")
+    """Print the workers as JSON instead of a table."""
+
+
+class RevokeSettings(CoreAccess):
+    """``ashao workers revoke``."""
+
+    model_config = SettingsConfigDict(env_prefix="ASHAO_REVOKE_")
+
+    worker_id: Annotated[str, Flag(positional=True)] = Field(min_length=1)
+    """The worker to revoke (wrk_…): its token stops working, its jobs go to others."""

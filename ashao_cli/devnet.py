@@ -147,6 +147,24 @@ class LocalNetwork:
             env,
         )
 
+    def start_local_worker(
+        self, name: str, *, slots: int, tokens_per_sec: float, cores: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """A development worker as ``ashao up`` starts it: the synthetic chat and image backends (they run
+        no model: numbered tokens at ``tokens_per_sec``, and a picture drawn from the prompt)."""
+        return self.start_worker(
+            name,
+            "--backend",
+            "synthetic",
+            "--image-backend",
+            "synthetic",
+            "--slots",
+            str(slots),
+            "--tokens-per-sec",
+            str(tokens_per_sec),
+            cores=cores,
+        )
+
     def join_token(self, *, uses: int = 1) -> str:
         """A join token from the running core (what an operator gives a new worker)."""
         return issue_join_token(self.grpc_addr, self.data_dir, label="local", uses=uses)

@@ -1,4 +1,5 @@
-"""The ``ashao`` command: ``up``, ``core``, ``facade``, ``worker``.
+"""The ``ashao`` command: ``up``, ``core``, ``facade``, ``worker``, ``status``, and the operator's
+``credits`` and ``workers``.
 
 Each subcommand runs one process of the system; ``up`` starts them all as child processes (the
 core, the HTTP facade and local workers), exactly as they would run on separate machines, and
@@ -10,21 +11,35 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from importlib import metadata
 
 from ashao_cli.config import UpSettings
 from ashao_cli.devnet import LocalNetwork, consecutive, preferring
 from ashao_common.settings import load_settings
 
-USAGE = """ashao <command> [options]
+USAGE = """usage: ashao COMMAND [options]      (ashao COMMAND --help: its options, defaults, variables)
 
 commands:
   up        core + HTTP facade + local synthetic workers, on the embedded SQLite store
   core      the gRPC core alone
   facade    the HTTP/SSE facade alone (talks to a core)
   worker    a worker agent (runs jobs on a model backend)
+  status    the network at a glance: workers, slots, tokens/s, queue depth per tier, streams
   credits   operator: grant credits to a user (ashao credits grant --user U --amount N)
   workers   operator: join tokens for workers, the list of workers, revocation
+
+options:
+  -h, --help     this help
+  -V, --version  the installed version of ashao
 """
+
+
+def version() -> str:
+    """The installed version of ashao (from its package metadata)."""
+    try:
+        return metadata.version("ashao")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0 if args else 2
+    if args[0] in ("-V", "--version"):
+        print(f"ashao {version()}")
+        return 0
     command, rest = args[0], args[1:]
     if command == "up":
         return up(rest)
@@ -48,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         from worker_agent.main import main as worker_main
 
         return worker_main(rest)
+    if command == "status":
+        from ashao_cli.status import status
+
+        return status(rest)
     if command == "credits":
         from ashao_cli.operator import credits
 
@@ -91,14 +113,10 @@ def up(argv: list[str]) -> int:
                 data_dir = args.data_dir if i == 0 else args.data_dir / f"core-{i + 1}"
                 net.start_core(name=f"core-{i + 1}", grpc_addr=addr, data_dir=data_dir)
             for i in range(args.local_workers):
-                net.start_worker(
+                net.start_local_worker(
                     f"local-{i + 1}",
-                    "--backend",
-                    "synthetic",
-                    "--slots",
-                    str(args.worker_slots),
-                    "--tokens-per-sec",
-                    str(args.tokens_per_sec),
+                    slots=args.worker_slots,
+                    tokens_per_sec=args.tokens_per_sec,
                     cores=preferring(cores, i),
                 )
             for i, addr in enumerate(facades):

@@ -1,22 +1,33 @@
 """Operator commands that talk to a running core with the operator token from its data directory:
-``ashao credits grant``, ``ashao workers join-token | list | revoke``."""
+``ashao credits grant``, ``ashao workers join-token | list | revoke``.
+
+Each action's options come from a settings class (ashao_cli.config), so each is a flag and an
+environment variable, and ``--help`` shows its default and its variable, as for every ashao program.
+"""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
 import grpc
+import orjson
+from google.protobuf.message import Message
 
 from ashao.v1 import account_pb2, account_pb2_grpc, operator_pb2, operator_pb2_grpc
+from ashao_cli.config import (
+    CoreAccess,
+    GrantSettings,
+    JoinTokenSettings,
+    ListWorkersSettings,
+    RevokeSettings,
+)
+from ashao_common.settings import load_settings
 
-T = TypeVar("T")
-MAX_GRANT = 10**12
+Metadata = tuple[tuple[str, str], ...]
 
 
 def operator_token(data_dir: Path) -> str:
@@ -24,137 +35,154 @@ def operator_token(data_dir: Path) -> str:
     return (data_dir / "operator.token").read_text().strip()
 
 
-async def _call(
-    addr: str, token: str, fn: Callable[[grpc.aio.Channel, tuple[tuple[str, str]]], Awaitable[T]]
-) -> T:
-    async with grpc.aio.insecure_channel(addr) as channel:
-        return await fn(channel, (("authorization", f"Bearer {token}"),))
+def operator_metadata(data_dir: Path) -> Metadata:
+    """Call metadata carrying the operator token of the core whose data is in ``data_dir``."""
+    return (("authorization", f"Bearer {operator_token(data_dir)}"),)
 
 
 def issue_join_token(addr: str, data_dir: Path, *, label: str, uses: int = 1, ttl_s: int = 0) -> str:
     """A new join token from the core at ``addr`` (for ``ashao up``'s own workers). A blocking call, so
     it may be made from code that runs an event loop of its own."""
-    md = (("authorization", f"Bearer {operator_token(data_dir)}"),)
     with grpc.insecure_channel(addr) as channel:
         r = operator_pb2_grpc.OperatorServiceStub(channel).IssueJoinToken(
             operator_pb2.IssueJoinTokenRequest(label=label, uses=uses, ttl_s=ttl_s),
-            metadata=md,
+            metadata=operator_metadata(data_dir),
             timeout=10,
             wait_for_ready=True,
         )
     return r.join_token
 
 
-def _amount(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("must be an integer") from None
-    if not 1 <= value <= MAX_GRANT:
-        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_GRANT}")
-    return value
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One action of an operator command: its settings, its one-line help, and what it does (given the
+    settings, a channel to the core and the operator's metadata; returns what to print)."""
+
+    settings: type[CoreAccess]
+    help: str
+    run: Callable[[Any, grpc.Channel, Metadata], str]
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--core",
-        default=os.environ.get("ASHAO_GRPC_ADDR", "127.0.0.1:50051"),
-        help="the core's gRPC address [default: 127.0.0.1:50051; env ASHAO_GRPC_ADDR]",
+def _grant(s: GrantSettings, channel: grpc.Channel, md: Metadata) -> str:
+    r = account_pb2_grpc.AccountServiceStub(channel).GrantCredits(
+        account_pb2.GrantCreditsRequest(user=s.user, amount=s.amount, memo=s.memo),
+        metadata=md,
+        timeout=s.timeout_s,
     )
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(os.environ.get("ASHAO_DATA_DIR", ".ashao")),
-        help="where the core keeps operator.token [default: .ashao; env ASHAO_DATA_DIR]",
+    return f"granted {s.amount} credits to {r.user_id}; balance now {r.credits}"
+
+
+def _join_token(s: JoinTokenSettings, channel: grpc.Channel, md: Metadata) -> str:
+    t = operator_pb2_grpc.OperatorServiceStub(channel).IssueJoinToken(
+        operator_pb2.IssueJoinTokenRequest(label=s.label, uses=s.uses, ttl_s=s.ttl_s),
+        metadata=md,
+        timeout=s.timeout_s,
     )
+    return f"{t.join_token}\n(id {t.id}; start a worker with --join-token, or ASHAO_WORKER_JOIN_TOKEN)"
 
 
-def _token_or_exit(prog: str, data_dir: Path) -> str | None:
+def workers_table(workers: list[operator_pb2.WorkerEntry]) -> str:
+    """The workers as a table: trusted/claimed slots, jobs running, measured speeds, standing, state."""
+    lines = [
+        f"{'worker':26} {'name':16} {'tiers':26} {'slots':>9} {'running':>7} {'tok/s':>8} "
+        f"{'answer tok/s':>12} {'done':>6} {'lost':>5}  state"
+    ]
+    for w in workers:
+        state = (
+            "revoked"
+            if w.revoked
+            else "offline"
+            if not w.connected
+            else "draining"
+            if w.draining
+            else "connected"
+        )
+        tiers = ",".join(w.tiers)
+        lines.append(
+            f"{w.worker_id:26} {w.name[:16]:16} {tiers[:26]:26} {w.trusted_slots:>4}/{w.slots:<4} "
+            f"{w.running:>7} {w.tokens_per_sec:>8.1f} {w.answer_tokens_per_sec:>12.1f} {w.delivered:>6} "
+            f"{w.failed:>5}  {state}{'  owner ' + w.owner_address if w.owner_address else ''}"
+        )
+    return "\n".join(lines)
+
+
+def as_dict(message: Message) -> dict[str, Any]:
+    """A response as JSON-ready data: every field, by its proto name; numbers stay numbers (the proto
+    JSON mapping would write 64-bit integers as strings), enums are their names."""
+
+    def value(field: Any, v: Any) -> Any:
+        if field.message_type is not None:
+            return as_dict(v)
+        if field.enum_type is not None:
+            return field.enum_type.values_by_number[v].name
+        return v
+
+    out: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        v = getattr(message, field.name)
+        out[field.name] = [value(field, x) for x in v] if field.is_repeated else value(field, v)
+    return out
+
+
+def _list(s: ListWorkersSettings, channel: grpc.Channel, md: Metadata) -> str:
+    listed = operator_pb2_grpc.OperatorServiceStub(channel).ListWorkers(
+        operator_pb2.ListWorkersRequest(), metadata=md, timeout=s.timeout_s
+    )
+    if s.as_json:
+        return orjson.dumps(as_dict(listed)["workers"], option=orjson.OPT_INDENT_2).decode()
+    return workers_table(list(listed.workers))
+
+
+def _revoke(s: RevokeSettings, channel: grpc.Channel, md: Metadata) -> str:
+    operator_pb2_grpc.OperatorServiceStub(channel).RevokeWorker(
+        operator_pb2.RevokeWorkerRequest(worker_id=s.worker_id), metadata=md, timeout=s.timeout_s
+    )
+    return f"revoked {s.worker_id}"
+
+
+CREDITS = {"grant": Action(GrantSettings, "mint credits to a user (by id usr_… or wallet address)", _grant)}
+WORKERS = {
+    "join-token": Action(JoinTokenSettings, "issue a join token a worker registers with", _join_token),
+    "list": Action(ListWorkersSettings, "every registered worker, with its slots, speed and state", _list),
+    "revoke": Action(
+        RevokeSettings, "revoke a worker: its token stops working, its jobs go to others", _revoke
+    ),
+}
+
+
+def _command(prog: str, about: str, actions: dict[str, Action], argv: list[str]) -> int:
+    """Run ``prog ACTION [options]``; with no action, or ``--help``, list the actions."""
+    listing = f"usage: {prog} ACTION [options]\n\n{about}\n\nactions:\n" + "\n".join(
+        f"  {name:12}{a.help}" for name, a in actions.items()
+    )
+    listing += f"\n\n{prog} ACTION --help shows the options of ACTION."
+    if not argv or argv[0] in ("-h", "--help"):
+        print(listing)
+        return 0 if argv else 2
+    action = actions.get(argv[0])
+    if action is None:
+        print(f"{prog}: unknown action {argv[0]!r}\n\n{listing}", file=sys.stderr)
+        return 2
+    settings = load_settings(action.settings, argv[1:], prog=f"{prog} {argv[0]}", description=action.help)
     try:
-        return operator_token(data_dir)
+        md = operator_metadata(settings.data_dir)
     except OSError as exc:
         print(f"{prog}: cannot read the operator token: {exc}", file=sys.stderr)
-        return None
+        return 2
+    try:
+        with grpc.insecure_channel(settings.core) as channel:
+            print(action.run(settings, channel, md))
+    except grpc.RpcError as err:
+        print(f"{prog}: {err.code().name}: {err.details()}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def credits(argv: list[str]) -> int:
     """``ashao credits grant --user USER --amount N [--memo TEXT]``."""
-    p = argparse.ArgumentParser(prog="ashao credits", description="Manage credits (operator).")
-    sub = p.add_subparsers(dest="action", required=True)
-    g = sub.add_parser("grant", help="mint credits to a user (by id usr_… or wallet address)")
-    g.add_argument("--user", required=True, help="the user's id (usr_…) or wallet address")
-    g.add_argument("--amount", type=_amount, required=True, help=f"credits to mint, 1 to {MAX_GRANT}")
-    g.add_argument("--memo", default="operator grant", help="a note kept with the ledger row")
-    _common(g)
-    args = p.parse_args(argv)
-    token = _token_or_exit("ashao credits", args.data_dir)
-    if token is None:
-        return 2
-
-    async def grant(channel: grpc.aio.Channel, md: tuple[tuple[str, str]]) -> tuple[str, int]:
-        r = await account_pb2_grpc.AccountServiceStub(channel).GrantCredits(
-            account_pb2.GrantCreditsRequest(user=args.user, amount=args.amount, memo=args.memo),
-            metadata=md,
-            timeout=10,
-        )
-        return r.user_id, r.credits
-
-    try:
-        uid, balance = asyncio.run(_call(args.core, token, grant))
-    except grpc.aio.AioRpcError as err:
-        print(f"ashao credits: {err.code().name}: {err.details()}", file=sys.stderr)
-        return 1
-    print(f"granted {args.amount} credits to {uid}; balance now {balance}")
-    return 0
+    return _command("ashao credits", "Manage credits (operator).", CREDITS, argv)
 
 
 def workers(argv: list[str]) -> int:
     """``ashao workers join-token | list | revoke WORKER_ID``."""
-    p = argparse.ArgumentParser(prog="ashao workers", description="Who may join as a worker (operator).")
-    sub = p.add_subparsers(dest="action", required=True)
-    j = sub.add_parser("join-token", help="issue a join token a worker registers with (--join-token)")
-    j.add_argument("--label", default="", help="a note for your records, e.g. who it is for")
-    j.add_argument("--uses", type=int, default=1, help="how many workers may register with it [default: 1]")
-    j.add_argument("--ttl", type=int, default=0, help="seconds it stays valid [default: 7 days]")
-    _common(j)
-    ls = sub.add_parser("list", help="every registered worker")
-    _common(ls)
-    r = sub.add_parser("revoke", help="revoke a worker: its token stops working, its jobs go to others")
-    r.add_argument("worker_id", help="the worker (wrk_…)")
-    _common(r)
-    args = p.parse_args(argv)
-    token = _token_or_exit("ashao workers", args.data_dir)
-    if token is None:
-        return 2
-
-    async def run(channel: grpc.aio.Channel, md: tuple[tuple[str, str]]) -> str:
-        stub = operator_pb2_grpc.OperatorServiceStub(channel)
-        if args.action == "join-token":
-            t = await stub.IssueJoinToken(
-                operator_pb2.IssueJoinTokenRequest(label=args.label, uses=args.uses, ttl_s=args.ttl),
-                metadata=md,
-                timeout=10,
-            )
-            return (
-                f"{t.join_token}\n(id {t.id}; start a worker with --join-token, or ASHAO_WORKER_JOIN_TOKEN)"
-            )
-        if args.action == "revoke":
-            await stub.RevokeWorker(
-                operator_pb2.RevokeWorkerRequest(worker_id=args.worker_id), metadata=md, timeout=10
-            )
-            return f"revoked {args.worker_id}"
-        listed = await stub.ListWorkers(operator_pb2.ListWorkersRequest(), metadata=md, timeout=10)
-        lines = [f"{'worker':26} {'name':16} {'slots':>9} {'running':>7} {'tok/s':>8}  owner"]
-        for w in listed.workers:
-            lines.append(
-                f"{w.worker_id:26} {w.name[:16]:16} {w.trusted_slots:>4}/{w.slots:<4} {w.running:>7}"
-                f" {w.tokens_per_sec:>8.1f}  {w.owner_address or '-'}{'' if w.connected else '  (offline)'}"
-            )
-        return "\n".join(lines)
-
-    try:
-        print(asyncio.run(_call(args.core, token, run)))
-    except grpc.aio.AioRpcError as err:
-        print(f"ashao workers: {err.code().name}: {err.details()}", file=sys.stderr)
-        return 1
-    return 0
+    return _command("ashao workers", "Who may join as a worker (operator).", WORKERS, argv)

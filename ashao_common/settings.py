@@ -40,6 +40,9 @@ class Flag:
     """What the help says the default is, when the value itself would not say it well."""
     metavar: str | None = None
     """What the help calls the value (``JSON``); derived from the field's type if None."""
+    positional: bool = False
+    """Given by position (``ashao workers revoke WORKER_ID``) rather than by a flag; its environment
+    variable works as for any other setting."""
 
 
 ENV_ONLY = Flag(env_only=True)
@@ -62,7 +65,13 @@ def _options(cls: type[BaseSettings]) -> list[_Option]:
         meta = next((m for m in info.metadata if isinstance(m, Flag)), Flag())
         alias = info.validation_alias
         env = alias if isinstance(alias, str) else f"{prefix}{name}"
-        flag = None if meta.env_only else meta.name or "--" + name.replace("_", "-")
+        flag = (
+            None
+            if meta.env_only
+            else name.upper()
+            if meta.positional
+            else meta.name or "--" + name.replace("_", "-")
+        )
         out.append(_Option(name, flag, env.upper(), info, meta))
     return out
 
@@ -112,7 +121,8 @@ def _doc(info: FieldInfo) -> str:
 
 
 def _help(o: _Option) -> str:
-    return f"{_doc(o.info)} [default: {_default_text(o)}; env {o.env}]".replace("%", "%%").lstrip()
+    default = "required" if o.info.is_required() else f"default: {_default_text(o)}"
+    return f"{_doc(o.info)} [{default}; env {o.env}]".replace("%", "%%").lstrip()
 
 
 def settings_parser(cls: type[BaseSettings], *, prog: str, description: str) -> argparse.ArgumentParser:
@@ -122,9 +132,10 @@ def settings_parser(cls: type[BaseSettings], *, prog: str, description: str) -> 
     epilog = None
     if env_only:
         epilog = "from the environment only:\n" + "\n".join(f"  {o.env}: {_doc(o.info)}" for o in env_only)
+    positionals = "".join(f" {o.flag}" for o in options if o.meta.positional)
     p = argparse.ArgumentParser(
         prog=prog,
-        usage="%(prog)s [options]",
+        usage=f"%(prog)s [options]{positionals}",
         description=description,
         epilog=epilog,
         argument_default=argparse.SUPPRESS,  # only flags given on the command line override anything
@@ -133,7 +144,9 @@ def settings_parser(cls: type[BaseSettings], *, prog: str, description: str) -> 
     for o in options:
         if o.flag is None:
             continue
-        if o.info.annotation is bool:
+        if o.meta.positional:
+            p.add_argument(o.field, nargs="?", metavar=_metavar(o), help=_help(o))
+        elif o.info.annotation is bool:
             p.add_argument(o.flag, dest=o.field, action=argparse.BooleanOptionalAction, help=_help(o))
         else:
             choices = _choices(o.info.annotation)

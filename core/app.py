@@ -22,6 +22,7 @@ from core.cluster.secrets import adopt_all
 from core.config import CoreSettings
 from core.economics import TIERS
 from core.grpc.context import PEER_HEADER
+from core.grpc.health import Health
 from core.grpc.server import build_server
 from core.grpc.status import ErrorCounts
 from core.identity.accounts import AccountService
@@ -62,6 +63,8 @@ class CoreApp:
         self.settings = settings
         self.tracer = tracer
         self._server: grpc.aio.Server | None = None
+        self.health = Health()
+        """What the standard health service reports: SERVING while serving, NOT_SERVING from shutdown."""
         self.port = 0
         self._stopped = asyncio.Event()
         self._shutting_down = False
@@ -285,10 +288,12 @@ class CoreApp:
             relays=self.relays,
             errors=self.errors,
             tracer=self.tracer,
+            health=self.health,
         )
         if self.node is not None:
             await self._join_cluster()
         self.loops.start()
+        await self.health.serving()
         await self._server.start()
         if self.node is not None:
             log.info(
@@ -311,6 +316,7 @@ class CoreApp:
             return
         self._shutting_down = True
         try:
+            await self.health.shutting_down()  # balancers move away before the server stops taking calls
             self.jobs.stop_admitting()
             if self._server is not None:
                 await self._server.stop(grace)

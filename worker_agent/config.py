@@ -75,8 +75,9 @@ class AgentSettings(BaseSettings):
     """Synthetic backend: length of an answer in tokens."""
     synthetic_stamp: bool = False
     """Synthetic backend: stamp each token with its emission time in ns (``tok3@1700000000000000000``)."""
-    image_backend: Literal["openai", "a1111"] | None = None
-    """Image backend: openai (``/v1/images/generations``) or a1111 (``/sdapi/v1/txt2img``)."""
+    image_backend: Literal["openai", "a1111", "synthetic"] | None = None
+    """Image backend: openai (``/v1/images/generations``), a1111 (``/sdapi/v1/txt2img``), or synthetic
+    (development only: draws a PNG from the prompt's words; runs no model)."""
     image_upstream: str = ""
     """Base URL of the image server."""
     image_model: str = ""
@@ -131,7 +132,7 @@ class AgentSettings(BaseSettings):
             )
         if self.backend == "openai" and not (self.upstream and self.model):
             raise ValueError("--backend openai needs --upstream and --model")
-        if self.image_backend and not self.image_upstream:
+        if self.image_backend in ("openai", "a1111") and not self.image_upstream:
             raise ValueError("--image-backend needs --image-upstream")
         if self.image_backend == "openai" and not self.image_model:
             raise ValueError("--image-backend openai needs --image-model")

@@ -2,7 +2,7 @@
 
 A real deployment names its backend: ``--backend openai --upstream URL --model NAME`` for a model
 server (vLLM, llama.cpp, Ollama, TGI), and/or ``--image-backend`` for an image server. The
-``synthetic`` backend runs no model; it is for development and load tests.
+``synthetic`` backends (chat and image) run no model; they are for development and load tests.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from worker_agent.backends import ChatBackend
 from worker_agent.backends.images import A1111Backend, ImageBackend, OpenAIImagesBackend
 from worker_agent.backends.openai import OpenAIBackend
 from worker_agent.backends.synthetic import SyntheticBackend
+from worker_agent.backends.synthetic_image import SyntheticImageBackend
 from worker_agent.config import AgentSettings
 from worker_agent.identity import CredentialsError
 
@@ -69,6 +70,8 @@ def build_image_backend(settings: AgentSettings) -> ImageBackend | None:
         )
     if settings.image_backend == "a1111":
         return A1111Backend(upstream=settings.image_upstream)
+    if settings.image_backend == "synthetic":
+        return SyntheticImageBackend()
     return None
 
 

@@ -20,13 +20,30 @@ class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
     async def GetStats(
         self, request: network_pb2.GetStatsRequest, context: Ctx
     ) -> network_pb2.GetStatsResponse:
-        """Live network figures."""
-        s = self._jobs.snapshot()
+        """Live network figures: the totals, and per tier what waits, what runs and who can take it."""
+        s, load = self._jobs.snapshot(), self._jobs.load()
         return network_pb2.GetStatsResponse(
             active_workers=s.active_workers,
             queue_depth=s.queue_depth,
             jobs_completed=s.jobs_completed,
             tokens_per_sec=s.tokens_per_sec,
+            tiers=[
+                network_pb2.TierLoad(
+                    tier=t.tier,
+                    queued=t.queued,
+                    running=t.running,
+                    oldest_wait_s=t.oldest_wait_s,
+                    workers=t.workers,
+                    free_slots=t.free_slots,
+                )
+                for t in load.tiers
+            ],
+            connected_workers=s.live_workers,
+            slots=load.slots,
+            busy_slots=load.busy_slots,
+            jobs_streaming=s.jobs_streaming,
+            followers=load.followers,
+            oldest_wait_s=s.oldest_wait_s,
         )
 
     async def GetNetworkInfo(

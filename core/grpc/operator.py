@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from ashao.v1 import operator_pb2, operator_pb2_grpc
 from core.grpc.context import Callers, Ctx, bearer
 from core.identity.directory import Directory
@@ -44,6 +46,7 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
         """Every registered worker."""
         await self._operator(context)
         entries = []
+        now = time.monotonic()
         for w in self._jobs.registry:
             conn = w.connection
             entries.append(
@@ -57,6 +60,11 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
                     running=len(conn.running) if conn is not None else len(w.pulled),
                     connected=conn is not None,
                     tokens_per_sec=w.standing.speed,
+                    answer_tokens_per_sec=w.standing.pace,
+                    delivered=w.standing.delivered,
+                    failed=w.standing.failed,
+                    draining=conn is not None and conn.draining,
+                    idle_s=now - conn.last_assigned if conn is not None and conn.last_assigned else 0.0,
                 )
             )
         return operator_pb2.ListWorkersResponse(workers=entries)

@@ -5,13 +5,21 @@ from __future__ import annotations
 import grpc
 
 from ashao.v1 import (
+    account_pb2,
     account_pb2_grpc,
+    chat_pb2,
     chat_pb2_grpc,
+    image_pb2,
     image_pb2_grpc,
+    network_pb2,
     network_pb2_grpc,
+    operator_pb2,
     operator_pb2_grpc,
+    relay_pb2,
     relay_pb2_grpc,
+    treasury_pb2,
     treasury_pb2_grpc,
+    worker_pb2,
     worker_pb2_grpc,
 )
 from ashao_common.tracing import Tracer
@@ -19,6 +27,7 @@ from core.config import CoreSettings
 from core.grpc.account import AccountServicer
 from core.grpc.chat import ChatServicer
 from core.grpc.context import Callers
+from core.grpc.health import Health, service_names
 from core.grpc.image import ImageServicer
 from core.grpc.network import NetworkServicer
 from core.grpc.operator import OperatorServicer
@@ -47,6 +56,21 @@ SERVER_OPTIONS = [
     ("grpc.so_reuseport", 0),
 ]
 
+SERVICES = service_names(
+    m.DESCRIPTOR
+    for m in (
+        account_pb2,
+        chat_pb2,
+        image_pb2,
+        network_pb2,
+        operator_pb2,
+        relay_pb2,
+        treasury_pb2,
+        worker_pb2,
+    )
+)
+"""Full names of the core's own services (what reflection lists, besides itself and health)."""
+
 
 def build_server(
     *,
@@ -59,11 +83,13 @@ def build_server(
     documents: RelayDocuments,
     signer: Signer,
     relays: RelayKeys,
+    health: Health,
     errors: ErrorCounts | None = None,
     tracer: Tracer | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """A server with every servicer added, bound to ``settings.grpc_addr``; returns (server, port).
-    ``errors`` counts refused calls (for /metrics); ``tracer`` (tracing on) traces sends."""
+    """A server with every servicer added (and the standard health and reflection services), bound to
+    ``settings.grpc_addr``; returns (server, port). ``errors`` counts refused calls (for /metrics);
+    ``tracer`` (tracing on) traces sends."""
     directory = accounts.directory
     callers = Callers(relays)
     errors = errors if errors is not None else ErrorCounts()
@@ -106,6 +132,7 @@ def build_server(
     relay_pb2_grpc.add_RelayServiceServicer_to_server(
         RelayServicer(relay=relay, documents=documents, directory=directory, callers=callers), server
     )
+    health.register(server, SERVICES)
     if settings.tls_cert_file is not None or settings.tls_key_file is not None:
         if settings.tls_cert_file is None or settings.tls_key_file is None:
             raise ValueError("ASHAO_TLS_CERT_FILE and ASHAO_TLS_KEY_FILE go together")

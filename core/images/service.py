@@ -41,7 +41,8 @@ class ImageService:
     async def generate(
         self, principal: Principal, *, prompt: str, style: str, aspect: str, nsfw: bool
     ) -> StoredImage:
-        """Validate, charge, dispatch, wait for the picture (refunded if none comes in time)."""
+        """Validate, charge, dispatch, wait for the picture (refunded if none comes in time). Refused at
+        once, uncharged, while no image worker is connected."""
         prompt = prompt.strip()
         if not prompt:
             raise InvalidArgumentError("prompt: must not be empty", field="prompt")
@@ -52,6 +53,9 @@ class ImageService:
         if aspect not in ASPECTS:
             raise InvalidArgumentError(f"aspect: must be one of {', '.join(ASPECTS)}", field="aspect")
         require_user(principal)
+        if self._jobs.unserved("image"):
+            # Refused before anything is charged: nothing would draw it until the wait ran out.
+            raise UnavailableError("no image worker is connected; try again later (nothing was charged)")
         width, height = ASPECTS[aspect]
         job_id = await self._jobs.admission.submit_image(
             principal, ImageParams(prompt, style, aspect, width, height, nsfw)

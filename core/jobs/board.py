@@ -13,10 +13,11 @@ from collections.abc import Iterator
 
 from ashao_common.metrics import Histogram
 from ashao_common.tracing import Tracer
+from core.economics import TIERS_BY_PRIORITY
 from core.errors import PermissionDeniedError
 from core.jobs.model import Job, JobState
 from core.jobs.queue import JobQueue
-from core.jobs.stats import JobsSnapshot, TokenMeter
+from core.jobs.stats import JobsSnapshot, Load, TierLoad, TokenMeter
 from core.streams.bus import TokenBus
 from core.workers.links import Connection
 from core.workers.registry import WorkerInfo, WorkerRegistry
@@ -153,4 +154,36 @@ class JobBoard:
             recent_outcomes=len(outcomes),
             recent_failures=sum(1 for s in outcomes if s in (JobState.FAILED, JobState.EXPIRED)),
             last_send_at=self.last_send_at,
+        )
+
+    def load(self, now: float | None = None) -> Load:
+        """Per tier what waits, what runs and who can take it; the workers' slots; the followers."""
+        now = time.monotonic() if now is None else now
+        conns = [c for c in self.connections.values() if not c.draining]
+        waits: dict[str, list[float]] = {t: [] for t in TIERS_BY_PRIORITY}
+        running = dict.fromkeys(TIERS_BY_PRIORITY, 0)
+        followers = 0
+        for job in self._jobs.values():
+            followers += job.log.listeners
+            if job.state == JobState.QUEUED:
+                waits[job.tier].append(now - job.queued_at)
+            elif job.state.running:
+                running[job.tier] += 1
+        tiers = [
+            TierLoad(
+                tier=t,
+                queued=self.queue.depth(t),
+                running=running[t],
+                oldest_wait_s=max(waits[t], default=0.0),
+                workers=sum(1 for c in conns if t in c.tiers),
+                free_slots=sum(c.free for c in conns if t in c.tiers),
+            )
+            for t in TIERS_BY_PRIORITY
+        ]
+        every = self.connections.values()
+        return Load(
+            tiers=tiers,
+            slots=sum(c.capacity for c in every),
+            busy_slots=sum(len(c.running) for c in every),
+            followers=followers,
         )

@@ -57,7 +57,7 @@ class Lifecycle:
         """``worker_id`` takes the job: a new attempt begins after what earlier ones delivered."""
         job.state = JobState.ASSIGNED
         job.worker_id = worker_id
-        job.last_progress = now = time.monotonic()
+        job.last_progress = job.assigned_at = now = time.monotonic()
         job.attempts += 1
         job.attempt_base = len(job.log.tokens)
         self._board.dispatch_seconds.observe(now - job.queued_at)
@@ -118,6 +118,8 @@ class Lifecycle:
             self.wake()
             return 0
         info.standing.delivered_answer(info.connection.slots if info.connection else info.slots)
+        if job.image is None:
+            info.standing.answered(job.attempt_tokens, time.monotonic() - job.assigned_at)
         info.sync_connection()
         if job.trace is not None:
             job.trace.completed(job.attempt_tokens)

@@ -188,6 +188,8 @@ class Job:
     seamlessly may take it (else it would start over, and the answer would be spliced)."""
     last_progress: float = 0.0
     """Monotonic time of its assignment or its latest token (a stalled stream job is taken back)."""
+    assigned_at: float = 0.0
+    """Monotonic time its current attempt was assigned (the worker's pace is measured from it)."""
     error: str = ""
     image: ImageParams | None = None
     """For an image job: what to draw."""

@@ -61,3 +61,34 @@ class JobsSnapshot:
     """Of those, how many failed or expired."""
     last_send_at: float
     """Monotonic time of the last send (0: none yet)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TierLoad:
+    """One tier's load at one moment."""
+
+    tier: str
+    queued: int
+    """Jobs waiting for a worker."""
+    running: int
+    """Jobs a worker holds (assigned or streaming)."""
+    oldest_wait_s: float
+    """How long its longest-waiting queued job has waited."""
+    workers: int
+    """Connected workers that serve it and take jobs."""
+    free_slots: int
+    """Free slots among those workers."""
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """Where the work is at one moment: per tier, the workers' slots, and who is following answers."""
+
+    tiers: list[TierLoad]
+    """Highest priority first."""
+    slots: int
+    """Jobs the connected workers are given at once (their trusted capacity)."""
+    busy_slots: int
+    """Of those, running a job now."""
+    followers: int
+    """Listeners on the event logs of live jobs (streams, SSE clients through the facade, waiting calls)."""

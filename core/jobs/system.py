@@ -26,7 +26,7 @@ from core.jobs.reaper import Reaper
 from core.jobs.repository import JobRepository
 from core.jobs.settle import Settler
 from core.jobs.shared import SharedQueue
-from core.jobs.stats import JobsSnapshot
+from core.jobs.stats import JobsSnapshot, Load
 from core.money.billing import Billing
 from core.money.ledger import Ledger
 from core.store import Store
@@ -213,9 +213,19 @@ class JobSystem:
         own = self.board.snapshot(recent_s=self.settings.lease_timeout_s)
         return own if self.node is None else self.cluster.merged(own)
 
+    def load(self) -> Load:
+        """Where the work is now, per tier (what ``ashao status`` shows)."""
+        return self.board.load()
+
     def serving(self, tier: str) -> bool:
         """Whether a connected worker serves ``tier`` now."""
         return self.board.serving(tier) or (self.node is not None and tier in self.cluster.served)
+
+    def unserved(self, tier: str) -> bool:
+        """Whether no worker can take a job of ``tier`` now, as far as this core knows: it runs alone and
+        no connected worker serves the tier. Among several cores a worker of another core may take the
+        job from the shared queue, so this is False there."""
+        return self.node is None and not self.board.serving(tier)
 
     async def revoke_worker(self, worker_id: str) -> None:
         """Revoke a worker (durably), close its stream, and give its jobs to others (every core is told)."""

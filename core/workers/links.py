@@ -40,8 +40,8 @@ class Connection:
     """Its backend continues a partial answer seamlessly (it may take a job left mid-answer)."""
     trusted: int = 0
     """Jobs the core gives it at once (its standing, at most ``slots``; 0 means ``slots``)."""
-    speed: float = 0.0
-    """Tokens per second the core measured relaying from it."""
+    pace: float = 0.0
+    """Tokens per second of one of its answers, as the core measured them (0: not yet measured)."""
     last_assigned: float = 0.0
     """Monotonic time it was last given a job (ties between equally free workers go to the one idle
     longest)."""

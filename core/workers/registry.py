@@ -60,7 +60,7 @@ class WorkerInfo:
         """Carry its standing to its connection (what placement reads)."""
         if self.connection is not None:
             self.connection.trusted = self.standing.trusted(self.connection.slots)
-            self.connection.speed = self.standing.speed
+            self.connection.pace = self.standing.pace
 
 
 def check_tiers(tiers: list[str]) -> frozenset[str]:

@@ -499,6 +499,12 @@ async def test_image_is_generated_stored_served_and_charged(net: Net) -> None:
         r = await user.http.post("/api/images/generate", json=body)
         assert r.status_code == 400, (body, r.text)
         assert set(r.json()) == {"error"} and r.json()["error"].startswith(field)
+    # No image worker connected yet: refused at once (not after the image timeout), nothing charged.
+    r = await user.http.post(
+        "/api/images/generate", json={"prompt": "a cat", "style": "Anime", "aspect": "Square"}
+    )
+    assert r.status_code == 503 and set(r.json()) == {"error"}, r.text
+    assert r.json()["error"].startswith("no image worker is connected")
     assert await user.credits() == SIGNUP_GRANT
     worker = await connect_worker(net.stack.core, slots=1, tiers=("image",))
     prompt = "a violet aurora over a quiet network of cities"

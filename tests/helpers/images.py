@@ -7,6 +7,7 @@ import contextlib
 import struct
 import zlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -37,6 +38,45 @@ def encode_png(width: int, height: int, rgb: bytes) -> bytes:
         + chunk(b"IDAT", zlib.compress(raw))
         + chunk(b"IEND", b"")
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Png:
+    """A PNG read back (8-bit RGB, no interlace, every scanline unfiltered, as the images ashao draws)."""
+
+    width: int
+    height: int
+    texts: dict[str, str]
+    """Its iTXt chunks."""
+    rows: list[bytes]
+    """RGB bytes of each row."""
+
+
+def read_png(data: bytes) -> Png:
+    """Parse ``data`` chunk by chunk, checking every CRC; AssertionError if it is not such a PNG."""
+    assert data.startswith(b"\x89PNG\r\n\x1a\n"), data[:8]
+    pos, chunks = 8, []
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert crc == zlib.crc32(kind + body), kind
+        chunks.append((kind, body))
+        pos += 12 + length
+    assert chunks[0][0] == b"IHDR" and chunks[-1] == (b"IEND", b"")
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
+    assert (depth, colour, interlace) == (8, 2, 0)
+    raw = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
+    stride = 1 + 3 * width
+    assert len(raw) == height * stride
+    rows = [raw[y * stride : (y + 1) * stride] for y in range(height)]
+    assert all(row[0] == 0 for row in rows)
+    texts = {}
+    for kind, body in chunks:
+        if kind == b"iTXt":
+            key, rest = body.split(b"\x00", 1)
+            texts[key.decode("latin-1")] = rest[4:].decode()
+    return Png(width, height, texts, [row[1:] for row in rows])
 
 
 class ImageServer:

@@ -123,7 +123,7 @@ def test_help_shows_every_flag_with_its_default_and_variable(capsys: pytest.Capt
         "--tokens-per-sec",
         "--synthetic-tokens",
         "--synthetic-stamp",
-        "--image-backend {openai,a1111}",
+        "--image-backend {openai,a1111,synthetic}",
         "--image-upstream",
         "--image-model",
     ):

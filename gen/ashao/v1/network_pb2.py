@@ -24,25 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61shao/v1/network.proto\x12\x08\x61shao.v1\"\x11\n\x0fGetStatsRequest\"o\n\x10GetStatsResponse\x12\x16\n\x0e\x61\x63tive_workers\x18\x01 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x02 \x01(\r\x12\x16\n\x0ejobs_completed\x18\x03 \x01(\x04\x12\x16\n\x0etokens_per_sec\x18\x04 \x01(\x01\"\x17\n\x15GetNetworkInfoRequest\"\x84\x01\n\x08TierInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12 \n\x04kind\x18\x03 \x01(\x0e\x32\x12.ashao.v1.TierKind\x12\x13\n\x0b\x63redit_cost\x18\x04 \x01(\x04\x12\x12\n\nmax_tokens\x18\x05 \x01(\r\x12\x10\n\x08priority\x18\x06 \x01(\r\"p\n\x16GetNetworkInfoResponse\x12!\n\x05tiers\x18\x01 \x03(\x0b\x32\x12.ashao.v1.TierInfo\x12\x18\n\x10max_worker_slots\x18\x02 \x01(\r\x12\x19\n\x11max_content_chars\x18\x03 \x01(\r*N\n\x08TierKind\x12\x19\n\x15TIER_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eTIER_KIND_CHAT\x10\x01\x12\x13\n\x0fTIER_KIND_IMAGE\x10\x02\x32\xa8\x01\n\x0eNetworkService\x12\x41\n\x08GetStats\x12\x19.ashao.v1.GetStatsRequest\x1a\x1a.ashao.v1.GetStatsResponse\x12S\n\x0eGetNetworkInfo\x12\x1f.ashao.v1.GetNetworkInfoRequest\x1a .ashao.v1.GetNetworkInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61shao/v1/network.proto\x12\x08\x61shao.v1\"\x11\n\x0fGetStatsRequest\"\x92\x02\n\x10GetStatsResponse\x12\x16\n\x0e\x61\x63tive_workers\x18\x01 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x02 \x01(\r\x12\x16\n\x0ejobs_completed\x18\x03 \x01(\x04\x12\x16\n\x0etokens_per_sec\x18\x04 \x01(\x01\x12!\n\x05tiers\x18\x05 \x03(\x0b\x32\x12.ashao.v1.TierLoad\x12\x19\n\x11\x63onnected_workers\x18\x06 \x01(\r\x12\r\n\x05slots\x18\x07 \x01(\r\x12\x12\n\nbusy_slots\x18\x08 \x01(\r\x12\x16\n\x0ejobs_streaming\x18\t \x01(\r\x12\x11\n\tfollowers\x18\n \x01(\r\x12\x15\n\roldest_wait_s\x18\x0b \x01(\x01\"u\n\x08TierLoad\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x0e\n\x06queued\x18\x02 \x01(\r\x12\x0f\n\x07running\x18\x03 \x01(\r\x12\x15\n\roldest_wait_s\x18\x04 \x01(\x01\x12\x0f\n\x07workers\x18\x05 \x01(\r\x12\x12\n\nfree_slots\x18\x06 \x01(\r\"\x17\n\x15GetNetworkInfoRequest\"\x84\x01\n\x08TierInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12 \n\x04kind\x18\x03 \x01(\x0e\x32\x12.ashao.v1.TierKind\x12\x13\n\x0b\x63redit_cost\x18\x04 \x01(\x04\x12\x12\n\nmax_tokens\x18\x05 \x01(\r\x12\x10\n\x08priority\x18\x06 \x01(\r\"p\n\x16GetNetworkInfoResponse\x12!\n\x05tiers\x18\x01 \x03(\x0b\x32\x12.ashao.v1.TierInfo\x12\x18\n\x10max_worker_slots\x18\x02 \x01(\r\x12\x19\n\x11max_content_chars\x18\x03 \x01(\r*N\n\x08TierKind\x12\x19\n\x15TIER_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eTIER_KIND_CHAT\x10\x01\x12\x13\n\x0fTIER_KIND_IMAGE\x10\x02\x32\xa8\x01\n\x0eNetworkService\x12\x41\n\x08GetStats\x12\x19.ashao.v1.GetStatsRequest\x1a\x1a.ashao.v1.GetStatsResponse\x12S\n\x0eGetNetworkInfo\x12\x1f.ashao.v1.GetNetworkInfoRequest\x1a .ashao.v1.GetNetworkInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ashao.v1.network_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TIERKIND']._serialized_start=442
-  _globals['_TIERKIND']._serialized_end=520
+  _globals['_TIERKIND']._serialized_start=725
+  _globals['_TIERKIND']._serialized_end=803
   _globals['_GETSTATSREQUEST']._serialized_start=36
   _globals['_GETSTATSREQUEST']._serialized_end=53
-  _globals['_GETSTATSRESPONSE']._serialized_start=55
-  _globals['_GETSTATSRESPONSE']._serialized_end=166
-  _globals['_GETNETWORKINFOREQUEST']._serialized_start=168
-  _globals['_GETNETWORKINFOREQUEST']._serialized_end=191
-  _globals['_TIERINFO']._serialized_start=194
-  _globals['_TIERINFO']._serialized_end=326
-  _globals['_GETNETWORKINFORESPONSE']._serialized_start=328
-  _globals['_GETNETWORKINFORESPONSE']._serialized_end=440
-  _globals['_NETWORKSERVICE']._serialized_start=523
-  _globals['_NETWORKSERVICE']._serialized_end=691
+  _globals['_GETSTATSRESPONSE']._serialized_start=56
+  _globals['_GETSTATSRESPONSE']._serialized_end=330
+  _globals['_TIERLOAD']._serialized_start=332
+  _globals['_TIERLOAD']._serialized_end=449
+  _globals['_GETNETWORKINFOREQUEST']._serialized_start=451
+  _globals['_GETNETWORKINFOREQUEST']._serialized_end=474
+  _globals['_TIERINFO']._serialized_start=477
+  _globals['_TIERINFO']._serialized_end=609
+  _globals['_GETNETWORKINFORESPONSE']._serialized_start=611
+  _globals['_GETNETWORKINFORESPONSE']._serialized_end=723
+  _globals['_NETWORKSERVICE']._serialized_start=806
+  _globals['_NETWORKSERVICE']._serialized_end=974
 # @@protoc_insertion_point(module_scope)

@@ -70,6 +70,13 @@ class GetStatsResponse(_message.Message):
     QUEUE_DEPTH_FIELD_NUMBER: _builtins.int
     JOBS_COMPLETED_FIELD_NUMBER: _builtins.int
     TOKENS_PER_SEC_FIELD_NUMBER: _builtins.int
+    TIERS_FIELD_NUMBER: _builtins.int
+    CONNECTED_WORKERS_FIELD_NUMBER: _builtins.int
+    SLOTS_FIELD_NUMBER: _builtins.int
+    BUSY_SLOTS_FIELD_NUMBER: _builtins.int
+    JOBS_STREAMING_FIELD_NUMBER: _builtins.int
+    FOLLOWERS_FIELD_NUMBER: _builtins.int
+    OLDEST_WAIT_S_FIELD_NUMBER: _builtins.int
     active_workers: _builtins.int
     """Workers with a live stream or a recent heartbeat."""
     queue_depth: _builtins.int
@@ -78,6 +85,24 @@ class GetStatsResponse(_message.Message):
     """Jobs completed since the network began."""
     tokens_per_sec: _builtins.float
     """Tokens relayed per second over the last few seconds."""
+    connected_workers: _builtins.int
+    """Workers holding a stream to this core now."""
+    slots: _builtins.int
+    """Jobs those workers are given at once (each worker's slots as far as the core trusts it)."""
+    busy_slots: _builtins.int
+    """Of those, slots running a job now."""
+    jobs_streaming: _builtins.int
+    """Answers being produced now."""
+    followers: _builtins.int
+    """Callers following a live job's events now: StreamJob calls, the facade's SSE clients, and
+    image and relay calls waiting for their answer.
+    """
+    oldest_wait_s: _builtins.float
+    """How long the longest-waiting queued job has waited, in seconds."""
+    @_builtins.property
+    def tiers(self) -> _containers.RepeatedCompositeFieldContainer[Global___TierLoad]:
+        """Per tier, highest priority first: what waits, what runs, and who can take it."""
+
     def __init__(
         self,
         *,
@@ -85,14 +110,63 @@ class GetStatsResponse(_message.Message):
         queue_depth: _builtins.int = ...,
         jobs_completed: _builtins.int = ...,
         tokens_per_sec: _builtins.float = ...,
+        tiers: _abc.Iterable[Global___TierLoad] | None = ...,
+        connected_workers: _builtins.int = ...,
+        slots: _builtins.int = ...,
+        busy_slots: _builtins.int = ...,
+        jobs_streaming: _builtins.int = ...,
+        followers: _builtins.int = ...,
+        oldest_wait_s: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_workers", b"active_workers", "jobs_completed", b"jobs_completed", "queue_depth", b"queue_depth", "tokens_per_sec", b"tokens_per_sec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_workers", b"active_workers", "busy_slots", b"busy_slots", "connected_workers", b"connected_workers", "followers", b"followers", "jobs_completed", b"jobs_completed", "jobs_streaming", b"jobs_streaming", "oldest_wait_s", b"oldest_wait_s", "queue_depth", b"queue_depth", "slots", b"slots", "tiers", b"tiers", "tokens_per_sec", b"tokens_per_sec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatsResponse: _TypeAlias = GetStatsResponse  # noqa: Y015
+
+@_typing.final
+class TierLoad(_message.Message):
+    """One tier's load, as GetStats reports it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIER_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    OLDEST_WAIT_S_FIELD_NUMBER: _builtins.int
+    WORKERS_FIELD_NUMBER: _builtins.int
+    FREE_SLOTS_FIELD_NUMBER: _builtins.int
+    tier: _builtins.str
+    """The tier, e.g. "pro"."""
+    queued: _builtins.int
+    """Jobs waiting for a worker."""
+    running: _builtins.int
+    """Jobs a worker holds (assigned or streaming)."""
+    oldest_wait_s: _builtins.float
+    """How long its longest-waiting queued job has waited, in seconds."""
+    workers: _builtins.int
+    """Connected workers that serve it and take jobs (not draining)."""
+    free_slots: _builtins.int
+    """Free slots among those workers."""
+    def __init__(
+        self,
+        *,
+        tier: _builtins.str = ...,
+        queued: _builtins.int = ...,
+        running: _builtins.int = ...,
+        oldest_wait_s: _builtins.float = ...,
+        workers: _builtins.int = ...,
+        free_slots: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["free_slots", b"free_slots", "oldest_wait_s", b"oldest_wait_s", "queued", b"queued", "running", b"running", "tier", b"tier", "workers", b"workers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TierLoad: _TypeAlias = TierLoad  # noqa: Y015
 
 @_typing.final
 class GetNetworkInfoRequest(_message.Message):

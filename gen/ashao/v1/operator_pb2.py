@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61shao/v1/operator.proto\x12\x08\x61shao.v1\"C\n\x15IssueJoinTokenRequest\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0c\n\x04uses\x18\x02 \x01(\r\x12\r\n\x05ttl_s\x18\x03 \x01(\x04\"O\n\x16IssueJoinTokenResponse\x12\x12\n\njoin_token\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x03 \x01(\x03\"$\n\x16RevokeJoinTokenRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x19\n\x17RevokeJoinTokenResponse\"\x14\n\x12ListWorkersRequest\"\xc7\x01\n\x0bWorkerEntry\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rowner_address\x18\x03 \x01(\t\x12\r\n\x05tiers\x18\x04 \x03(\t\x12\r\n\x05slots\x18\x05 \x01(\r\x12\x15\n\rtrusted_slots\x18\x06 \x01(\r\x12\x0f\n\x07running\x18\x07 \x01(\r\x12\x11\n\tconnected\x18\x08 \x01(\x08\x12\x16\n\x0etokens_per_sec\x18\t \x01(\x01\x12\x0f\n\x07revoked\x18\n \x01(\x08\"=\n\x13ListWorkersResponse\x12&\n\x07workers\x18\x01 \x03(\x0b\x32\x15.ashao.v1.WorkerEntry\"(\n\x13RevokeWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\x16\n\x14RevokeWorkerResponse2\xd9\x02\n\x0fOperatorService\x12S\n\x0eIssueJoinToken\x12\x1f.ashao.v1.IssueJoinTokenRequest\x1a .ashao.v1.IssueJoinTokenResponse\x12V\n\x0fRevokeJoinToken\x12 .ashao.v1.RevokeJoinTokenRequest\x1a!.ashao.v1.RevokeJoinTokenResponse\x12J\n\x0bListWorkers\x12\x1c.ashao.v1.ListWorkersRequest\x1a\x1d.ashao.v1.ListWorkersResponse\x12M\n\x0cRevokeWorker\x12\x1d.ashao.v1.RevokeWorkerRequest\x1a\x1e.ashao.v1.RevokeWorkerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61shao/v1/operator.proto\x12\x08\x61shao.v1\"C\n\x15IssueJoinTokenRequest\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0c\n\x04uses\x18\x02 \x01(\r\x12\r\n\x05ttl_s\x18\x03 \x01(\x04\"O\n\x16IssueJoinTokenResponse\x12\x12\n\njoin_token\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x03 \x01(\x03\"$\n\x16RevokeJoinTokenRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x19\n\x17RevokeJoinTokenResponse\"\x14\n\x12ListWorkersRequest\"\xab\x02\n\x0bWorkerEntry\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rowner_address\x18\x03 \x01(\t\x12\r\n\x05tiers\x18\x04 \x03(\t\x12\r\n\x05slots\x18\x05 \x01(\r\x12\x15\n\rtrusted_slots\x18\x06 \x01(\r\x12\x0f\n\x07running\x18\x07 \x01(\r\x12\x11\n\tconnected\x18\x08 \x01(\x08\x12\x16\n\x0etokens_per_sec\x18\t \x01(\x01\x12\x0f\n\x07revoked\x18\n \x01(\x08\x12\x1d\n\x15\x61nswer_tokens_per_sec\x18\x0b \x01(\x01\x12\x11\n\tdelivered\x18\x0c \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\r \x01(\x04\x12\x10\n\x08\x64raining\x18\x0e \x01(\x08\x12\x0e\n\x06idle_s\x18\x0f \x01(\x01\"=\n\x13ListWorkersResponse\x12&\n\x07workers\x18\x01 \x03(\x0b\x32\x15.ashao.v1.WorkerEntry\"(\n\x13RevokeWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\x16\n\x14RevokeWorkerResponse2\xd9\x02\n\x0fOperatorService\x12S\n\x0eIssueJoinToken\x12\x1f.ashao.v1.IssueJoinTokenRequest\x1a .ashao.v1.IssueJoinTokenResponse\x12V\n\x0fRevokeJoinToken\x12 .ashao.v1.RevokeJoinTokenRequest\x1a!.ashao.v1.RevokeJoinTokenResponse\x12J\n\x0bListWorkers\x12\x1c.ashao.v1.ListWorkersRequest\x1a\x1d.ashao.v1.ListWorkersResponse\x12M\n\x0cRevokeWorker\x12\x1d.ashao.v1.RevokeWorkerRequest\x1a\x1e.ashao.v1.RevokeWorkerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,13 +42,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTWORKERSREQUEST']._serialized_start=252
   _globals['_LISTWORKERSREQUEST']._serialized_end=272
   _globals['_WORKERENTRY']._serialized_start=275
-  _globals['_WORKERENTRY']._serialized_end=474
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=476
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=537
-  _globals['_REVOKEWORKERREQUEST']._serialized_start=539
-  _globals['_REVOKEWORKERREQUEST']._serialized_end=579
-  _globals['_REVOKEWORKERRESPONSE']._serialized_start=581
-  _globals['_REVOKEWORKERRESPONSE']._serialized_end=603
-  _globals['_OPERATORSERVICE']._serialized_start=606
-  _globals['_OPERATORSERVICE']._serialized_end=951
+  _globals['_WORKERENTRY']._serialized_end=574
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=576
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=637
+  _globals['_REVOKEWORKERREQUEST']._serialized_start=639
+  _globals['_REVOKEWORKERREQUEST']._serialized_end=679
+  _globals['_REVOKEWORKERRESPONSE']._serialized_start=681
+  _globals['_REVOKEWORKERRESPONSE']._serialized_end=703
+  _globals['_OPERATORSERVICE']._serialized_start=706
+  _globals['_OPERATORSERVICE']._serialized_end=1051
 # @@protoc_insertion_point(module_scope)

@@ -150,6 +150,11 @@ class WorkerEntry(_message.Message):
     CONNECTED_FIELD_NUMBER: _builtins.int
     TOKENS_PER_SEC_FIELD_NUMBER: _builtins.int
     REVOKED_FIELD_NUMBER: _builtins.int
+    ANSWER_TOKENS_PER_SEC_FIELD_NUMBER: _builtins.int
+    DELIVERED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    DRAINING_FIELD_NUMBER: _builtins.int
+    IDLE_S_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """Its id."""
     name: _builtins.str
@@ -168,6 +173,18 @@ class WorkerEntry(_message.Message):
     """Tokens per second the core measured it delivering."""
     revoked: _builtins.bool
     """Whether it was revoked."""
+    answer_tokens_per_sec: _builtins.float
+    """Tokens per second of one of its answers, as the core measured them (what dispatch compares
+    between workers; 0 until it completed an answer).
+    """
+    delivered: _builtins.int
+    """Answers it delivered since the core started."""
+    failed: _builtins.int
+    """Jobs lost on its side (given up, dropped, stalled) since the core started."""
+    draining: _builtins.bool
+    """Whether it takes no new jobs (it is draining before it stops)."""
+    idle_s: _builtins.float
+    """Seconds since it was last given a job (0 if never, since the core started)."""
     @_builtins.property
     def tiers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The tiers it serves."""
@@ -185,10 +202,15 @@ class WorkerEntry(_message.Message):
         connected: _builtins.bool = ...,
         tokens_per_sec: _builtins.float = ...,
         revoked: _builtins.bool = ...,
+        answer_tokens_per_sec: _builtins.float = ...,
+        delivered: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        draining: _builtins.bool = ...,
+        idle_s: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "name", b"name", "owner_address", b"owner_address", "revoked", b"revoked", "running", b"running", "slots", b"slots", "tiers", b"tiers", "tokens_per_sec", b"tokens_per_sec", "trusted_slots", b"trusted_slots", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_tokens_per_sec", b"answer_tokens_per_sec", "connected", b"connected", "delivered", b"delivered", "draining", b"draining", "failed", b"failed", "idle_s", b"idle_s", "name", b"name", "owner_address", b"owner_address", "revoked", b"revoked", "running", b"running", "slots", b"slots", "tiers", b"tiers", "tokens_per_sec", b"tokens_per_sec", "trusted_slots", b"trusted_slots", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

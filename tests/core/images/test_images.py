@@ -110,17 +110,41 @@ async def test_garbage_bytes_refused_then_failure_refunds(core: Core) -> None:
     assert await credits(core, user) == SIGNUP_GRANT
 
 
-async def test_no_image_worker_in_time_is_refunded(tmp_path: Path) -> None:
+async def test_no_image_worker_connected_is_refused_at_once_uncharged(core: Core) -> None:
+    """With the default image timeout (120 s), a wait would outlast this module's 60 s test timeout."""
+    user = await core.sign_in()
+    images = image_pb2_grpc.ImageServiceStub(core.channel)
+    chat_only = await connect_worker(core, slots=1, tiers=("free",))  # a worker, but none that draws
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await images.GenerateImage(
+            image_pb2.GenerateImageRequest(prompt="cat", style="Anime", aspect="Square"), metadata=user
+        )
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert (info.value.details() or "").startswith("no image worker is connected")
+    assert await credits(core, user) == SIGNUP_GRANT
+    assert len(core.app.jobs.board) == 0 and core.app.jobs.snapshot().queue_depth == 0
+    chat_only.cancel()
+
+
+async def test_an_image_worker_that_does_not_deliver_in_time_is_refunded(tmp_path: Path) -> None:
     c = await start_core(core_settings(tmp_path, image_timeout_s=0.5))
     try:
         user = await c.sign_in()
         images = image_pb2_grpc.ImageServiceStub(c.channel)
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await images.GenerateImage(
+        silent = await connect_worker(c, slots=1, tiers=("image",))
+        call = asyncio.ensure_future(
+            images.GenerateImage(
                 image_pb2.GenerateImageRequest(prompt="cat", style="Anime", aspect="Square"), metadata=user
             )
+        )
+        assignment = await silent.assignment()  # taken, never answered
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await asyncio.wait_for(call, 10)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "in time" in (info.value.details() or "") and "refunded" in (info.value.details() or "")
         assert await credits(c, user) == SIGNUP_GRANT
-        assert c.app.jobs.snapshot().queue_depth == 0
+        cancel = await silent.next()
+        assert cancel.HasField("cancel") and cancel.cancel.job_id == assignment.job_id
+        silent.cancel()
     finally:
         await stop_core(c)

@@ -48,3 +48,55 @@ def test_ties_go_to_the_worker_idle_longest() -> None:
     assert choose([first, second], "free") is second
     second.last_assigned = 20.0
     assert choose([first, second], "free") is first
+
+
+def _sequential(conns: list[Connection], jobs: int, *, seconds: float = 1.0) -> dict[str, int]:
+    """Jobs one after another (each ends before the next comes), on a virtual clock: who gets each."""
+    got = dict.fromkeys((c.worker_id for c in conns), 0)
+    now = 1000.0
+    for i in range(jobs):
+        c = choose(conns, "free", now=now)
+        assert c is not None
+        got[c.worker_id] += 1
+        c.last_assigned = now
+        c.running.add(f"job{i}")
+        now += seconds
+        c.running.clear()
+    return got
+
+
+def test_sequential_jobs_rotate_between_equal_workers() -> None:
+    a, b = _conn("wa", {"free"}, 4), _conn("wb", {"free"}, 4)
+    assert _sequential([a, b], 10) == {"wa": 5, "wb": 5}
+
+
+def test_a_slower_or_smaller_worker_gets_fewer_jobs_but_is_never_starved() -> None:
+    fast = _conn("fast", {"free"}, 8)
+    slow = _conn("slow", {"free"}, 1)
+    fast.pace, slow.pace = 400.0, 20.0  # the slow one counts as a quarter of the fast one, not 1/20
+    got = _sequential([fast, slow], 200)
+    assert got["fast"] > got["slow"] >= 3, got
+
+
+def test_a_worker_never_measured_nor_given_a_job_goes_first() -> None:
+    seasoned = _conn("old", {"free"}, 8, last=500.0)
+    seasoned.pace = 1000.0
+    newcomer = _conn("new", {"free"}, 1)
+    assert choose([seasoned, newcomer], "free", now=501.0) is newcomer
+
+
+def test_between_equally_idle_workers_more_room_and_a_better_pace_win() -> None:
+    small, big = _conn("small", {"free"}, 2, last=10.0), _conn("big", {"free"}, 8, last=10.0)
+    assert choose([small, big], "free", now=20.0) is big
+    slow, quick = _conn("slow", {"free"}, 4, last=10.0), _conn("quick", {"free"}, 4, last=10.0)
+    slow.pace, quick.pace = 10.0, 30.0
+    assert choose([slow, quick], "free", now=20.0) is quick
+
+
+def test_a_continuing_job_goes_only_to_a_worker_that_continues_answers() -> None:
+    plain = _conn("plain", {"free"}, 4)
+    plain.continues_prefix = False
+    able = _conn("able", {"free"}, 4, running=3)
+    able.continues_prefix = True
+    assert choose([plain, able], "free", continuing=True) is able
+    assert choose([plain], "free", continuing=True) is None

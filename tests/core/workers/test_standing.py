@@ -37,6 +37,21 @@ def test_speed_is_measured_from_relayed_tokens() -> None:
     assert 90 <= s.speed <= 110
 
 
+def test_pace_is_the_speed_of_one_answer_whatever_the_number_of_answers() -> None:
+    s = Standing()
+    s.answered(0, 1.0)  # an answer without tokens measures nothing
+    s.answered(10, 0.0)
+    assert s.pace == 0.0
+    s.answered(100, 2.0)
+    assert s.pace == 50.0
+    for _ in range(30):  # many answers at the same pace leave it where it is
+        s.answered(100, 2.0)
+    assert s.pace == pytest.approx(50.0)
+    for _ in range(30):
+        s.answered(100, 1.0)  # it got faster: the pace follows
+    assert 99.0 < s.pace <= 100.0
+
+
 async def test_a_worker_claiming_many_slots_gets_few_jobs_until_it_delivers(tmp_path: Path) -> None:
     c = await start_core(core_settings(tmp_path, worker_probation_slots=2))
     try:
