@@ -41,6 +41,8 @@ class ClusterView:
     """This core's own count when ``jobs_completed`` was read."""
     served: frozenset[str] = frozenset()
     """Tiers a worker of another live core takes jobs of."""
+    read: bool = False
+    """Whether the other cores' reports were read at least once."""
 
     @staticmethod
     def report(s: JobsSnapshot, served: list[str]) -> str:
@@ -68,6 +70,7 @@ class ClusterView:
             if isinstance(tiers, list):
                 served.update(t for t in tiers if isinstance(t, str))
         self.others, self.oldest_wait_s, self.served = others, oldest, frozenset(served)
+        self.read = True
 
     def merged(self, own: JobsSnapshot) -> JobsSnapshot:
         """``own`` with the others' figures added."""

@@ -27,6 +27,12 @@ class Outcome:
     answer: int
 
 
+LIVE = "state NOT IN ('done', 'failed', 'cancelled', 'expired')"
+"""Every change of a job's row applies only while it has not ended: an end is written once (several
+cores may act on one job at once, e.g. a cancellation on one and its assignment on another; the first
+end that commits stands, and its settlement's key refuses the money of any other)."""
+
+
 class JobRepository:
     """Reads and the statements of writes."""
 
@@ -80,32 +86,36 @@ class JobRepository:
     @staticmethod
     def requeued(job_id: str) -> Statement:
         """The job waits in its queue again."""
-        return ("UPDATE jobs SET state='queued', worker_id='', updated_at=? WHERE id=?", (now_ms(), job_id))
+        return (
+            "UPDATE jobs SET state='queued', worker_id='', updated_at=? WHERE id=? AND " + LIVE,
+            (now_ms(), job_id),
+        )
 
     @staticmethod
     def assigned(job: Job, core_id: str) -> Statement:
         """The job went to a worker (held by core ``core_id``)."""
         return (
-            "UPDATE jobs SET state='assigned', worker_id=?, attempts=?, core_id=?, updated_at=? WHERE id=?",
+            "UPDATE jobs SET state='assigned', worker_id=?, attempts=?, core_id=?, updated_at=? WHERE id=? AND "
+            + LIVE,
             (job.worker_id, job.attempts, core_id, now_ms(), job.id),
         )
 
     @staticmethod
     def held(job_id: str, core_id: str) -> Statement:
         """Core ``core_id`` took the job from the shared queue: it is where the job is followed."""
-        return ("UPDATE jobs SET core_id=?, updated_at=? WHERE id=?", (core_id, now_ms(), job_id))
+        return ("UPDATE jobs SET core_id=?, updated_at=? WHERE id=? AND " + LIVE, (core_id, now_ms(), job_id))
 
     @staticmethod
     def touched(job_id: str, now: int) -> Statement:
         """The job was published again (stranded jobs are not published again at once)."""
-        return ("UPDATE jobs SET updated_at=? WHERE id=?", (now, job_id))
+        return ("UPDATE jobs SET updated_at=? WHERE id=? AND " + LIVE, (now, job_id))
 
     @staticmethod
     def streaming(job_id: str, attempt: int) -> Statement:
         """The job's first token (of attempt ``attempt``) reached its callers: from now on a lost answer
         cannot start over."""
         return (
-            "UPDATE jobs SET state='streaming', answer_attempt=?, updated_at=? WHERE id=?",
+            "UPDATE jobs SET state='streaming', answer_attempt=?, updated_at=? WHERE id=? AND " + LIVE,
             (attempt, now_ms(), job_id),
         )
 
@@ -115,7 +125,7 @@ class JobRepository:
         n = len(job.log.tokens)
         return [
             (
-                "UPDATE jobs SET state='done', tokens=?, output=?, updated_at=? WHERE id=?",
+                "UPDATE jobs SET state='done', tokens=?, output=?, updated_at=? WHERE id=? AND " + LIVE,
                 (n, orjson.dumps(job.log.tokens).decode(), now, job.id),
             ),
             JobRepository.new_message(job.conversation_id, "assistant", job.log.text, job.id, now),
@@ -130,7 +140,7 @@ class JobRepository:
     def image_completed(job: Job, image: StoredImage, worker_id: str, now: int) -> list[Statement]:
         """An image job is done: the image row, the worker's stats."""
         return [
-            ("UPDATE jobs SET state='done', updated_at=? WHERE id=?", (now, job.id)),
+            ("UPDATE jobs SET state='done', updated_at=? WHERE id=? AND " + LIVE, (now, job.id)),
             (
                 "INSERT INTO images (id, job_id, owner, prompt, style, aspect, sha256, mime_type, created_at)"
                 " VALUES (?,?,?,?,?,?,?,?,?)",
@@ -156,7 +166,7 @@ class JobRepository:
     def ended(job: Job, state: JobState, message: str) -> Statement:
         """A job failed, expired or was cancelled (what it produced is kept)."""
         return (
-            "UPDATE jobs SET state=?, error=?, tokens=?, output=?, updated_at=? WHERE id=?",
+            "UPDATE jobs SET state=?, error=?, tokens=?, output=?, updated_at=? WHERE id=? AND " + LIVE,
             (
                 state.value,
                 message,

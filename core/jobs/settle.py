@@ -19,7 +19,7 @@ from core.jobs.board import JobBoard
 from core.jobs.model import Job, JobState
 from core.jobs.repository import JobRepository
 from core.money.billing import Billing, Booking
-from core.store import Statement, Store
+from core.store import ConstraintError, Statement, Store
 from core.streams.log import Terminal
 
 log = logging.getLogger("ashao.core.jobs")
@@ -71,7 +71,9 @@ class Settler:
 
         def written(f: asyncio.Future[None]) -> None:
             self._pending.discard(f)
-            if f.cancelled() or f.exception() is not None:
+            if not f.cancelled() and isinstance(f.exception(), ConstraintError):
+                self._spawn(self._ended_elsewhere(job, booking))
+            elif f.cancelled() or f.exception() is not None:
                 log.error("could not store the end of %s (%s); retrying", job.id, _why(f))
                 self._spawn(self._retry(job, statements, booking, terminal))
             else:
@@ -102,11 +104,37 @@ class Settler:
                 terminal = Terminal("error", message=STORE_FAILED, reason="STORE_FAILED")
             try:
                 await self._store.write(statements + booking.statements)
+            except ConstraintError:
+                await self._ended_elsewhere(job, booking)
+                return
             except Exception as exc:
                 log.error("could not store the end of %s (attempt %d: %s)", job.id, attempt, exc)
                 continue
             self._ended(job, terminal)
             return
+
+    async def _ended_elsewhere(self, job: Job, booking: Booking) -> None:
+        """The store refused this end: the job is settled already (another core ended it first, e.g.
+        cancelled it while this one ran it). What the store holds stands, and that is what the caller
+        is told; nothing of this end was booked."""
+        self._billing.undo(booking)
+        stored = None
+        for _ in range(self._max_attempts):
+            try:
+                stored = await JobRepository(self._store).outcome(job.id)
+                break
+            except Exception as exc:
+                log.error("could not read how %s ended: %s", job.id, exc)
+                await asyncio.sleep(self._backoff_s)
+        if stored is not None and stored.state == JobState.DONE:
+            job.state, terminal = JobState.DONE, Terminal("done", tokens=len(job.log.tokens))
+        else:
+            state = stored.state if stored is not None and stored.state.terminal else JobState.FAILED
+            message = (stored.error if stored is not None else "") or f"the job was {state.value} elsewhere"
+            job.state, job.error = state, message
+            terminal = Terminal("error", message=message, reason=state.value.upper())
+        log.info("job %s had ended elsewhere (%s); this end was dropped", job.id, job.state.value)
+        self._ended(job, terminal)
 
     def _ended(self, job: Job, terminal: Terminal) -> None:
         self._board.ended(job)

@@ -222,10 +222,12 @@ class JobSystem:
         return self.board.serving(tier) or (self.node is not None and tier in self.cluster.served)
 
     def unserved(self, tier: str) -> bool:
-        """Whether no worker can take a job of ``tier`` now, as far as this core knows: it runs alone and
-        no connected worker serves the tier. Among several cores a worker of another core may take the
-        job from the shared queue, so this is False there."""
-        return self.node is None and not self.board.serving(tier)
+        """Whether no worker can take a job of ``tier`` now, as far as this core knows: no connected
+        worker serves the tier — here, or (among several cores) at any core as they last reported it
+        (until this core has read their reports once, it assumes one may)."""
+        if self.node is None:
+            return not self.board.serving(tier)
+        return self.cluster.read and not self.serving(tier)
 
     async def revoke_worker(self, worker_id: str) -> None:
         """Revoke a worker (durably), close its stream, and give its jobs to others (every core is told)."""

@@ -100,19 +100,57 @@ async def test_a_cancel_on_one_core_stops_the_job_on_the_others_worker(cores: St
     await credits_become(a, user, SIGNUP_GRANT)
 
 
-async def test_a_job_cancelled_before_any_core_took_it_ends_and_is_refunded(cores: StartCores) -> None:
-    a, b = await cores(2, image_timeout_s=0.5)
+async def test_an_image_nobody_in_the_cluster_can_draw_is_refused_at_once(cores: StartCores) -> None:
+    _, b = await cores(2)
     user = await b.sign_in()
     images = image_pb2_grpc.ImageServiceStub(b.channel)
-    with pytest.raises(grpc.aio.AioRpcError):
+    await eventually(lambda: b.app.jobs.cluster.read)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
         await images.GenerateImage(
             image_pb2.GenerateImageRequest(prompt="nobody draws", style="Cinematic", aspect="Square"),
             metadata=user,
         )
-    await credits_become(b, user, SIGNUP_GRANT)  # (the refund is written just after the answer)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE and "no image worker" in (
+        info.value.details() or ""
+    )
+    await credits_become(b, user, SIGNUP_GRANT)
+
+
+async def test_a_job_cancelled_before_any_core_took_it_ends_and_is_refunded(cores: StartCores) -> None:
+    """The only image worker is busy: the second picture waits on the shared queue, no core holds it,
+    and its wait runs out on the core that admitted it, which ends it there."""
+    [a] = await cores(1)
+    [b] = await cores(1, image_timeout_s=1.0)
     worker = await connect_worker(a, slots=1, tiers=("image",))
+    user = await b.sign_in()
+
+    def draw(core: Core, prompt: str) -> asyncio.Future[image_pb2.GenerateImageResponse]:
+        request = image_pb2.GenerateImageRequest(prompt=prompt, style="Cinematic", aspect="Square")
+        return asyncio.ensure_future(
+            image_pb2_grpc.ImageServiceStub(core.channel).GenerateImage(request, metadata=user)
+        )
+
+    first = draw(a, "the first")
+    busy = (await worker.assignment()).job_id
+    second = draw(b, "the second")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await asyncio.wait_for(second, 10)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+    async def second_cancelled() -> bool:
+        row = await b.app.store.fetchone("SELECT state FROM jobs WHERE id <> ?", (busy,))
+        return row is not None and row[0] == "cancelled"
+
+    await eventually_async(second_cancelled)
+    await worker.call.write(
+        worker_pb2.ConnectRequest(
+            image=worker_pb2.ImageResult(job_id=busy, data=png(), mime_type="image/png")
+        )
+    )
+    await asyncio.wait_for(first, 10)
+    await credits_become(b, user, SIGNUP_GRANT - TIERS["image"].credit_cost)  # the second was refunded
     with pytest.raises(asyncio.TimeoutError):
-        await worker.assignment(timeout=2)  # the cancelled job is not run by a worker that comes later
+        await worker.assignment(timeout=2)  # and the free worker is not given the cancelled job
 
 
 async def test_a_worker_revoked_on_one_core_is_let_go_by_the_other(cores: StartCores) -> None:
