@@ -4,6 +4,7 @@ environment variable that sets it, and the command's ``--help`` shows it."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -73,12 +74,21 @@ def test_make_up_passes_its_args_to_ashao_up() -> None:
     if make is None:
         pytest.skip("make is not installed")
     ran = subprocess.run(
-        [make, "-n", "-o", ".venv/.installed", "up", "ARGS=--local-workers 0 --tokens-per-sec 5"],
+        [
+            make,
+            "--no-print-directory",
+            "-n",
+            "-o",
+            ".venv/.installed",
+            "up",
+            "ARGS=--local-workers 0 --tokens-per-sec 5",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
+        env={k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")},
     )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip().splitlines()[-1] == ".venv/bin/ashao up --local-workers 0 --tokens-per-sec 5"

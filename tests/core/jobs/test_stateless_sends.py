@@ -14,6 +14,7 @@ import pytest
 from ashao.v1 import chat_pb2, common_pb2, worker_pb2
 from core.economics import TIERS
 from tests.helpers.core import Core, connect_worker, core_settings, start_core, stop_core
+from tests.helpers.wait import eventually_async
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -43,10 +44,15 @@ async def test_a_stateless_send_carries_its_conversation_and_options(core: Core)
     assert (a.max_tokens, a.temperature, list(a.stop)) == (9, 0.5, ["END"])
     await worker.tokens(a.job_id, ["Yes."])
     await worker.complete(a.job_id)
-    conversation = await core.chat.GetConversation(
-        chat_pb2.GetConversationRequest(conversation_id=r.conversation_id)
-    )
-    assert [(m.role, m.content) for m in conversation.messages] == [*CONVERSATION, ("assistant", "Yes.")]
+
+    async def stored() -> bool:
+        conversation = await core.chat.GetConversation(
+            chat_pb2.GetConversationRequest(conversation_id=r.conversation_id)
+        )
+        return [(m.role, m.content) for m in conversation.messages] == [*CONVERSATION, ("assistant", "Yes.")]
+
+    # The completion is stored after the worker's message is read: wait for it, not for a time.
+    await eventually_async(stored)
     # Without a budget the tier's maximum applies; without a temperature the worker is told none.
     r = await core.chat.SendMessage(stateless(max_tokens=0, temperature=None, stop=[]))
     a = await worker.assignment()
