@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from bench import (
+    cluster,
     dispatch_latency,
     idle_streams,
     ledger_cost,
@@ -42,16 +43,26 @@ BENCHES: dict[str, tuple[str, Callable[[], dict[str, float]]]] = {
         "PostgreSQL store: units/s for 6-statement units, per unit vs batched vs executemany",
         pgstore.run,
     ),
+    "cluster": (
+        "embedded vs PostgreSQL + NATS with 1 core + 1 facade vs 2 cores + 2 facades: dispatch, "
+        "first token, priced short jobs, 500 streams, CPU and writes per job and per token",
+        cluster.run,
+    ),
 }
-OPT_IN = {"soak"}
+OPT_IN = {"soak", "cluster"}
 """Benchmarks run only when named (they take minutes)."""
+TABLES: dict[str, Callable[[dict[str, float]], str]] = {"cluster": cluster.table}
+"""Benchmarks whose figures are also printed as a table."""
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the selected benchmarks (all by default)."""
     p = argparse.ArgumentParser(prog="python -m bench")
     p.add_argument(
-        "names", nargs="*", choices=[*BENCHES, []], help="benchmarks to run (default: all but soak)"
+        "names",
+        nargs="*",
+        choices=[*BENCHES, []],
+        help="benchmarks to run (default: all but soak and cluster)",
     )
     args = p.parse_args(argv)
     names = args.names or [n for n in BENCHES if n not in OPT_IN]
@@ -68,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         width = max(len(k) for k in figures)
         for k, v in figures.items():
             print(f"  {k:<{width}}  {v:,.2f}")
+        if name in TABLES:
+            print(f"\n{TABLES[name](figures)}")
         sys.stdout.flush()
     return 0
 

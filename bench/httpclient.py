@@ -51,9 +51,11 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[bytes, bytes]) 
 class Connection:
     """One keep-alive connection for request/response calls."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, headers: bytes = b"") -> None:
+        """``headers``: header lines (each ending in CRLF) sent with every request, e.g. a credential."""
         self.host = host
         self.port = port
+        self._headers = headers
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()  # one request at a time on a keep-alive connection
@@ -72,8 +74,8 @@ class Connection:
         body = orjson.dumps(payload)
         reader, writer = await self._ensure()
         writer.write(
-            b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-            % (path.encode(), self.host.encode(), len(body), body)
+            b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s"
+            % (path.encode(), self.host.encode(), len(body), self._headers, body)
         )
         status, headers = await _read_head(reader)
         data = await _read_body(reader, headers)
@@ -89,14 +91,14 @@ class Connection:
 
 
 async def sse_events(
-    host: str, port: int, path: str, *, last_event_id: str = "", body: object = None
+    host: str, port: int, path: str, *, last_event_id: str = "", body: object = None, headers: bytes = b""
 ) -> AsyncIterator[bytes]:
     """The ``data:`` payloads of an SSE stream, as they arrive (one connection per stream).
 
     With ``body`` the stream is opened by POSTing it as JSON (as the relay's /chat/stream wants).
     """
     async with contextlib.aclosing(
-        sse_batches(host, port, path, last_event_id=last_event_id, body=body)
+        sse_batches(host, port, path, last_event_id=last_event_id, body=body, headers=headers)
     ) as it:
         async for batch in it:
             for data in batch:
@@ -104,13 +106,13 @@ async def sse_events(
 
 
 async def sse_batches(
-    host: str, port: int, path: str, *, last_event_id: str = "", body: object = None
+    host: str, port: int, path: str, *, last_event_id: str = "", body: object = None, headers: bytes = b""
 ) -> AsyncGenerator[list[bytes], None]:
     """Like ``sse_events``, but the payloads that arrived in one read come together (they arrived at
     the same moment, so a caller timing them needs one clock reading per batch)."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        extra = f"Last-Event-ID: {last_event_id}\r\n".encode() if last_event_id else b""
+        extra = (f"Last-Event-ID: {last_event_id}\r\n".encode() if last_event_id else b"") + headers
         if body is None:
             writer.write(
                 b"GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n%s\r\n"

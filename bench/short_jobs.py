@@ -15,24 +15,36 @@ from bench.common import CpuMeter, host_port, network, percentile, run_async
 from bench.httpclient import Connection, sse_events
 
 
-async def _run(http_addr: str, clients: int, seconds: float, cpu: CpuMeter) -> dict[str, float]:
-    host, port = host_port(http_addr)
+async def measure(
+    http_addrs: list[str],
+    clients: int,
+    seconds: float,
+    cpu: CpuMeter,
+    *,
+    tier: str = "free",
+    credentials: list[bytes] | None = None,
+) -> dict[str, float]:
+    """``clients`` closed-loop clients (spread over ``http_addrs``; client ``i`` sends with the header
+    lines ``credentials[i]`` if given) for ``seconds``."""
     deadline = time.perf_counter() + seconds
     done = 0
     tokens = 0
     latencies: list[float] = []
     errors = 0
 
-    async def client() -> None:
+    async def client(i: int) -> None:
         nonlocal done, tokens, errors
-        conn = Connection(host, port)
+        host, port = host_port(http_addrs[i % len(http_addrs)])
+        auth = credentials[i] if credentials else b""
+        conn = Connection(host, port, headers=auth)
         try:
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
-                r = await conn.post_json("/api/chat/send", {"tier": "free", "content": "short"})
+                r = await conn.post_json("/api/chat/send", {"tier": tier, "content": "short"})
                 assert isinstance(r, dict)
                 n = 0
-                async for data in sse_events(host, port, f"/api/chat/stream?jobId={r['jobId']}"):
+                path = f"/api/chat/stream?jobId={r['jobId']}"
+                async for data in sse_events(host, port, path, headers=auth):
                     evt = orjson.loads(data)
                     if evt["type"] == "token":
                         n += 1
@@ -49,7 +61,7 @@ async def _run(http_addr: str, clients: int, seconds: float, cpu: CpuMeter) -> d
 
     t0 = time.perf_counter()
     cpu.start()
-    await asyncio.wait_for(asyncio.gather(*(client() for _ in range(clients))), seconds + 60)
+    await asyncio.wait_for(asyncio.gather(*(client(i) for i in range(clients))), seconds + 60)
     elapsed = time.perf_counter() - t0
     usage = cpu.stop()
     await asyncio.sleep(0.5)  # let the last group commits land before counting what was persisted
@@ -80,7 +92,7 @@ def run(clients: int = 64, seconds: float = 10.0, workers: int = 2) -> dict[str,
                 "256",
             )
         time.sleep(2.0)
-        result = run_async(_run(net.http_addr, clients, seconds, CpuMeter(net)))
+        result = run_async(measure([net.http_addr], clients, seconds, CpuMeter(net)))
         result["persisted_done_jobs"] = float(_count_done(net))
         return result
 

@@ -16,19 +16,20 @@ from bench.common import CpuMeter, host_port, network, percentile, run_async
 from bench.httpclient import Connection, sse_batches
 
 
-async def _run(http_addr: str, jobs: int, tokens_per_job: int, cpu: CpuMeter) -> dict[str, float]:
-    host, port = host_port(http_addr)
-    api = Connection(host, port)
+async def measure(http_addrs: list[str], jobs: int, tokens_per_job: int, cpu: CpuMeter) -> dict[str, float]:
+    """``jobs`` streams, sent and followed over ``http_addrs`` in turn."""
+    apis = [Connection(*host_port(a)) for a in http_addrs]
     lags: list[float] = []
     stamps: list[int] = []
     received = 0
     out_of_order = 0
     complete = 0
 
-    async def follow(job_id: str) -> None:
+    async def follow(api: Connection, job_id: str) -> None:
         nonlocal received, out_of_order, complete
         expect = 0
-        async with contextlib.aclosing(sse_batches(host, port, f"/api/chat/stream?jobId={job_id}")) as it:
+        path = f"/api/chat/stream?jobId={job_id}"
+        async with contextlib.aclosing(sse_batches(api.host, api.port, path)) as it:
             async for batch in it:
                 now = time.time_ns()
                 for data in batch:
@@ -52,14 +53,16 @@ async def _run(http_addr: str, jobs: int, tokens_per_job: int, cpu: CpuMeter) ->
     cpu.start()
     followers = []
     for i in range(jobs):
+        api = apis[i % len(apis)]
         r = await api.post_json("/api/chat/send", {"tier": "free", "content": f"stream {i}"})
         assert isinstance(r, dict)
-        followers.append(asyncio.create_task(follow(r["jobId"])))
+        followers.append(asyncio.create_task(follow(api, r["jobId"])))
     ramped = time.time_ns()
     await asyncio.wait_for(asyncio.gather(*followers), 120)
     elapsed = time.perf_counter() - t0
     usage = cpu.stop()
-    await api.close()
+    for api in apis:
+        await api.close()
     # "steady": tokens emitted once every stream was open (the ramp's sends and opens are done)
     steady = [lag for lag, stamp in zip(lags, stamps, strict=True) if stamp > ramped]
     return {
@@ -97,4 +100,4 @@ def run(jobs: int = 500, rate: float = 50.0, seconds: float = 10.0, workers: int
                 str(jobs // workers + 1),
             )
         time.sleep(2.0)
-        return run_async(_run(net.http_addr, jobs, per_job, CpuMeter(net)))
+        return run_async(measure([net.http_addr], jobs, per_job, CpuMeter(net)))

@@ -71,8 +71,11 @@ class RemoteLogs:
         metadata: tuple[tuple[str, str], ...],
         credentials: grpc.ChannelCredentials | None = None,
         max_mirrors: int = 100_000,
+        own_id: str = "",
     ) -> None:
-        """``credentials``: TLS to reach other cores with (the cores serve TLS); plaintext if None."""
+        """``credentials``: TLS to reach other cores with (the cores serve TLS); plaintext if None.
+        ``own_id``: this core's id (a job this core takes is not followed over a stream to itself)."""
+        self._own = own_id
         self._address = address
         self.credentials = credentials
         self.metadata = metadata
@@ -106,6 +109,16 @@ class RemoteLogs:
             self.located(job_id, core_id)
         return m.log
 
+    def claim(self, job_id: str) -> JobLog | None:
+        """This core takes ``job_id``: the mirror its readers here wait on, if it has no event yet, to be
+        the job's own log from now on (it stops being a mirror)."""
+        m = self._mirrors.get(job_id)
+        if m is None or m.log.tokens or m.log.terminal is not None:
+            return None
+        self._unwatch(m)
+        del self._mirrors[job_id]
+        return m.log
+
     def waiting(self) -> list[str]:
         """Jobs mirrored here that no core is known to hold."""
         return [j for j, m in self._mirrors.items() if not m.core_id]
@@ -118,6 +131,8 @@ class RemoteLogs:
 
     def located(self, job_id: str, core_id: str) -> None:
         """``core_id`` holds ``job_id`` now: follow it there."""
+        if core_id == self._own:
+            return  # (this core runs it: its readers here were given its log when it took it)
         m = self._mirrors.get(job_id)
         if m is None:
             self._recent[job_id] = core_id

@@ -50,7 +50,7 @@ class Node:
         self._store = store
         self.nc: Client | None = None
         self.queue = JetStreamQueue(cluster=cluster, ack_wait_s=ack_wait_s)
-        self.remote = RemoteLogs(address=self.peer_address, metadata=peer_metadata)
+        self.remote = RemoteLogs(address=self.peer_address, metadata=peer_metadata, own_id=self.id)
         self.on_cancel: Callable[[str, str], None] = lambda job_id, reason: None
         self.on_revoke: Callable[[str], None] = lambda worker_id: None
 

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, Header, RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError
 
 from core.economics import TIERS_BY_PRIORITY
@@ -33,8 +34,8 @@ from core.jobs.queue import LocalQueues
 log = logging.getLogger("ashao.core.cluster")
 
 
-FETCH_WAIT_S = 0.01
-"""How long one fetch waits for a job of a tier that has none now."""
+FETCH_TIMEOUT_S = 2.0
+"""Longest wait for JetStream's answer to one pull (it answers at once: a pull never waits for jobs)."""
 POLL_S = 0.5
 """How often an idle core looks for jobs without being woken (redeliveries are not announced)."""
 
@@ -70,6 +71,8 @@ class JetStreamQueue:
         self._local = LocalQueues()
         self._held: dict[str, _Held] = {}
         self._subs: dict[str, JetStreamContext.PullSubscription] = {}
+        self._replies: dict[str, Subscription] = {}
+        """Per tier, where JetStream answers this core's pulls."""
         self.ack_wait_s = ack_wait_s
         """How long a hold lasts unless renewed."""
         self._replicas = replicas
@@ -120,6 +123,7 @@ class JetStreamQueue:
                     max_ack_pending=100_000,
                 ),
             )
+            self._replies[tier] = await nc.subscribe(nc.new_inbox())
 
     # -- JobQueue ---------------------------------------------------------------------------------
 
@@ -218,12 +222,8 @@ class JetStreamQueue:
                 want = wanted(tier) - self._local.depth(tier)
                 if want <= 0:
                     continue
-                try:
-                    # what is there now (a short wait only: a wake-up or the next poll brings the rest)
-                    msgs = await self._subs[tier].fetch(min(want, 256), timeout=FETCH_WAIT_S)
-                except (NatsTimeout, TimeoutError):
-                    continue
-                for msg in msgs:
+                # what is there now (a wake-up or the next poll brings the rest)
+                for msg in await self._fetch_now(tier, min(want, 256)):
                     job_id = msg.data.decode()
                     self._held[job_id] = _Held(msg, tier, time.monotonic())
                     self.pulled += 1
@@ -244,6 +244,29 @@ class JetStreamQueue:
                         await self._wake.wait()
                 except TimeoutError:
                     pass
+
+    async def _fetch_now(self, tier: str, batch: int) -> list[Msg]:
+        """Up to ``batch`` jobs of ``tier`` that are waiting now. The pull does not wait for jobs to come
+        (``no_wait``): JetStream answers at once, ending with a status message when it has fewer (a pull
+        that waited would hold every tier after it, and the dispatch of their jobs, for its timeout)."""
+        replies = self._replies[tier]
+        durable = self._durable.format(tier=tier)
+        assert self._nc is not None
+        await self._nc.publish(
+            f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{durable}",
+            b'{"batch":%d,"no_wait":true}' % batch,
+            reply=replies.subject,
+        )
+        msgs: list[Msg] = []
+        try:
+            while len(msgs) < batch:
+                msg = await replies.next_msg(timeout=FETCH_TIMEOUT_S)
+                if msg.headers and msg.headers.get(Header.STATUS):
+                    break  # (no more jobs now, or the answer to an earlier pull)
+                msgs.append(msg)
+        except (NatsTimeout, TimeoutError):
+            pass  # NATS is away: what came is held here, the rest stays on the queue
+        return msgs
 
     async def renew(self) -> None:
         """One pass: renew the holds of every job held here (run it every third of ``ack_wait_s``)."""

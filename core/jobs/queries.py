@@ -47,6 +47,9 @@ class JobQueries:
                     return job.log, job.state.value
             elif stored is not None and principal.may_see(stored.owner):
                 state, tokens, error = stored.state, stored.tokens, stored.error
+                cached = self._board.bus.find(job_id)
+                if cached is not None and cached.terminal is not None:
+                    return cached, state.value  # (it may have ended here before the store says so)
                 if not state.terminal:
                     # Another core runs it (or will): follow it there.
                     mirror = self._board.bus.follow(job_id, stored.core_id)
@@ -54,9 +57,6 @@ class JobQueries:
                         raise UnavailableError("job is being recovered; retry shortly")
                     return mirror, state.value
 
-                cached = self._board.bus.find(job_id)
-                if cached is not None and cached.terminal is not None:
-                    return cached, state.value
                 if state == JobState.DONE:
                     terminal = Terminal("done", tokens=len(tokens))
                 else:

@@ -71,6 +71,8 @@ class SharedQueue:
             holder = await self._repo.holder(job_id)
             if holder and holder != self._node.id and await self._node.live(holder):
                 return False  # a repeated delivery: a live core runs it
+        if (waited := self._node.remote.claim(job_id)) is not None:
+            job.log = waited  # readers here followed it before any core took it: they follow it here
         self._board.adopt(job)
         self._settler.write_behind([JobRepository.held(job_id, self._node.id)])
         await self._node.announce(job_id)

@@ -233,3 +233,22 @@ async def test_nothing_of_a_job_is_lost_while_no_core_has_a_worker(cores: StartC
     got = {(await worker.assignment(timeout=10)).job_id for _ in ids}
     assert got == set(ids)
     await eventually(lambda: b.app.jobs.snapshot().busy_slots == 6)
+
+
+async def test_a_reader_waiting_on_the_core_that_then_takes_the_job_gets_every_token(
+    cores: StartCores,
+) -> None:
+    """The stream opens before any core took the job (it waits on a mirror); the same core then takes it
+    from the shared queue: the reader is given the job's own log, not a mirror of it that would end
+    with the store's count of tokens and none of the tokens."""
+    [a] = await cores(1)
+    job_id, _ = await a.send("wait for me")
+    reading = asyncio.ensure_future(collect(a, job_id, timeout=20))
+    node = a.app.node
+    assert node is not None
+    await eventually(lambda: node.remote.find(job_id) is not None)
+    worker = await connect_worker(a, slots=1)
+    assert (await worker.assignment()).job_id == job_id
+    await worker.tokens(job_id, ["one ", "two"])
+    await worker.complete(job_id)
+    assert await reading == [(1, "token", "one "), (2, "token", "two"), (3, "done", 2)]
