@@ -67,6 +67,7 @@ async def measure(
     await asyncio.sleep(0.5)  # let the last group commits land before counting what was persisted
     return {
         "clients": float(clients),
+        "jobs": float(done),
         "jobs_per_s": done / elapsed,
         "tokens_per_s": tokens / elapsed,
         "job_p50_ms": percentile(latencies, 50),

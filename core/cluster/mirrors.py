@@ -259,6 +259,22 @@ class ClusterBus(LocalBus):
         """A local log, a mirror, or a cached finished one."""
         return super().find(job_id) or self.remote.find(job_id)
 
+    def retire(self, log: JobLog) -> None:
+        """A log of this core's leaves; once the job has ended, readers here who followed it on the core
+        that ran it before this one (their mirror shows part of that core's answer) are told it is lost."""
+        super().retire(log)
+        if self.remote.find(log.job_id) is None:
+            return
+
+        def ended() -> None:
+            if log.terminal is not None:
+                log.unlisten(ended)
+                lost = Terminal("error", message=LOST, reason="CORE_LOST")
+                self.remote.ended(log.job_id, log.terminal if log.terminal.kind == "error" else lost)
+
+        log.listen(ended)  # (a log retires just before its end is told; one handed back never ends here)
+        ended()
+
     def follow(self, job_id: str, core_id: str) -> JobLog | None:
         """The mirror of a job another core runs (or will)."""
         return self.remote.follow(job_id, core_id)

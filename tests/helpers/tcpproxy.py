@@ -21,17 +21,19 @@ class TcpProxy:
         self._marker: bytes | None = None
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self.host = "127.0.0.1"
         self.port = 0
         self.accepted = 0
 
-    async def start(self) -> None:
-        """Listen on a free loopback port (``port``)."""
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+    async def start(self, host: str = "127.0.0.1") -> None:
+        """Listen on a free port (``port``) of ``host`` (loopback unless a test's own address)."""
+        self._server = await asyncio.start_server(self._accept, host, 0)
+        self.host = host
         self.port = self._server.sockets[0].getsockname()[1]
 
     def address(self) -> tuple[str, int]:
         """Where clients connect."""
-        return "127.0.0.1", self.port
+        return self.host, self.port
 
     def cut(self) -> None:
         """Close every forwarded connection; new ones are closed as soon as they are accepted."""
