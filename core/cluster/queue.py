@@ -223,27 +223,32 @@ class JetStreamQueue:
                 if want <= 0:
                     continue
                 # what is there now (a wake-up or the next poll brings the rest)
-                for msg in await self._fetch_now(tier, min(want, 256)):
-                    job_id = msg.data.decode()
-                    self._held[job_id] = _Held(msg, tier, time.monotonic())
-                    self.pulled += 1
-                    pulled += 1
-                    try:
-                        keep = await adopt(tier, job_id)
-                    except Exception:
-                        log.exception("could not take job %s; handing it back", job_id)
-                        keep = False
-                        await _quietly(msg.nak(delay=1.0))
-                        self._held.pop(job_id, None)
-                        continue
-                    if not keep:  # ended already, or not a job to run: nobody should get it again
-                        self.ended(job_id)
+                msgs = await self._fetch_now(tier, min(want, 256))
+                pulled += len(msgs)
+                # taken at once (each is read from the store): a batch joins the line as its jobs load
+                await asyncio.gather(*(self._take(tier, msg, adopt) for msg in msgs))
             if not pulled:
                 try:
                     async with asyncio.timeout(POLL_S):
                         await self._wake.wait()
                 except TimeoutError:
                     pass
+
+    async def _take(self, tier: str, msg: Msg, adopt: Adopt) -> None:
+        """Hold a pulled job and put it on this core's board (or acknowledge it if it is not to run, or
+        hand it back if it cannot be loaded now)."""
+        job_id = msg.data.decode()
+        self._held[job_id] = _Held(msg, tier, time.monotonic())
+        self.pulled += 1
+        try:
+            keep = await adopt(tier, job_id)
+        except Exception:
+            log.exception("could not take job %s; handing it back", job_id)
+            self._held.pop(job_id, None)
+            await _quietly(msg.nak(delay=1.0))
+            return
+        if not keep:  # ended already, or not a job to run: nobody should get it again
+            self.ended(job_id)
 
     async def _fetch_now(self, tier: str, batch: int) -> list[Msg]:
         """Up to ``batch`` jobs of ``tier`` that are waiting now. The pull does not wait for jobs to come

@@ -81,6 +81,7 @@ class PostgresStore(GroupWriter):
                 timeout=self._timeout,
                 command_timeout=self._timeout,
                 init=_init_connection,
+                reset=_keep_session,
             )
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             conn.terminate()
@@ -178,6 +179,12 @@ class PostgresStore(GroupWriter):
                     continue
                 raise StoreError(f"store read failed: {why(exc)}") from exc
         raise AssertionError("unreachable")
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A read connection goes back to the pool as it is: reads change nothing of their session (no
+    setting, lock, listener or cursor), so asyncpg's reset — one more round trip per read — is skipped
+    (an open transaction is still rolled back by asyncpg before this runs)."""
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
