@@ -255,6 +255,7 @@ async def _run(
 
     # a comes back: live again, it takes and runs a job for its own worker, and settles nothing twice
     await eventually_async(lambda: _live(dsn, a_id), timeout=30)
+    await a.channel.close()
     a = _remote(a_addr, tmp / "b")
 
     async def answers() -> bool:  # (the first call may meet the connection the partition broke)
