@@ -31,6 +31,36 @@ from facade.relay import routes as relay
 
 log = logging.getLogger("ashao.facade")
 
+CORS_REQUEST_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "Accept",
+    "Last-Event-ID",
+    "Idempotency-Key",
+    "traceparent",
+    "tracestate",
+    # what the official OpenAI SDK for JavaScript sends from a browser (dangerouslyAllowBrowser)
+    "OpenAI-Organization",
+    "OpenAI-Project",
+    "X-Stainless-Arch",
+    "X-Stainless-Lang",
+    "X-Stainless-OS",
+    "X-Stainless-Package-Version",
+    "X-Stainless-Retry-Count",
+    "X-Stainless-Runtime",
+    "X-Stainless-Runtime-Version",
+    "X-Stainless-Timeout",
+)
+"""Request headers a page on an allowed origin may send (every surface: ``/api``, ``/v1``, the relay)."""
+CORS_EXPOSED_HEADERS = (
+    relay_errors.SIGNATURE_HEADER,
+    relay_errors.KEY_ID_HEADER,
+    "X-Ashao-Model-Id",
+    "Retry-After",
+    "x-should-retry",
+)
+"""Response headers such a page may read: the relay's signature, the waits and retry advice."""
+
 DESCRIPTION = """\
 Two surfaces over one gRPC core.
 
@@ -156,8 +186,8 @@ def create_app(settings: FacadeSettings, *, tracer: Tracer | None = None) -> Fas
             allow_origins=origins,
             allow_credentials=True,
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Accept"],
-            expose_headers=[relay_errors.SIGNATURE_HEADER, relay_errors.KEY_ID_HEADER, "Retry-After"],
+            allow_headers=list(CORS_REQUEST_HEADERS),
+            expose_headers=list(CORS_EXPOSED_HEADERS),
             max_age=600,
         )
     # Outermost of all: it sees every status, the 413s and CORS answers included.
