@@ -86,8 +86,11 @@ def free_loopback_addr() -> str:
 
 
 def threads_each(servers: int) -> int:
-    """CPU threads for each of ``servers`` model servers sharing this machine."""
-    return max(1, (os.cpu_count() or 1) // max(1, servers))
+    """CPU threads for each of ``servers`` model servers: half the machine's cores between them, the
+    other half left to the core, the facade and the workers. llama.cpp's threads wait for each other at
+    every step, so one of them descheduled by the processes relaying its tokens stalls them all: on two
+    cores, one thread streams faster through the network than two."""
+    return max(1, (os.cpu_count() or 1) // 2 // max(1, servers))
 
 
 def server_args(model: CpuModel, gguf: Path, *, addr: str, threads: int) -> list[str]:

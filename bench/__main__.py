@@ -12,6 +12,7 @@ from bench import (
     dispatch_latency,
     idle_streams,
     ledger_cost,
+    model_cpu,
     openai_chat,
     pgstore,
     relay_latency,
@@ -42,9 +43,13 @@ BENCHES: dict[str, tuple[str, Callable[[], dict[str, float]]]] = {
         "PostgreSQL store: units/s for 6-statement units, per unit vs batched vs executemany",
         pgstore.run,
     ),
+    "model": (
+        "a real model on CPU (SmolLM2-135M, llama.cpp): tokens/s direct vs through the network, 1 vs 2 threads",
+        model_cpu.run,
+    ),
 }
-OPT_IN = {"soak"}
-"""Benchmarks run only when named (they take minutes)."""
+OPT_IN = {"soak", "model"}
+"""Benchmarks run only when named (they take minutes, or need the optional model extra)."""
 
 
 def main(argv: list[str] | None = None) -> int:
