@@ -88,8 +88,8 @@ def free_loopback_addr() -> str:
 def threads_each(servers: int) -> int:
     """CPU threads for each of ``servers`` model servers: half the machine's cores between them, the
     other half left to the core, the facade and the workers. llama.cpp's threads wait for each other at
-    every step, so one of them descheduled by the processes relaying its tokens stalls them all: on two
-    cores, one thread streams faster through the network than two."""
+    every step, so one of them descheduled by the processes relaying its tokens stalls them all (on two
+    cores one thread streamed through the network at least as fast as two: ``python -m bench model``)."""
     return max(1, (os.cpu_count() or 1) // 2 // max(1, servers))
 
 
