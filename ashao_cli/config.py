@@ -92,8 +92,25 @@ class StatusSettings(CoreAccess):
 
     model_config = SettingsConfigDict(env_prefix="ASHAO_STATUS_")
 
+    core: str = Field("127.0.0.1:50051", validation_alias="ASHAO_GRPC_ADDR", min_length=1)
+    """The core's gRPC address (host:port); the cores of a cluster comma-separated, each shown with its
+    own workers, slots and streams, then the cluster's totals."""
+
     as_json: Annotated[bool, Flag("--json")] = Field(False, validation_alias="ASHAO_STATUS_JSON")
-    """Print one JSON document (network, tiers, workers) instead of tables."""
+    """Print one JSON document (network, tiers, workers; with several cores, each core's and the
+    cluster's totals) instead of tables."""
+
+    @field_validator("core")
+    @classmethod
+    def _addr(cls, value: str) -> str:
+        for addr in value.split(","):
+            split_addr(addr.strip())
+        return value
+
+    @property
+    def cores(self) -> list[str]:
+        """The addresses of ``core``, in order."""
+        return [a.strip() for a in self.core.split(",") if a.strip()]
 
 
 class GrantSettings(CoreAccess):
