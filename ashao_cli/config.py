@@ -31,7 +31,7 @@ class UpSettings(BaseSettings):
     data_dir: Path = Path(".ashao")
     """Directory of the store, the keys and the local workers' credentials."""
     local_workers: int = Field(1, ge=0)
-    """Local workers to start (running ``model``)."""
+    """Local workers to start, each running ``--model``."""
     model: Literal["synthetic", "smollm2"] = "synthetic"
     """What the local workers run: synthetic (numbered tokens, no model: development and load tests) or
     smollm2 (SmolLM2-135M-Instruct on CPU through llama.cpp, one answer at a time per worker; needs the
