@@ -148,6 +148,7 @@ def create_app(settings: FacadeSettings, *, tracer: Tracer | None = None) -> Fas
     # Outermost last: CORS (when set), then the body limit, then the stream's fast path; so a 413 still
     # carries CORS headers, and the bodiless stream route passes the limit with a glance at its headers.
     app.add_middleware(chat.StreamFastPath)
+    app.add_middleware(relay.StreamFastPath)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:

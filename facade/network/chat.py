@@ -81,7 +81,10 @@ async def send(body: SendBody, request: Request, core: Core) -> Response:
         client_ip=client_ip(request),
         wait_s=core.timeout,
     )
-    return JSON({"jobId": r.job_id, "conversationId": r.conversation_id})
+    return JSON(
+        {"jobId": r.job_id, "conversationId": r.conversation_id},
+        headers=core.overhead.measure("network", request.scope),
+    )
 
 
 _MAX_SEQ = 2**64 - 1  # event ids are uint64
