@@ -78,10 +78,10 @@ class HostedProvider:
         self.model_id = model
         base = base_url.rstrip("/")
         self._url = (base if base.endswith("/v1") else base + "/v1") + "/chat/completions"
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._first = first_chunk_timeout_s
         self._total = total_timeout_s
-        self._pool = UpstreamPool(self._url, max_connections=max_connections, headers=headers)
+        self._pool = UpstreamPool(self._url, max_connections=max_connections, headers=self._headers)
 
     def healthy(self) -> bool:
         """Hosted providers are judged by their breaker alone."""
