@@ -158,10 +158,10 @@ async def _throughput(fh: str, fp: int, cpu: CpuMeter, clients: int, seconds: fl
 
 async def _hold(fh: str, fp: int, streams: int) -> dict[str, float]:
     lags: list[float] = []
-    complete = 0
+    complete = unstamped = 0
 
     async def one(i: int) -> None:
-        nonlocal complete
+        nonlocal complete, unstamped
         n = 0
         body = {"message": f"hold {i}", "max_tokens": 1024}
         async for batch in sse_batches(fh, fp, "/chat/stream", body=body):
@@ -169,7 +169,11 @@ async def _hold(fh: str, fp: int, streams: int) -> dict[str, float]:
             for data in batch:
                 doc = orjson.loads(data)
                 if "text" in doc:
-                    lags.append((now - int(doc["text"].strip().partition("@")[2])) / 1e6)
+                    stamp = doc["text"].strip().partition("@")[2]
+                    if not stamp.isdigit():
+                        unstamped += 1  # not a piece the upstream sent whole
+                        continue
+                    lags.append((now - int(stamp)) / 1e6)
                     n += 1
                 elif "envelope" in doc:
                     complete += n == HOLD_TOKENS
@@ -180,6 +184,7 @@ async def _hold(fh: str, fp: int, streams: int) -> dict[str, float]:
         "hold_streams": float(streams),
         "hold_complete": float(complete),
         "hold_tokens": float(len(lags)),
+        "hold_unstamped_pieces": float(unstamped),
         "hold_lag_p50_ms": percentile(lags, 50),
         "hold_lag_p99_ms": percentile(lags, 99),
         "hold_lag_max_ms": max(lags, default=float("nan")),
