@@ -86,6 +86,10 @@ class CpuMeter:
         self._start: dict[str, float] = {}
         self._t0 = 0.0
 
+    def add(self, name: str, pid: int) -> None:
+        """Measure another process too (one the network did not start)."""
+        self._pids[name] = pid
+
     def start(self) -> None:
         """Begin measuring."""
         self._t0 = time.perf_counter()

@@ -22,6 +22,7 @@ from facade.http import JSON
 from facade.limits import BodyLimit
 from facade.network import account, chat, treasury, workers
 from facade.network import errors as network_errors
+from facade.network.send_path import SendFastPath
 from facade.observe import TRACED, Observe, facade_registry, metrics_page
 from facade.openai import catalog as openai_catalog
 from facade.openai import chat as openai_chat
@@ -178,6 +179,8 @@ def create_app(settings: FacadeSettings, *, tracer: Tracer | None = None) -> Fas
     # Outermost last: CORS (when set), then the body limit, then the stream's fast path; so a 413 still
     # carries CORS headers, and the bodiless stream route passes the limit with a glance at its headers.
     app.add_middleware(chat.StreamFastPath)
+    app.add_middleware(relay.StreamFastPath)
+    app.add_middleware(SendFastPath)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
