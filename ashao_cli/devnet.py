@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ashao_cli.model import CpuModel, server_args, weights
 from ashao_cli.operator import issue_join_token
 from worker_agent.identity import credentials_path
 
@@ -162,6 +163,36 @@ class LocalNetwork:
             str(slots),
             "--tokens-per-sec",
             str(tokens_per_sec),
+            cores=cores,
+        )
+
+    def start_model_server(
+        self, name: str, model: CpuModel, *, addr: str, threads: int, timeout: float = 120
+    ) -> subprocess.Popen[bytes]:
+        """Serve ``model`` on ``addr`` with llama.cpp's OpenAI-compatible server and wait until it listens
+        (it binds once the weights are loaded). ModelUnavailableError when the model extra is missing."""
+        proc = self._spawn(name, server_args(model, weights(model), addr=addr, threads=threads))
+        if not wait_for_port(addr, timeout=timeout, proc=proc):
+            raise RuntimeError(f"{name} ({model.name} on {addr}) did not start")
+        return proc
+
+    def start_model_worker(
+        self, name: str, model: CpuModel, *, upstream: str, cores: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """A worker on a model server of :meth:`start_model_server`: one slot (the server generates one
+        answer at a time), and the synthetic image backend so the pictures of the web page still work."""
+        return self.start_worker(
+            name,
+            "--backend",
+            "openai",
+            "--upstream",
+            f"http://{upstream}/v1",
+            "--model",
+            model.served_as,
+            "--slots",
+            "1",
+            "--image-backend",
+            "synthetic",
             cores=cores,
         )
 

@@ -15,12 +15,14 @@ from importlib import metadata
 
 from ashao_cli.config import UpSettings
 from ashao_cli.devnet import LocalNetwork, consecutive, preferring
+from ashao_cli.model import MODELS, ModelUnavailableError, free_loopback_addr, threads_each, weights
 from ashao_common.settings import load_settings
 
 USAGE = """usage: ashao COMMAND [options]      (ashao COMMAND --help: its options, defaults, variables)
 
 commands:
-  up        core + HTTP facade + local synthetic workers, on the embedded SQLite store
+  up        core + HTTP facade + local workers (synthetic, or a real model on CPU with
+            --model smollm2), on the embedded SQLite store
   core      the gRPC core alone
   facade    the HTTP/SSE facade alone (talks to a core)
   worker    a worker agent (runs jobs on a model backend)
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def up(argv: list[str]) -> int:
-    """Run core, facade and ``--local-workers`` synthetic workers until SIGINT/SIGTERM."""
+    """Run core, facade and ``--local-workers`` workers (synthetic, or each on its own server of
+    ``--model``) until SIGINT/SIGTERM."""
     args = load_settings(
         UpSettings, argv, prog="ashao up", description="Start the whole network on this machine."
     )
@@ -106,27 +109,40 @@ def up(argv: list[str]) -> int:
         grpc_addr=args.grpc_addr,
         extra_env={k: v for k, v in cluster.items() if v},
     )
+    model = MODELS.get(args.model)
     try:
         try:
+            if model is not None and args.local_workers:
+                weights(model)  # installed? (before anything starts)
             for i, addr in enumerate(cores):
                 # every core keeps its keys in a data directory of its own (a cluster's are the same)
                 data_dir = args.data_dir if i == 0 else args.data_dir / f"core-{i + 1}"
                 net.start_core(name=f"core-{i + 1}", grpc_addr=addr, data_dir=data_dir)
             for i in range(args.local_workers):
-                net.start_local_worker(
-                    f"local-{i + 1}",
-                    slots=args.worker_slots,
-                    tokens_per_sec=args.tokens_per_sec,
-                    cores=preferring(cores, i),
+                if model is None:
+                    net.start_local_worker(
+                        f"local-{i + 1}",
+                        slots=args.worker_slots,
+                        tokens_per_sec=args.tokens_per_sec,
+                        cores=preferring(cores, i),
+                    )
+                    continue
+                server = free_loopback_addr()
+                net.start_model_server(
+                    f"model-{i + 1}", model, addr=server, threads=threads_each(args.local_workers)
                 )
+                net.start_model_worker(f"local-{i + 1}", model, upstream=server, cores=preferring(cores, i))
             for i, addr in enumerate(facades):
                 net.start_facade(name=f"facade-{i + 1}", http_addr=addr, cores=preferring(cores, i))
+        except ModelUnavailableError as exc:
+            print(f"ashao up: {exc}", file=sys.stderr)
+            return 2
         except RuntimeError as exc:
             print(f"ashao up: {exc}", file=sys.stderr)
             return 1
         print(
             f"ashao up: HTTP on {', '.join(f'http://{a}' for a in facades)}  gRPC on {', '.join(cores)}  "
-            f"{args.local_workers} local synthetic worker(s)  data in {args.data_dir}\n"
+            f"{args.local_workers} local {args.model} worker(s)  data in {args.data_dir}\n"
             f"  try: curl -s -X POST http://{args.http_addr}/api/chat/send "
             '-H \'Content-Type: application/json\' -d \'{"tier":"free","content":"hello"}\'',
             flush=True,

@@ -13,6 +13,7 @@ from bench import (
     dispatch_latency,
     idle_streams,
     ledger_cost,
+    model_cpu,
     openai_chat,
     pgstore,
     relay_latency,
@@ -43,14 +44,18 @@ BENCHES: dict[str, tuple[str, Callable[[], dict[str, float]]]] = {
         "PostgreSQL store: units/s for 6-statement units, per unit vs batched vs executemany",
         pgstore.run,
     ),
+    "model": (
+        "a real model on CPU (SmolLM2-135M, llama.cpp): tokens/s direct vs through the network, 1 vs 2 threads",
+        model_cpu.run,
+    ),
     "cluster": (
         "embedded vs PostgreSQL + NATS with 1 core + 1 facade vs 2 cores + 2 facades: dispatch, "
         "first token, priced short jobs, 500 streams, CPU and writes per job and per token",
         cluster.run,
     ),
 }
-OPT_IN = {"soak", "cluster"}
-"""Benchmarks run only when named (they take minutes)."""
+OPT_IN = {"soak", "model", "cluster"}
+"""Benchmarks run only when named (they take minutes, or need the optional model extra)."""
 TABLES: dict[str, Callable[[dict[str, float]], str]] = {"cluster": cluster.table}
 """Benchmarks whose figures are also printed as a table."""
 

@@ -104,9 +104,7 @@ async def _persisted(n: Network, e: Engines | None) -> int:
 async def _mode(shared: bool, cores: int, facades: int) -> dict[str, float]:
     out: dict[str, float] = {}
     async with _cluster(shared, cores, facades) as (n, e):
-        d = await dispatch_latency.measure(
-            n.facades, n.cores, n.net.join_token(uses=cores), 100.0, 1000, follow=True
-        )
+        d = await dispatch_latency.measure(n.facades, n.cores, n.net.join_token(uses=cores), 100.0, 1000)
         out |= {
             "dispatch_p50_ms": d["issue_p50_ms"],
             "dispatch_p99_ms": d["issue_p99_ms"],

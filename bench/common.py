@@ -136,6 +136,10 @@ class CpuMeter:
                     out[k][pid] = cpu_seconds(pid)
         return out
 
+    def add(self, name: str, pid: int) -> None:
+        """Measure another process too (one the network did not start)."""
+        self._pids[name] = lambda: [pid]
+
     def start(self) -> None:
         """Begin measuring."""
         self._t0 = time.perf_counter()
@@ -147,7 +151,7 @@ class CpuMeter:
         now = self._read()
         # a process that came or went meanwhile counts for what was seen of it at both ends
         self.seconds = {
-            k: sum(v - self._start[k].get(pid, v) for pid, v in now[k].items()) for k in self._pids
+            k: sum(v - self._start.get(k, {}).get(pid, v) for pid, v in now[k].items()) for k in self._pids
         }
         return {f"cpu_{k}_pct": used / wall * 100 for k, used in self.seconds.items()}
 

@@ -167,6 +167,7 @@ class CoreApp:
             billing_gate=settings.relay_billing_gate,
             floor_required=settings.relay_floor_required,
             max_message_chars=settings.relay_max_message_chars,
+            flush_s=settings.flush_interval_ms / 1000,
         )
         self.lag = LoopLag()
         self.vitals = Vitals(

@@ -22,6 +22,7 @@ from facade.http import JSON
 from facade.limits import BodyLimit
 from facade.network import account, chat, treasury, workers
 from facade.network import errors as network_errors
+from facade.network.send_path import SendFastPath
 from facade.observe import TRACED, Observe, facade_registry, metrics_page
 from facade.openai import catalog as openai_catalog
 from facade.openai import chat as openai_chat
@@ -30,6 +31,36 @@ from facade.relay import errors as relay_errors
 from facade.relay import routes as relay
 
 log = logging.getLogger("ashao.facade")
+
+CORS_REQUEST_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "Accept",
+    "Last-Event-ID",
+    "Idempotency-Key",
+    "traceparent",
+    "tracestate",
+    # what the official OpenAI SDK for JavaScript sends from a browser (dangerouslyAllowBrowser)
+    "OpenAI-Organization",
+    "OpenAI-Project",
+    "X-Stainless-Arch",
+    "X-Stainless-Lang",
+    "X-Stainless-OS",
+    "X-Stainless-Package-Version",
+    "X-Stainless-Retry-Count",
+    "X-Stainless-Runtime",
+    "X-Stainless-Runtime-Version",
+    "X-Stainless-Timeout",
+)
+"""Request headers a page on an allowed origin may send (every surface: ``/api``, ``/v1``, the relay)."""
+CORS_EXPOSED_HEADERS = (
+    relay_errors.SIGNATURE_HEADER,
+    relay_errors.KEY_ID_HEADER,
+    "X-Ashao-Model-Id",
+    "Retry-After",
+    "x-should-retry",
+)
+"""Response headers such a page may read: the relay's signature, the waits and retry advice."""
 
 DESCRIPTION = """\
 Two surfaces over one gRPC core.
@@ -148,6 +179,8 @@ def create_app(settings: FacadeSettings, *, tracer: Tracer | None = None) -> Fas
     # Outermost last: CORS (when set), then the body limit, then the stream's fast path; so a 413 still
     # carries CORS headers, and the bodiless stream route passes the limit with a glance at its headers.
     app.add_middleware(chat.StreamFastPath)
+    app.add_middleware(relay.StreamFastPath)
+    app.add_middleware(SendFastPath)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
@@ -156,8 +189,8 @@ def create_app(settings: FacadeSettings, *, tracer: Tracer | None = None) -> Fas
             allow_origins=origins,
             allow_credentials=True,
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Accept"],
-            expose_headers=[relay_errors.SIGNATURE_HEADER, relay_errors.KEY_ID_HEADER, "Retry-After"],
+            allow_headers=list(CORS_REQUEST_HEADERS),
+            expose_headers=list(CORS_EXPOSED_HEADERS),
             max_age=600,
         )
     # Outermost of all: it sees every status, the 413s and CORS answers included.

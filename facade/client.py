@@ -22,6 +22,7 @@ from facade.config import FacadeSettings
 from facade.frames import Coalescer
 from facade.http import relay_metadata
 from facade.mux import Mux
+from facade.overhead import Overhead
 from facade.sends import Sender
 from facade.sse import SendWatchdog
 
@@ -73,6 +74,8 @@ class CoreClient:
             self.chat, connect_wait_s=settings.core_connect_wait_s, metadata=relayed, tracer=tracer
         )
 
+        self.overhead = Overhead()
+        """What the gateway added to each answer (``x-ashao-overhead-ms``), per surface."""
         self.watchdog = SendWatchdog(settings.sse_send_timeout_s)
         self.relay_coalescer = Coalescer(settings.sse_coalesce_s)
         """Paces the writes of relay streams (the mux paces its own)."""

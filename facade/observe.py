@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ashao_common.metrics import exposition, process_registry
 from ashao_common.tracing import Tracer
+from facade.overhead import stamp
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -54,6 +55,7 @@ class Observe:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        stamp(scope)
         statuses = self._statuses
         started = 0
 
@@ -143,6 +145,7 @@ class FacadeCollector(Collector):
             "ashao_facade_send_seconds",
             "A send relayed to the core -> the core's answer (durable, or refused).",
         )
+        yield core.overhead.family()
 
 
 def metrics_page(registry: CollectorRegistry) -> Callable[[Request], Awaitable[Response]]:

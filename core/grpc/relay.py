@@ -11,7 +11,7 @@ from core.identity.directory import Directory
 from core.identity.principal import Principal
 from core.relay.documents import RelayDocuments
 from core.relay.envelopes import Prompt, auth_required
-from core.relay.pipeline import Relay
+from core.relay.pipeline import Admitted, Relay
 from core.relay.signing import Signed
 
 
@@ -67,10 +67,11 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
                         else relay_pb2.ChatStreamResponse(seq=seq, error=doc)
                     )
                     seq += 1
-                elif isinstance(value, str):
-                    yield relay_pb2.ChatStreamResponse(
-                        seq=seq, admitted=relay_pb2.RelayAdmitted(model_id=value)
+                elif isinstance(value, Admitted):
+                    admitted = relay_pb2.RelayAdmitted(
+                        model_id=value.model_id, provider_wait_ms=value.provider_wait_s * 1000
                     )
+                    yield relay_pb2.ChatStreamResponse(seq=seq, admitted=admitted)
                     seq += 1
                 elif len(value) == 1:
                     yield relay_pb2.ChatStreamResponse(seq=seq, chunk=value[0])

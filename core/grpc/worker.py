@@ -34,6 +34,10 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     async def _worker(self, context: Ctx) -> WorkerInfo:
         return await self._registry.authenticate(bearer(context))
 
+    async def _puller(self, context: Ctx) -> WorkerInfo:
+        """The calling worker, on the pull path (it counts as active while it polls)."""
+        return await self._registry.authenticate(bearer(context), polling=True)
+
     async def RegisterWorker(
         self, request: worker_pb2.RegisterWorkerRequest, context: Ctx
     ) -> worker_pb2.RegisterWorkerResponse:
@@ -153,7 +157,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         self, request: worker_pb2.ClaimJobRequest, context: Ctx
     ) -> worker_pb2.ClaimJobResponse:
         """Take the next queued job of a tier, if any."""
-        job = self._dispatcher.claim(await self._worker(context), request.tier)
+        job = self._dispatcher.claim(await self._puller(context), request.tier)
         if job is None:
             return worker_pb2.ClaimJobResponse()
         return worker_pb2.ClaimJobResponse(
@@ -169,7 +173,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         self, request: worker_pb2.PublishTokensRequest, context: Ctx
     ) -> worker_pb2.PublishTokensResponse:
         """Publish tokens of a job assigned to this worker."""
-        info = await self._worker(context)
+        info = await self._puller(context)
         jt = request.tokens
         if not jt.job_id:
             raise InvalidArgumentError("jobId: required", field="jobId")
@@ -183,13 +187,13 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     ) -> worker_pb2.CompleteJobResponse:
         """Finish a job assigned to this worker."""
         return worker_pb2.CompleteJobResponse(
-            tokens=self._lifecycle.complete(await self._worker(context), request.job_id)
+            tokens=self._lifecycle.complete(await self._puller(context), request.job_id)
         )
 
     async def FailJob(self, request: worker_pb2.FailJobRequest, context: Ctx) -> worker_pb2.FailJobResponse:
         """Give up a job assigned to this worker."""
         state = self._lifecycle.fail(
-            await self._worker(context), request.job_id, request.message, request.retryable
+            await self._puller(context), request.job_id, request.message, request.retryable
         )
         return worker_pb2.FailJobResponse(state=state.to_proto())
 
@@ -197,7 +201,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         self, request: worker_pb2.HeartbeatRequest, context: Ctx
     ) -> worker_pb2.HeartbeatResponse:
         """Liveness and throughput of a pull worker."""
-        self._dispatcher.heartbeat(await self._worker(context), request.tokens_per_sec)
+        self._dispatcher.heartbeat(await self._puller(context), request.tokens_per_sec)
         return worker_pb2.HeartbeatResponse(heartbeat_interval_ms=self._settings.heartbeat_interval_ms)
 
     async def GetWorkerAccount(

@@ -28,8 +28,9 @@ from core.jobs.board import JobBoard
 from core.jobs.model import ImageParams, Job
 from core.jobs.repository import JobRepository
 from core.jobs.trace import JobTrace
-from core.money.billing import Billing
+from core.money.billing import Billing, Booking
 from core.store import ConstraintError, Statement, Store, StoreError, now_ms
+from core.streams.log import Terminal
 
 MAX_IDEMPOTENCY_KEY = 128
 IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000
@@ -190,6 +191,8 @@ class Admission:
             )
         # No await between the balance check and the submit: admission is atomic per payer.
         booking = self._billing.charge(job_id=job.id, tier=tier, payer=payer)
+        if keyed is None and not self._board.queue.shared:
+            return await self._send_early(job, statements + booking.statements, booking)
         try:
             await self._store.write(statements + booking.statements)
         except ConstraintError as exc:
@@ -209,6 +212,49 @@ class Admission:
         self._board.last_send_at = time.monotonic()
         self._queue(job)
         return job.id, conversation_id
+
+    async def _send_early(self, job: Job, unit: list[Statement], booking: Booking) -> tuple[str, str]:
+        """Queue (and hand out) the job while the unit that admits it commits; answer once it is durable.
+
+        The worker may start on it a commit earlier, but nothing of the job outlives a failed unit: its
+        end is written only after its admission (``Settler.finalize``), the store commits units in the
+        order they were submitted (so its assignment's row changes follow its row), and if the unit
+        fails the job is withdrawn — taken out of the queue, or its worker told to stop — and its
+        charge undone. The caller learns its id only once it is durable.
+        """
+        try:
+            written = self._store.submit(unit)
+        except BaseException:
+            self._billing.undo(booking)
+            raise
+        job.durable = written
+        written.add_done_callback(lambda f: self._admitted(job, booking, f))
+        self._board.last_send_at = time.monotonic()
+        self._queue(job)
+        try:
+            await asyncio.shield(written)
+        except ConstraintError as exc:
+            if not booking.moves:
+                raise StoreError("could not store the message; nothing was queued or charged") from exc
+            raise PaymentRequiredError(f"not enough credits for tier {job.tier}") from exc
+        except StoreError as exc:
+            raise StoreError("could not store the message; nothing was queued or charged") from exc
+        return job.id, job.conversation_id
+
+    def _admitted(self, job: Job, booking: Booking, written: asyncio.Future[None]) -> None:
+        """The unit admitting an early-queued job is durable (it stays), or failed (it never was)."""
+        if not written.cancelled() and written.exception() is None:
+            job.durable = None
+            return
+        self._billing.undo(booking)
+        info = self._board.withdraw(job)
+        conn = info.connection if info is not None else None
+        if conn is not None:
+            conn.link.cancel(job.id, "the message could not be stored")
+        if job.trace is not None:
+            job.trace.lost("the message could not be stored")
+        job.log.finish(Terminal("error", message="the message could not be stored", reason="STORE_FAILED"))
+        self._wake()
 
     def _queue(self, job: Job) -> None:
         """A durable job joins its queue (traced under the current span while tracing is on)."""

@@ -119,6 +119,20 @@ class JobBoard:
             info.connection.running.discard(job.id)
         job.lease_expires = 0.0
 
+    def withdraw(self, job: Job) -> WorkerInfo | None:
+        """A job whose admission could not be stored leaves the board as if it never was; returns its
+        worker's record if one held it (to be told to stop)."""
+        self._jobs.pop(job.id, None)
+        self.bus.retire(job.log)
+        self.queue.ended(job.id)
+        if job.state == JobState.QUEUED:
+            self.unqueue(job)
+            return None
+        info = self.registry.get(job.worker_id) if job.worker_id else None
+        if info is not None:
+            self.release(job, info)
+        return info
+
     def ended(self, job: Job) -> None:
         """A job left the board for good (its end is durable, or could not be made so)."""
         self._jobs.pop(job.id, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from dataclasses import dataclass, field
 
@@ -199,6 +200,9 @@ class Job:
     """Its spans, while tracing is on (None otherwise)."""
     sampling: Sampling = NO_SAMPLING
     """For a chat job: the caller's sampling options."""
+    durable: asyncio.Future[None] | None = None
+    """While the unit that admits it is being committed (it was handed out meanwhile): resolves once
+    it is durable. Its end is not written before then (core/jobs/settle.py)."""
 
     def __post_init__(self) -> None:
         self.log = JobLog(self.id)

@@ -56,6 +56,8 @@ class Reaper:
         for info in self._board.registry:
             if info.last_seen:
                 info.last_seen += paused_s
+            if info.last_polled:
+                info.last_polled += paused_s
         for job in self._board:
             job.last_progress += paused_s
             job.queued_at += paused_s

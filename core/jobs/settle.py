@@ -62,8 +62,23 @@ class Settler:
         booking: Booking,
         terminal: Terminal,
     ) -> None:
-        """End ``job`` as ``state``: ``statements`` and ``booking`` in one unit; ``terminal`` once durable."""
+        """End ``job`` as ``state``: ``statements`` and ``booking`` in one unit; ``terminal`` once durable.
+
+        A job whose admission is still being committed (it was handed out meanwhile) is ended in memory
+        now and written once its admission is durable; if the admission fails, the job never was, and
+        ``booking`` is undone."""
         job.state = state
+        admitted = job.durable
+        if admitted is not None and not admitted.done():
+
+            def after(f: asyncio.Future[None]) -> None:
+                if f.cancelled() or f.exception() is not None:
+                    self._billing.undo(booking)
+                else:
+                    self.finalize(job, state, statements, booking, terminal)
+
+            admitted.add_done_callback(after)
+            return
         if job.trace is not None:
             job.trace.settling(state.value)
         fut = self._store.submit(statements + booking.statements)

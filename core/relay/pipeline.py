@@ -8,6 +8,7 @@ streaming caller is told it was admitted — so refusals are real statuses with 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ from core.relay.envelopes import MAX_MAX_TOKENS, MIN_MAX_TOKENS, Prompt, auth_re
 from core.relay.moderation import Moderator
 from core.relay.payments import PaymentGate
 from core.relay.providers import Provider, ProviderError, Usage, close_stream
-from core.relay.safety import SafetyLedger
+from core.relay.safety import SafetyLedger, SafetyRecord
 from core.relay.signing import Signed, Signer
 
 
@@ -30,14 +31,26 @@ from core.relay.signing import Signed, Signer
 class Admission:
     """A request that passed every check up to the cascade."""
 
-    height: int
+    ingress: asyncio.Future[SafetyRecord]
+    """Its ingress verdict's record, resolved once durable (the provider is asked meanwhile)."""
     message: str
     max_tokens: int
     charged: list[Move]
+    height: int = 0
+    """Its state height in the safety ledger, once the ingress record is durable."""
 
 
-Event = tuple[str, "str | list[str] | Signed"]
-"""What ``Relay.stream`` yields: ("admitted", model id), ("chunks", [text, …]), ("done" | "error", signed)."""
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """The provider serving a streamed request, and how long the relay waited on providers for the
+    first chunk (seconds)."""
+
+    model_id: str
+    provider_wait_s: float
+
+
+Event = tuple[str, "Admitted | list[str] | Signed"]
+"""What ``Relay.stream`` yields: ("admitted", Admitted), ("chunks", [text, …]), ("done" | "error", signed)."""
 
 
 class Relay:
@@ -58,7 +71,10 @@ class Relay:
         billing_gate: bool,
         floor_required: bool,
         max_message_chars: int,
+        flush_s: float = 0.01,
     ) -> None:
+        """``flush_s``: after the first piece of an answer, how long later pieces gather before they
+        are sent on together."""
         self.persona = persona
         self.signer = signer
         self.moderator = moderator
@@ -71,6 +87,7 @@ class Relay:
         self.billing_gate = billing_gate
         self.floor_required = floor_required
         self._max_chars = max_message_chars
+        self.flush_s = flush_s
 
     # -- admission ----------------------------------------------------------------------------
 
@@ -98,7 +115,7 @@ class Relay:
             raise invalid("max_tokens", f"must be between {MIN_MAX_TOKENS} and {MAX_MAX_TOKENS}")
         charged = await self.payments.charge(message, prompt.payment) if self.billing_gate else []
         verdict = await self.moderator.judge(message, "ingress")
-        ingress = await self.safety.record(
+        ingress = self.safety.submit(
             height=None,
             index=0,
             stage="ingress",
@@ -108,9 +125,13 @@ class Relay:
             text=message,
             policy_hash=self.moderator.policy_hash,
         )
-        height = ingress.state_height
+        no_floor = verdict.allowed and self.floor_required and not self.cascade.floor_healthy()
+        if not verdict.allowed or no_floor:
+            try:
+                height = (await asyncio.shield(ingress)).state_height
+            finally:
+                await self.payments.refund(charged)
         if not verdict.allowed:
-            await self.payments.refund(charged)
             raise RefusedError(
                 verdict.reason,
                 envelope={
@@ -122,8 +143,7 @@ class Relay:
                     "correlation_id": f"{height}:0",
                 },
             )
-        if self.floor_required and not self.cascade.floor_healthy():
-            await self.payments.refund(charged)
+        if no_floor:
             raise NoFloorError(
                 "the open-weights floor is unreachable",
                 envelope={
@@ -132,14 +152,37 @@ class Relay:
                     "detail": "The relay refuses to serve until the open-weights provider is healthy.",
                 },
             )
-        return Admission(height, message, max_tokens, charged)
+        return Admission(ingress, message, max_tokens, charged)
 
     # -- the cascade and the verdict ----------------------------------------------------------
 
-    async def open(self, adm: Admission) -> tuple[Provider, str, AsyncIterator[str], Usage]:
-        """The provider that produced a first chunk, or 503 ProviderErrorEnvelope."""
+    async def open(self, adm: Admission) -> tuple[Provider, str, AsyncIterator[str], Usage, float]:
+        """The provider that produced a first chunk (and the seconds waited on providers for it), asked
+        while the ingress record is being made durable; that record is durable when this returns.
+
+        The first chunk is never given out before the verdict it follows is durable, and the group
+        commit that carries the record runs while the provider works: the record adds nothing to the
+        time to the first chunk unless its commit takes longer than the provider. 503
+        ProviderErrorEnvelope when no provider can serve; StoreError when the record could not be
+        made durable (the provider is stopped, the payment refunded)."""
+        opening = asyncio.create_task(self._open(adm), name="ashao-relay-open")
         try:
-            return await self.cascade.open([{"role": "user", "content": adm.message}], adm.max_tokens)
+            adm.height = (await asyncio.shield(adm.ingress)).state_height
+        except BaseException:
+            opening.cancel()
+            (outcome,) = await asyncio.gather(opening, return_exceptions=True)
+            if isinstance(outcome, tuple):
+                await close_stream(outcome[2])
+            if not isinstance(outcome, ProviderFailedError):  # (that one refunded already)
+                await self.payments.refund(adm.charged)
+            raise
+        return await opening
+
+    async def _open(self, adm: Admission) -> tuple[Provider, str, AsyncIterator[str], Usage, float]:
+        started = time.perf_counter()
+        try:
+            opened = await self.cascade.open([{"role": "user", "content": adm.message}], adm.max_tokens)
+            return (*opened, time.perf_counter() - started)
         except ProviderError as exc:
             await self.payments.refund(adm.charged)
             raise ProviderFailedError(
@@ -197,13 +240,13 @@ class Relay:
         """A streaming answer: ("admitted", model id), then ("chunks", pieces)…, then one ("done",
         signed verdict) or ("error", signed envelope).
 
-        Pieces the provider produces while the previous batch is being sent travel together, so under
-        load one message carries many. Raises before its first item when no provider can serve, so the
+        Pieces the provider produces within ``flush_s`` of the previous batch (or while it is being
+        sent) travel together, so a fast provider's answer takes a few messages, not one per piece. Raises before its first item when no provider can serve, so the
         refusal is a real status. The verdict documents are signed over their canonical JSON, which a
         client re-derives from the parsed event. Closing the iterator early stops the provider (and
         refunds a payment).
         """
-        provider, first, rest, usage = await self.open(adm)
+        provider, first, rest, usage, waited = await self.open(adm)
         finished = False
         parts = [first]
         buffered: list[str] = []
@@ -218,13 +261,21 @@ class Relay:
                 wake.set()
 
         reader = asyncio.create_task(pump(), name="ashao-relay-pieces")
+        loop = asyncio.get_running_loop()
         try:
-            yield "admitted", provider.model_id
+            yield "admitted", Admitted(provider.model_id, waited)
             yield "chunks", [first]
+            sent_at = loop.time()
             while True:
                 await wake.wait()
                 wake.clear()
+                # Pieces that follow within the flush window travel together: one message to the
+                # facade per window, not per piece (the first piece went at once; the end goes at once).
+                hold = sent_at + self.flush_s - loop.time()
+                if hold > 0 and not reader.done():
+                    await asyncio.wait([reader], timeout=hold)
                 if buffered:
+                    sent_at = loop.time()
                     batch = buffered[:]
                     buffered.clear()
                     parts.extend(batch)
@@ -264,7 +315,7 @@ class Relay:
     async def chat(self, principal: Principal, ip: str, prompt: Prompt | bytes) -> Signed:
         """Synchronous chat: the signed envelope, or a refusal raised with its envelope."""
         adm = await self.admit(principal, ip, prompt)
-        provider, first, rest, usage = await self.open(adm)
+        provider, first, rest, usage, _ = await self.open(adm)
         parts = [first]
         try:
             async for piece in rest:

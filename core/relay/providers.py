@@ -12,16 +12,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import httpx
 import orjson
 
 from core.config import ProviderSpec
+from core.relay.upstream_http import UpstreamHTTPError, UpstreamPool
 
 log = logging.getLogger("ashao.core.providers")
 
 DONE_TAIL_S = 2.0
 """After ``[DONE]``, how long a hosted stream is read on for the end of its body (so that its connection
 goes back to the pool)."""
+
+
+MAX_LINE_BYTES = 1 << 20
+"""The longest line of an upstream's event stream kept while waiting for its end."""
 
 
 class ProviderError(Exception):
@@ -67,7 +71,6 @@ class HostedProvider:
         first_chunk_timeout_s: float = 10.0,
         total_timeout_s: float = 120.0,
         max_connections: int = 100,
-        client: httpx.AsyncClient | None = None,
     ) -> None:
         """``max_connections`` bounds the pool: streams beyond it wait for a connection, within their
         first-chunk deadline."""
@@ -78,18 +81,15 @@ class HostedProvider:
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._first = first_chunk_timeout_s
         self._total = total_timeout_s
-        self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(total_timeout_s, connect=5.0, pool=first_chunk_timeout_s),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
+        self._pool = UpstreamPool(self._url, max_connections=max_connections, headers=self._headers)
 
     def healthy(self) -> bool:
         """Hosted providers are judged by their breaker alone."""
         return True
 
     async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self._client.aclose()
+        """Close the kept connections."""
+        await self._pool.aclose()
 
     async def stream(
         self, messages: list[dict[str, str]], max_tokens: int, usage: Usage
@@ -109,21 +109,22 @@ class HostedProvider:
         first_deadline = min(deadline, loop.time() + self._first)
         first = True
         finished = done = False
-        request = self._client.build_request("POST", self._url, json=body, headers=self._headers)
         try:
             try:
                 async with asyncio.timeout_at(first_deadline):
-                    r = await self._client.send(request, stream=True)
+                    r = await self._pool.post(orjson.dumps(body))
             except TimeoutError as exc:
                 raise ProviderError(f"{self.name}: no first chunk within {self._first:.1f} s") from exc
             try:
                 if r.status_code != 200:
                     raise ProviderError(f"{self.name}: upstream answered {r.status_code}")
-                lines = r.aiter_lines()
+                reads = r.body()
+                tail = b""
                 while True:
+                    # One deadline per read of the socket, not per line: a read often holds many.
                     try:
                         async with asyncio.timeout_at(first_deadline if first else deadline):
-                            line = await anext(lines)
+                            data = await anext(reads)
                     except StopAsyncIteration:
                         break
                     except TimeoutError as exc:
@@ -136,32 +137,45 @@ class HostedProvider:
                         raise ProviderError(
                             f"{self.name}: the answer took longer than {self._total:.1f} s"
                         ) from exc
-                    if done or not line.startswith("data:"):
+                    if done:
                         continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        # Read on to the end of the body (briefly): a response left unread closes its
-                        # connection instead of handing it back to the pool.
-                        finished = done = True
-                        deadline = first_deadline = min(deadline, loop.time() + DONE_TAIL_S)
-                        continue
-                    try:
-                        chunk = orjson.loads(data)
-                    except orjson.JSONDecodeError as exc:
-                        raise ProviderError(f"{self.name}: malformed chunk") from exc
-                    if chunk.get("usage"):
-                        usage.input_tokens = int(chunk["usage"].get("prompt_tokens", 0))
-                        usage.output_tokens = int(chunk["usage"].get("completion_tokens", 0))
-                    for choice in chunk.get("choices") or ():
-                        text = (choice.get("delta") or {}).get("content")
-                        if text:
-                            first = False
-                            yield text
-                        if choice.get("finish_reason"):
-                            finished = True
+                    lines = (tail + data).split(b"\n")
+                    tail = lines.pop()
+                    for line in lines:
+                        if not line.startswith(b"data:"):
+                            continue
+                        payload = line[5:].strip()
+                        if payload == b"[DONE]":
+                            # Read on to the end of the body (briefly): a response left unread closes
+                            # its connection instead of handing it back to the pool.
+                            finished = done = True
+                            deadline = first_deadline = min(deadline, loop.time() + DONE_TAIL_S)
+                            break
+                        try:
+                            chunk = orjson.loads(payload)
+                        except orjson.JSONDecodeError as exc:
+                            raise ProviderError(f"{self.name}: malformed chunk") from exc
+                        if chunk.get("usage"):
+                            usage.input_tokens = int(chunk["usage"].get("prompt_tokens", 0))
+                            usage.output_tokens = int(chunk["usage"].get("completion_tokens", 0))
+                        for choice in chunk.get("choices") or ():
+                            text = (choice.get("delta") or {}).get("content")
+                            if text:
+                                first = False
+                                yield text
+                            if choice.get("finish_reason"):
+                                finished = True
+                    if len(tail) > MAX_LINE_BYTES:
+                        raise ProviderError(f"{self.name}: a line longer than {MAX_LINE_BYTES} bytes")
             finally:
                 await r.aclose()
-        except httpx.HTTPError as exc:
+        except (
+            OSError,
+            ValueError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            UpstreamHTTPError,
+        ) as exc:
             raise ProviderError(f"{self.name}: {type(exc).__name__}") from exc
         if not finished:
             raise ProviderError(f"{self.name}: the stream was cut before it finished")

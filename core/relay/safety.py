@@ -148,6 +148,33 @@ class SafetyLedger:
     ) -> SafetyRecord:
         """Append one verdict; returns it once it is durable (StoreError if it could not be).
         ``height`` None opens a new state (a request's first verdict): the record carries its height."""
+        return await asyncio.shield(
+            self.submit(
+                height=height,
+                index=index,
+                stage=stage,
+                verdict=verdict,
+                category=category,
+                reason=reason,
+                text=text,
+                policy_hash=policy_hash,
+            )
+        )
+
+    def submit(
+        self,
+        *,
+        height: int | None,
+        index: int,
+        stage: str,
+        verdict: str,
+        category: str,
+        reason: str,
+        text: str,
+        policy_hash: str,
+    ) -> asyncio.Future[SafetyRecord]:
+        """As ``record``, without waiting: the future resolves once the verdict is durable (so a caller
+        may do other work meanwhile, and must await it before telling anyone about the record)."""
         rec = SafetyRecord(
             height or 0, index, stage, verdict, category, reason, text_hash(text), policy_hash, now_ms(), ""
         )
@@ -155,7 +182,7 @@ class SafetyLedger:
         self._queue.append(_Pending(rec, done, opens=height is None))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_queued(), name="ashao-safety-ledger")
-        return await asyncio.shield(done)
+        return done
 
     def _chain(self, batch: list[_Pending]) -> tuple[list[SafetyRecord], str, int, int]:
         """``batch`` chained onto the head in memory: the records, and the new head, seq and height."""

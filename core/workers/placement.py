@@ -7,14 +7,19 @@ model) and has a free slot may take it. Among those:
 2. the least loaded goes first (the smallest share of its slots in use), so no worker queues jobs
    behind its own while another sits idle;
 3. between equally loaded workers, the one with the largest *claim* goes first: how long it has been
-   since it was last given a job, times its free slots, times its measured pace relative to the
-   fastest (never less than ``PACE_FLOOR``; a worker not measured yet counts as fast).
+   since it was last given a job, times its measured pace relative to the fastest (never less than
+   ``PACE_FLOOR``; a worker not measured yet counts as fast).
 
 The claim makes the choice a weighted rotation rather than a fixed ranking. Ranking by free slots or
 speed alone would send every job of a light load to the same worker and starve the others, e.g. a
-real GPU worker beside ``ashao up``'s synthetic one. With the claim, a worker with more room or a
-faster pace is chosen more often, in proportion, and every worker's claim grows while it waits until
-it is chosen. A newly connected worker (never given a job) is chosen first, which also measures it.
+real GPU worker beside ``ashao up``'s synthetic one. With the claim, a faster worker is chosen more
+often, in proportion, and every worker's claim grows while it waits until it is chosen. A newly
+connected worker (never given a job) is chosen first, which also measures it.
+
+Free slots do not weigh in the claim: under a light load every able worker has room, and weighting
+by room let a worker that had earned more trust (its slots grow with every answer it delivers) take
+ever more of the jobs — one of two equal workers took 999 of 1,000. Room counts through the load
+(rule 2) once jobs run at once, and breaks an exact tie of claims.
 """
 
 from __future__ import annotations
@@ -48,9 +53,9 @@ def choose(
     now = time.monotonic() if now is None else now
     fastest = max(c.pace for c in able)
 
-    def key(c: Connection) -> tuple[bool, float, float]:
+    def key(c: Connection) -> tuple[bool, float, float, int]:
         pace = max(PACE_FLOOR, c.pace / fastest) if c.pace > 0 else 1.0
-        claim = (now - c.last_assigned) * c.free * pace
-        return (c.worker_id == shunned, c.load, -claim)
+        claim = (now - c.last_assigned) * pace
+        return (c.worker_id == shunned, c.load, -claim, -c.free)
 
     return min(able, key=key)

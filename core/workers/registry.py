@@ -45,6 +45,8 @@ class WorkerInfo:
     slots: int
     last_seen: float = 0.0
     """Monotonic time of its last message (stream) or call (pull path)."""
+    last_polled: float = 0.0
+    """Monotonic time of its last call on the pull path (claim, publish, complete, fail, heartbeat)."""
     tokens_per_sec: float = 0.0
     """What it last reported (the core measures its own figure in ``standing``)."""
     owner_address: str = ""
@@ -219,8 +221,9 @@ class WorkerRegistry:
         self._by_token[token_hash] = worker_id
         return info, token
 
-    async def authenticate(self, token: str) -> WorkerInfo:
-        """The worker holding ``token`` (now seen alive); UNAUTHENTICATED otherwise."""
+    async def authenticate(self, token: str, *, polling: bool = False) -> WorkerInfo:
+        """The worker holding ``token`` (now seen alive); UNAUTHENTICATED otherwise. ``polling``: the
+        call is one of the pull path's (the worker counts as active for a while without a stream)."""
         if not token:
             raise UnauthenticatedError("worker token required (Authorization: Bearer <workerToken>)")
         token_hash = hash_token(token)
@@ -231,6 +234,8 @@ class WorkerRegistry:
             raise UnauthenticatedError("unknown worker token")
         info = self._workers[worker_id]
         info.last_seen = time.monotonic()
+        if polling:
+            info.last_polled = info.last_seen
         return info
 
     async def revoke(self, worker_id: str) -> WorkerInfo | None:
@@ -258,9 +263,10 @@ class WorkerRegistry:
         return info
 
     def active(self, now: float, recent_s: float) -> int:
-        """Workers holding a stream, or seen on the pull path within ``recent_s`` seconds."""
+        """Workers holding a stream now, or that called the pull path within ``recent_s`` seconds (a
+        worker whose stream ended is not counted for having been connected recently)."""
         return sum(
             1
             for w in self._workers.values()
-            if w.connection is not None or (w.last_seen and now - w.last_seen < recent_s)
+            if w.connection is not None or (w.last_polled and now - w.last_polled < recent_s)
         )

@@ -63,9 +63,14 @@ async def send(body: SendBody, request: Request, core: Core) -> Response:
     answers the first send's ids and queues and charges nothing again (a different message under the
     same key is 409). Free-tier sends are rate-limited per caller and address (429 with Retry-After).
     A `content` longer than the limit (32,000 characters by default) is 400; a body past the body
-    limit (1 MiB by default) is 413.
+    limit (1 MiB by default) is 413. The `x-ashao-overhead-ms` header says how long the send took in
+    ashao (until the job was durable and handed to a worker).
     """
+    return await send_message(body, request, core)  # SendFastPath serves well-formed sends itself
 
+
+async def send_message(body: SendBody, request: Request, core: CoreClient) -> Response:
+    """The response to ``POST /api/chat/send`` with a valid ``body`` (also served by SendFastPath)."""
     key = idempotency_key(request)
     limit = core.settings.max_content_chars
     if len(body.content) > limit:  # the core would refuse it too; it need not travel there to be
@@ -81,7 +86,10 @@ async def send(body: SendBody, request: Request, core: Core) -> Response:
         client_ip=client_ip(request),
         wait_s=core.timeout,
     )
-    return JSON({"jobId": r.job_id, "conversationId": r.conversation_id})
+    return JSON(
+        {"jobId": r.job_id, "conversationId": r.conversation_id},
+        headers=core.overhead.measure("network", request.scope),
+    )
 
 
 _MAX_SEQ = 2**64 - 1  # event ids are uint64

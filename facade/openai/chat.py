@@ -98,11 +98,15 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, core: 
         sent = await core.sender.send(send, credential=who, client_ip=ip, wait_s=core.timeout)
     except CoreCallFailed as failed:
         raise _named_as_asked(failed, body.budget_field) from None
+    overhead = core.overhead.measure("openai", request.scope)
     answer = Answer(sent.job_id, int(time.time()), body.model, sent.max_tokens, sent.prompt_tokens)
     if body.stream:
         usage = bool(body.stream_options is not None and body.stream_options.include_usage)
-        return await _streamed(core, answer, ChunkFramer(answer, include_usage=usage), who, ip)
-    return await _whole(request, core, answer, who, ip)
+        response = await _streamed(core, answer, ChunkFramer(answer, include_usage=usage), who, ip)
+    else:
+        response = await _whole(request, core, answer, who, ip)
+    response.headers.update(overhead)
+    return response
 
 
 def _named_as_asked(failed: CoreCallFailed, budget_field: str) -> CoreCallFailed:

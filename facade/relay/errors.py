@@ -7,8 +7,9 @@ unreachable) or that the core did not plan for get an envelope of the same shape
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import grpc
@@ -78,25 +79,26 @@ def unexpected(exc: BaseException) -> Response:
     return Response(orjson.dumps(body), status_code=500, media_type="application/json")
 
 
+async def mapped(handler: Callable[[Request], Awaitable[Response]], request: Request) -> Response:
+    """``handler``'s response, or the envelope of whatever it raised."""
+    try:
+        return await handler(request)
+    except grpc.aio.AioRpcError as err:
+        return error_response(decode(err))
+    except RequestValidationError as err:
+        return invalid(*problem(err.errors()))
+    except HTTPException as err:  # raised by FastAPI itself only when a body cannot be read
+        return invalid("body", f"body: {str(err.detail).lower()}", err.status_code)
+    except ClientDisconnect:  # the client left while sending its body: no one to answer
+        return Response(status_code=400)
+    except Exception as exc:
+        return unexpected(exc)
+
+
 class RelayRoute(APIRoute):
     """A route of the relay API: core errors become their documented envelopes."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         """The handler, wrapped in the surface's error mapping."""
         handler = super().get_route_handler()
-
-        async def mapped(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except grpc.aio.AioRpcError as err:
-                return error_response(decode(err))
-            except RequestValidationError as err:
-                return invalid(*problem(err.errors()))
-            except HTTPException as err:  # raised by FastAPI itself only when a body cannot be read
-                return invalid("body", f"body: {str(err.detail).lower()}", err.status_code)
-            except ClientDisconnect:  # the client left while sending its body: no one to answer
-                return Response(status_code=400)
-            except Exception as exc:
-                return unexpected(exc)
-
-        return mapped
+        return functools.partial(mapped, handler)

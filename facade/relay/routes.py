@@ -12,13 +12,14 @@ import grpc
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ashao.v1 import relay_pb2
 from facade import docs
-from facade.client import Core
+from facade.client import Core, CoreClient
 from facade.http import call_metadata
 from facade.relay import models
-from facade.relay.errors import RelayRoute, error_response, signed
+from facade.relay.errors import RelayRoute, error_response, mapped, signed
 from facade.relay.stream import RelayStream
 from facade.sse import SSEResponse
 from facade.status import decode
@@ -70,8 +71,11 @@ async def chat(request: Request, core: Core) -> Response:
     return signed(e.body, e.signature, e.key_id)
 
 
+STREAM_PATH = "/chat/stream"
+
+
 @router.post(
-    "/chat/stream",
+    STREAM_PATH,
     response_class=SSEResponse,
     status_code=200,
     responses={200: models.STREAM_EVENTS, **models.STREAM_ERRORS},
@@ -81,7 +85,14 @@ async def chat_stream(request: Request, core: Core) -> Response:
     """Server-Sent Events: `chunk` events `{text}` as the answer is composed, then one `done` event
     `{envelope, signature, key_id}` carrying the canonical response, a refusal or a fallback verdict,
     or an `error` event. Every refusal (auth, rate limit, billing, moderation, no provider) is decided
-    before the stream starts and answered with its HTTP status and envelope instead."""
+    before the stream starts and answered with its HTTP status and envelope instead. The
+    `x-ashao-overhead-ms` header says how long the relay itself took before the first chunk (the time
+    spent waiting on the provider left out)."""
+    return await open_stream(request, core)  # StreamFastPath serves it beneath FastAPI's layers
+
+
+async def open_stream(request: Request, core: CoreClient) -> Response:
+    """The SSE response of ``POST /chat/stream`` (also served by ``StreamFastPath``)."""
     raw = await request.body()
     prompt = prompt_of(raw)
     call = core.relay.ChatStream(
@@ -104,11 +115,31 @@ async def chat_stream(request: Request, core: Core) -> Response:
         coalescer=core.relay_coalescer,
         max_buffer_bytes=core.settings.sse_max_buffer_bytes,
     )
+    overhead = core.overhead.measure("relay", request.scope, waited_s=first.admitted.provider_wait_ms / 1000)
     return SSEResponse(
         events,
         watchdog=core.watchdog,
-        headers={"X-Ashao-Model-Id": first.admitted.model_id},
+        headers={"X-Ashao-Model-Id": first.admitted.model_id, **overhead},
     )
+
+
+class StreamFastPath:
+    """Pure ASGI middleware serving ``POST /chat/stream`` beneath FastAPI's per-request layers, as
+    the network API's stream is (``facade.network.chat.StreamFastPath``): the route above documents
+    the endpoint and serves it too; this only shortens the path of the request and of every write of
+    its stream. Errors become the same envelopes (``facade.relay.errors.mapped``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the stream route; hand everything else on."""
+        if scope["type"] == "http" and scope["path"] == STREAM_PATH and scope["method"] == "POST":
+            core: CoreClient = scope["app"].state.core
+            response = await mapped(lambda r: open_stream(r, core), Request(scope, receive))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 async def _document(name: str, request: Request, core: Core) -> Response:

@@ -125,3 +125,36 @@ def test_version_is_the_installed_package_version(capsys: pytest.CaptureFixture[
     for flag in ("--version", "-V"):
         assert main([flag]) == 0
         assert capsys.readouterr().out.strip() == f"ashao {metadata.version('ashao')}"
+
+
+async def test_status_of_several_cores_shows_each_and_the_totals(
+    core: Core, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = await start_core(core_settings(tmp_path / "other", worker_probation_slots=4))
+    try:
+        here = await connect_worker(core, slots=1, tiers=("free",))
+        there = await connect_worker(other, slots=3, tiers=("free",))
+        await eventually(lambda: other.app.jobs.load().slots == 3)
+        gone = f"127.0.0.1:{free_port()}"
+        addrs = [core.app.address, other.app.address, gone]
+        where = ["--core", ",".join(addrs), "--data-dir", str(core.app.settings.data_dir), "--timeout-s", "2"]
+
+        code, out, err = await cli(status, where, capsys)
+        assert code == 1 and f"ashao status: cannot read {gone}: UNAVAILABLE" in err
+        assert f"core {core.app.address}: 1 worker(s) connected" in out and "slots 0/1 busy" in out
+        assert f"core {other.app.address}: 1 worker(s) connected" in out and "slots 0/3 busy" in out
+        assert f"core {gone}: not answering (UNAVAILABLE" in out
+        assert "cluster: 2 of 3 core(s) answering, 2 worker(s) connected, slots 0/4 busy" in out
+        assert here.worker_id in out  # the workers of the first core that answers
+
+        code, out, _ = await cli(status, [*where, "--json"], capsys)
+        doc = json.loads(out)
+        assert code == 1 and [c["core"] for c in doc["cores"]] == addrs
+        assert [c["network"]["slots"] for c in doc["cores"][:2]] == [1, 3]
+        assert doc["cores"][2]["error"].startswith("UNAVAILABLE")
+        assert doc["cluster"]["slots"] == 4 and doc["cluster"]["connected_workers"] == 2
+        assert [w["worker_id"] for w in doc["workers"]] == [here.worker_id]
+        here.cancel()
+        there.cancel()
+    finally:
+        await stop_core(other)

@@ -204,16 +204,22 @@ class RelayAdmitted(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MODEL_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_WAIT_MS_FIELD_NUMBER: _builtins.int
     model_id: _builtins.str
     """The provider serving the request."""
+    provider_wait_ms: _builtins.float
+    """How long the relay waited on providers, from asking the first one to the first chunk of the one
+    serving, in milliseconds: the rest of the time before the first chunk is the relay's own.
+    """
     def __init__(
         self,
         *,
         model_id: _builtins.str = ...,
+        provider_wait_ms: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id", "provider_wait_ms", b"provider_wait_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

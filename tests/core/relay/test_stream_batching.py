@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -54,5 +55,38 @@ async def test_pieces_produced_together_travel_together(tmp_path: Path) -> None:
         done = orjson.loads(messages[-1].done.body)
         assert done["verdict"] == "response" and done["text"] == "".join(f"p{i} " for i in range(50))
         assert messages[-1].seq == 52
+    finally:
+        await stop_core(core)
+
+
+class Trickle:
+    """A provider whose pieces come one socket read at a time, each read a pass of the event loop."""
+
+    name = "trickle"
+    model_id = "trickle-model"
+    is_floor = False
+
+    def healthy(self) -> bool:
+        return True
+
+    async def stream(
+        self, messages: list[dict[str, str]], max_tokens: int, usage: Usage
+    ) -> AsyncIterator[str]:
+        for i in range(50):
+            await asyncio.sleep(0)
+            yield f"t{i} "
+
+
+async def test_pieces_within_the_flush_window_travel_together(tmp_path: Path) -> None:
+    core, relay = await relay_core(tmp_path)
+    try:
+        core.app.relay.cascade = Cascade([Trickle()])
+        core.app.relay.flush_s = 5.0  # longer than the whole answer takes: the end flushes it at once
+        request = relay_pb2.ChatStreamRequest(prompt=relay_pb2.RelayPrompt(message="hi", max_tokens=1024))
+        messages = [m async for m in relay.ChatStream(request)]
+        kinds = [m.WhichOneof("event") for m in messages]
+        assert kinds == ["admitted", "chunk", "pieces", "done"], kinds
+        assert list(messages[2].pieces.texts) == [f"t{i} " for i in range(1, 50)]
+        assert messages[0].admitted.provider_wait_ms >= 0
     finally:
         await stop_core(core)

@@ -100,3 +100,12 @@ def test_a_continuing_job_goes_only_to_a_worker_that_continues_answers() -> None
     able.continues_prefix = True
     assert choose([plain, able], "free", continuing=True) is able
     assert choose([plain], "free", continuing=True) is None
+
+
+def test_equal_workers_share_whatever_trust_they_have_earned() -> None:
+    # One of two equal workers has earned many slots (it answered first), the other is on probation:
+    # under a light load both have room, so both get a share.
+    veteran, newcomer = _conn("vet", {"free"}, 256), _conn("new", {"free"}, 256)
+    veteran.trusted, newcomer.trusted = 200, 2
+    got = _sequential([veteran, newcomer], 100)
+    assert got["new"] >= 40 and got["vet"] >= 40, got
