@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 
 from core.cluster.node import Node
+from core.cluster.queue import HeldElsewhere
 from core.config import CoreSettings
 from core.jobs.board import JobBoard
 from core.jobs.lifecycle import Lifecycle
@@ -29,6 +30,8 @@ from core.streams.log import Terminal
 log = logging.getLogger("ashao.core.jobs")
 
 LOST_MID_ANSWER = "the core running this job stopped mid-answer; the credits were refunded (send it again)"
+HELD_ELSEWHERE_RETRY_S = 2.0
+"""How soon a job delivered again while another live-looking core holds it is looked at again."""
 STRANDED_AFTER_MS = 30_000
 """A queued job no core took for this long is published again (its first publish may have been lost)."""
 
@@ -70,7 +73,10 @@ class SharedQueue:
         if state.running:
             holder = await self._repo.holder(job_id)
             if holder and holder != self._node.id and await self._node.live(holder):
-                return False  # a repeated delivery: a live core runs it
+                # Delivered again while its core looks live: that core's hold lapsed, so it may have
+                # died within its record's lifetime. Not acknowledged (that would lose the job for
+                # good): looked at again until the job ends or its core is no longer live.
+                raise HeldElsewhere(HELD_ELSEWHERE_RETRY_S)
         self._board.adopt(job)
         self._settler.write_behind([JobRepository.held(job_id, self._node.id)])
         await self._node.announce(job_id)
@@ -122,7 +128,8 @@ class SharedQueue:
             if state.terminal:
                 stored = await self._repo.outcome(job_id)
                 if stored is not None:
-                    remote.ended(job_id, _terminal(stored.state, len(stored.tokens), stored.error))
+                    terminal = _terminal(stored.state, len(stored.tokens), stored.error)
+                    remote.ended(job_id, terminal, stored.tokens, stored.answer)
             elif core_id and core_id != self._node.id and await self._node.live(core_id):
                 remote.located(job_id, core_id)
 
