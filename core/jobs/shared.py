@@ -100,6 +100,14 @@ class SharedQueue:
             if queue.release(job_id):
                 self._board.forget(job)
 
+    async def queue_unqueued(self, job_id: str) -> None:
+        """A send was repeated: if its job waits with no core holding it, publish it again now rather than
+        at the sweep (a store that failed to answer may have committed a send this core then refused, and
+        never published; a publish repeated within the queue's window is not a second job)."""
+        row = await self._store.fetchone("SELECT tier, state, core_id FROM jobs WHERE id = ?", (job_id,))
+        if row is not None and row[1] == JobState.QUEUED.value and not row[2]:
+            self._node.queue.publish(str(row[0]), job_id)
+
     async def sweep(self) -> None:
         """Publish stranded queued jobs again; expire queued jobs past their time."""
         now = now_ms()

@@ -36,13 +36,15 @@ def own_nats(tmp_path: Path) -> Iterator[OwnNats]:
 @pytest.fixture
 async def start_cluster(postgres_dsn: str, tmp_path: Path) -> AsyncIterator[StartCluster]:
     """``await start_cluster(cores=2, facades=2, workers=4, bus=url, ...)``: the processes of one cluster
-    on this test's database (and the shared NATS unless ``bus`` names another), stopped at the end."""
+    on this test's database (reached at ``dsn`` if given) and the shared NATS (unless ``bus`` names
+    another), stopped at the end."""
     shared = await require_nats()
     nets: list[ClusterNet] = []
     async with cluster_name(shared) as name:
 
         async def start(*, bus: str = "", **options: Any) -> ClusterNet:
-            net = ClusterNet(tmp_path / "net", dsn=postgres_dsn, bus=bus or shared, cluster=name, **options)
+            dsn = options.pop("dsn", postgres_dsn)  # (the same database through a proxy, say)
+            net = ClusterNet(tmp_path / "net", dsn=dsn, bus=bus or shared, cluster=name, **options)
             nets.append(net)
             await net.start()
             return net
