@@ -87,9 +87,9 @@ class RemoteLogs:
         self._ids = itertools.count(1)
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._recent: OrderedDict[str, str] = OrderedDict()
+        """Where jobs went that no reader here followed yet (a reader often asks just after)."""
         self._broken: dict[str, float] = {}
         """Cores whose stream broke, and until when (monotonic) no mirror follows a job there."""
-        """Where jobs went that no reader here followed yet (a reader often asks just after)."""
 
     def __len__(self) -> int:
         return len(self._mirrors)

@@ -1,13 +1,15 @@
 """A core among several: taking jobs from the shared queue, and the housekeeping no single core owns.
 
 - ``adopt``: a job pulled from the shared queue is loaded from the store and put on this core's board
-  — unless it ended already, or another live core runs it (a repeated delivery). A job whose core
+  — unless it ended already; while another core that looks live holds it, it is handed back and looked
+  at again (delivered again means that core's hold lapsed: it may have died). A job whose core
   stopped before any token reached its callers runs again here; one whose core stopped mid-answer
   ends with an error and a refund (its tokens were lost with that core: starting over would splice two
   answers).
 - ``wanted``: pull only what this core's connected workers can start now.
 - ``sweep``: queued jobs no core took (their publish was lost) are published again; queued jobs past
   their time expire and are refunded (the settlement's key makes a second refund impossible).
+- ``queue_unqueued``: a repeated send whose job was stored but never published publishes it now.
 - ``follow_up``: mirrors of jobs no core holds yet are pointed at the core that holds them (a location
   message may have been missed) or ended as the store says they ended.
 """
