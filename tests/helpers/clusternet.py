@@ -6,6 +6,7 @@ it may kill and start again (the shared one is never touched)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import subprocess
@@ -20,7 +21,14 @@ from ashao_cli.operator import operator_metadata
 from tests.helpers.faultcase import FAULT_ENV
 from tests.helpers.net import free_port
 
-NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+NATS_SERVER_ENV = "ASHAO_TEST_NATS_SERVER"
+
+
+def nats_server_binary() -> str:
+    """The ``nats-server`` program: ``ASHAO_TEST_NATS_SERVER``, else the one on the PATH (or in an sbin
+    directory, where packages install it)."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin"])
+    return os.environ.get(NATS_SERVER_ENV) or shutil.which("nats-server", path=path) or "nats-server"
 
 
 def synthetic(*, slots: int, tokens: int = 40, rate: float = 20.0) -> tuple[str, ...]:
@@ -152,7 +160,16 @@ class OwnNats:
     def start(self) -> None:
         """Start it (on the same port and store as before) and wait until it listens."""
         self.proc = subprocess.Popen(
-            [NATS_SERVER, "-js", "-sd", str(self.store_dir), "-a", "127.0.0.1", "-p", str(self.port)],
+            [
+                nats_server_binary(),
+                "-js",
+                "-sd",
+                str(self.store_dir),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

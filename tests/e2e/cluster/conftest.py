@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.bus import cluster_name, require_nats
-from tests.helpers.clusternet import ClusterNet, OwnNats
+from tests.helpers.clusternet import NATS_SERVER_ENV, ClusterNet, OwnNats
 from tests.helpers.postgres import postgres_dsn
 
 __all__ = ["postgres_dsn"]
@@ -26,7 +26,7 @@ def own_nats(tmp_path: Path) -> Iterator[OwnNats]:
     try:
         server.start()
     except (OSError, RuntimeError) as exc:
-        pytest.skip(f"could not start a nats-server of the test's own ({exc})")
+        pytest.skip(f"could not start a nats-server of the test's own ({exc}); set {NATS_SERVER_ENV}")
     try:
         yield server
     finally:
