@@ -90,6 +90,10 @@ class CoreSettings(BaseSettings):
     release_after_s: float = 10.0
     """Several cores: a job this core took from the shared queue but could not start for this long
     (its worker left) is handed back for another core."""
+    cluster_ack_wait_s: float = Field(30.0, ge=1.0)
+    """Several cores: how long a job this core took from the shared queue stays its own unless renewed
+    (this core renews its jobs every third of it while it runs); the jobs of a core that died go to
+    another core after this long."""
     continuation_timeout_s: float = 30.0
 
     """A job cut off mid-answer waits this long for a worker that continues a partial answer; then it
