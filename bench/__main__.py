@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from bench import (
     dispatch_latency,
+    hold,
     idle_streams,
     ledger_cost,
     openai_chat,
@@ -34,6 +35,10 @@ BENCHES: dict[str, tuple[str, Callable[[], dict[str, float]]]] = {
     "idle": ("5,000 idle SSE streams on one facade process", idle_streams.run),
     "ledger": ("sends/s on a priced tier (ledger) vs the free tier, alternating rounds", ledger_cost.run),
     "relay": ("time to first chunk: upstream directly vs through the relay, alternating", relay_latency.run),
+    "hold": (
+        "100-1,500 streams x 50 tokens/s held through ashao and through a bare relay, side by side",
+        hold.run,
+    ),
     "soak": (
         "minutes of sends + SSE streams with the store failing half the time: RSS, typed errors, books",
         soak.run,
@@ -43,7 +48,7 @@ BENCHES: dict[str, tuple[str, Callable[[], dict[str, float]]]] = {
         pgstore.run,
     ),
 }
-OPT_IN = {"soak"}
+OPT_IN = {"soak", "hold"}
 """Benchmarks run only when named (they take minutes)."""
 
 

@@ -77,6 +77,9 @@ class CoreSettings(BaseSettings):
     """Most write operations one group commit carries."""
     heartbeat_interval_ms: int = 2000
     """How often stream workers heartbeat; three missed intervals lose a worker its jobs."""
+    gc_log: str = ""
+    """A file to append one line per garbage collection to (``<unix ns> <generation> <pause µs>``);
+    off when empty. Pauses are on ``/metrics`` either way."""
     flush_interval_ms: int = 10
     """How long workers and the fan-out may hold tokens before sending a batch."""
     lease_timeout_s: float = 30.0

@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import Mapping
 
+from ashao_common import gcpause
 from ashao_common.settings import load_settings
 from ashao_common.tracing import configure as configure_tracing
 from core.app import CoreApp
@@ -33,6 +34,7 @@ async def serve(settings: CoreSettings, *, ready: asyncio.Event | None = None) -
 
 
 async def _serve(app: CoreApp, ready: asyncio.Event | None) -> None:
+    gcpause.watch(app.settings.gc_log)
     await app.start()
     gc.freeze()  # what start-up built lives for good: keep it out of every later collection
     print(f"ashao core: gRPC on {app.address}", flush=True)

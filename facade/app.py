@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ashao_common import gcpause
 from ashao_common.tracing import Tracer
 from facade import docs, webpage
 from facade.client import CoreClient
@@ -79,6 +80,7 @@ def create_app(settings: FacadeSettings, *, tracer: Tracer | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gcpause.watch(settings.gc_log)
         core = CoreClient(settings, tracer=tracer)
         core.start()
         app.state.core = core

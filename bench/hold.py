@@ -1,0 +1,418 @@
+"""Holding N concurrent streams of 50 tokens/s through ashao, and through a bare relay, side by side.
+
+``python -m bench hold``. For each N (``ASHAO_HOLD_STREAMS``, default 100,500,1000,1500) the same load
+generator (``bench.loadworker``: two workers speaking ``WorkerService.Connect``, every job's tokens
+stamped and batched together) runs N jobs of 500 tokens at 50 tokens/s through
+
+- ashao: core + facade as ``ashao up --local-workers 0`` starts them; each stream is a send
+  (``POST /api/chat/send``) and then ``GET /api/chat/stream`` (the network API's SSE);
+- the bare relay (``bench.bare_relay``): one process, gRPC in, SSE out, the same SSE bytes, one write
+  per client per incoming batch: the reference for what relaying these tokens costs in Python.
+
+Holds alternate between the two, so both see the same machine. Every stream is followed to its end:
+every token must arrive, in order (``id`` and index checked), then ``done``. Over a window once every
+stream is open (``window_s``, at most 6 s, while no job has finished yet) it measures emit → receive
+lag of the tokens stamped in it (p50/p99/max: from the moment the load generator wrote the batch
+holding the token), and CPU seconds per delivered token of each process (``/proc/<pid>/stat``).
+Collector pauses of the core and the facade are read from their ``ASHAO_GC_LOG`` over the whole hold.
+
+``ASHAO_HOLD_PROFILE=<N>``: py-spy samples the core and the facade over that hold's window and the
+top frames (own time) are printed (needs ``py-spy`` and ptrace rights).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+
+from ashao.v1 import worker_pb2, worker_pb2_grpc
+from ashao_cli.devnet import LocalNetwork, wait_for_port
+from bench.common import UNCAPPED, cpu_seconds, host_port, percentile, run_async
+from bench.httpclient import Connection
+from tests.helpers.net import free_port
+
+RATE = 50.0
+TOKENS = 500
+"""Tokens per job: 10 s at 50 tokens/s (the free tier answers at most 512)."""
+WINDOW_S = 6.0
+SETTLE_S = 0.5
+"""Between the last stream opening and the window."""
+REPORTED_ONLY = 1500
+TOKEN_RE = re.compile(rb'id: (\d+)\ndata: \{"type":"token","value":"(\d+)@(\d+)"\}')
+END_RE = re.compile(rb'"type":"(done|error)"')
+
+
+class Tally:
+    """What the clients of one hold saw."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.out_of_order = 0
+        self.complete = 0
+        self.failed = 0
+        self.stamps = array("q")
+        self.lags_us = array("q")
+
+
+class Follower(asyncio.Protocol):
+    """One SSE client: parses what arrives with one regex pass per read, checks order, times tokens."""
+
+    def __init__(self, request: bytes, tally: Tally) -> None:
+        self._request = request
+        self._tally = tally
+        self._buf = b""
+        self._next = 0
+        self._started = False
+        self.transport: asyncio.Transport | None = None
+        loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.ended: asyncio.Future[None] = loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self._request)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time_ns()
+        buf = self._buf + data if self._buf else data
+        cut = buf.rfind(b"\n\n")
+        if cut < 0:
+            self._buf = buf
+            if not self._started and b"\r\n\r\n" in buf:
+                self._head(buf)
+            return
+        part, self._buf = buf[: cut + 2], buf[cut + 2 :]
+        if not self._started and not self._head(part):
+            return
+        t = self._tally
+        n = self._next
+        stamps, lags = t.stamps, t.lags_us
+        found = TOKEN_RE.findall(part)
+        for sid, idx, stamp in found:
+            i = int(idx)
+            if i != n or int(sid) != i + 1:
+                t.out_of_order += 1
+            n = i + 1
+            s = int(stamp)
+            stamps.append(s)
+            lags.append((now - s) // 1000)
+        self._next = n
+        t.received += len(found)
+        m = END_RE.search(part)
+        if m is not None:
+            if m.group(1) == b"done" and n == TOKENS:
+                t.complete += 1
+            else:
+                t.failed += 1
+            self._end()
+
+    def _head(self, data: bytes) -> bool:
+        self._started = True
+        if not data.startswith(b"HTTP/1.1 200"):
+            self._tally.failed += 1
+            self._end()
+            return False
+        if not self.opened.done():
+            self.opened.set_result(None)
+        return True
+
+    def _end(self) -> None:
+        if not self.opened.done():
+            self.opened.set_result(None)
+        if not self.ended.done():
+            self.ended.set_result(None)
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ended.done():
+            self._tally.failed += 1
+            self._end()
+
+
+class System:
+    """One system under test: how to open a stream, and its processes."""
+
+    def __init__(self, name: str, http_addr: str, pids: dict[str, int], gc_logs: dict[str, Path]) -> None:
+        self.name = name
+        self.host, self.port = host_port(http_addr)
+        self.pids = pids
+        """Processes to measure (name → pid), the load generator's included."""
+        self.gc_logs = gc_logs
+
+    async def open(self, conn: Connection | None, i: int, tally: Tally) -> Follower:
+        """Start stream ``i``: a send then its SSE stream (ashao), or the stream alone (bare)."""
+        if conn is not None:
+            r = await conn.post_json("/api/chat/send", {"tier": "free", "content": f"hold {i}"})
+            assert isinstance(r, dict)
+            path = f"/api/chat/stream?jobId={r['jobId']}"
+        else:
+            path = f"/stream?job=job{i}"
+        request = b"GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n" % (
+            path.encode(),
+            self.host.encode(),
+        )
+        loop = asyncio.get_running_loop()
+        _, follower = await loop.create_connection(lambda: Follower(request, tally), self.host, self.port)
+        return follower
+
+
+def _gc_pauses(path: Path, t0: int, t1: int) -> tuple[float, int, int]:
+    """(longest pause ms, pauses over 5 ms, collections) logged between ``t0`` and ``t1`` (ns)."""
+    longest, over, n = 0.0, 0, 0
+    if not path.exists():
+        return float("nan"), 0, 0
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) != 3 or not t0 <= int(parts[0]) <= t1:
+            continue
+        ms = int(parts[2]) / 1000
+        n += 1
+        longest = max(longest, ms)
+        over += ms > 5
+    return longest, over, n
+
+
+def _profile(pids: dict[str, int], seconds: float, out: Path) -> list[subprocess.Popen[bytes]]:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    opts = ["-d", str(max(1, int(seconds))), "-r", "200", "-f", "raw", "--nonblocking"]
+    return [
+        subprocess.Popen(
+            [spy, "record", "-p", str(pid), *opts, "-o", str(out / f"{name}.txt")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, pid in pids.items()
+    ]
+
+
+def top_frames(path: Path, n: int = 12) -> list[tuple[float, str]]:
+    """The frames with the most own time in a py-spy raw (collapsed) profile: (share %, frame)."""
+    own: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        leaf = stack.rsplit(";", 1)[-1]
+        own[leaf] += int(count)
+        total += int(count)
+    return [(100 * c / max(1, total), f) for f, c in own.most_common(n)]
+
+
+async def hold(system: System, n: int, *, senders: int = 8, profile: Path | None = None) -> dict[str, float]:
+    """N streams through ``system``, followed to their end; the figures of the hold."""
+    tally = Tally()
+    followers: list[Follower] = []
+    ids = iter(range(n))
+    t0 = time.time_ns()
+    conns = [Connection(system.host, system.port) for _ in range(senders)] if system.name == "ashao" else []
+
+    async def opener(conn: Connection | None) -> None:
+        for i in ids:
+            followers.append(await system.open(conn, i, tally))
+
+    await asyncio.gather(*(opener(c) for c in (conns or [None] * senders)))
+    await asyncio.wait_for(asyncio.gather(*(f.opened for f in followers)), 60)
+    ramped = time.time_ns()
+    # The window: every stream open, none finished yet (the first started at t0 and lasts TOKENS/RATE s).
+    w0 = ramped + int(SETTLE_S * 1e9)
+    w1 = min(w0 + int(WINDOW_S * 1e9), t0 + int((TOKENS / RATE - 0.5) * 1e9))
+    await asyncio.sleep(max(0.0, (w0 - time.time_ns()) / 1e9))
+    cpu0 = {k: cpu_seconds(p) for k, p in system.pids.items()}
+    got0 = tally.received
+    spies = []
+    if profile is not None:
+        spies = _profile(
+            {k: p for k, p in system.pids.items() if k in ("core", "facade", "bare")},
+            (w1 - w0) / 1e9,
+            profile,
+        )
+    await asyncio.sleep(max(0.0, (w1 - time.time_ns()) / 1e9))
+    cpu1 = {k: cpu_seconds(p) for k, p in system.pids.items()}
+    got1 = tally.received
+    w1 = time.time_ns()
+    await asyncio.wait_for(asyncio.gather(*(f.ended for f in followers)), 90)
+    t1 = time.time_ns()
+    for c in conns:
+        await c.close()
+    for spy in spies:
+        await asyncio.to_thread(spy.wait)
+    delivered = got1 - got0
+    lags = [lag / 1000 for lag, s in zip(tally.lags_us, tally.stamps, strict=True) if w0 <= s <= w1]
+    out: dict[str, float] = {
+        "streams": float(n),
+        "ramp_s": (ramped - t0) / 1e9,
+        "window_s": (w1 - w0) / 1e9,
+        "delivered": tally.received / (n * TOKENS),
+        "complete": float(tally.complete),
+        "failed": float(tally.failed),
+        "out_of_order": float(tally.out_of_order),
+        "lag_p50_ms": percentile(lags, 50),
+        "lag_p99_ms": percentile(lags, 99),
+        "lag_max_ms": max(lags) if lags else float("nan"),
+        "tokens_per_s": delivered / ((w1 - w0) / 1e9),
+    }
+    for k in system.pids:
+        out[f"cpu_{k}_us_per_tok"] = (cpu1[k] - cpu0[k]) / max(1, delivered) * 1e6
+        out[f"cpu_{k}_pct"] = (cpu1[k] - cpu0[k]) / ((w1 - w0) / 1e9) * 100
+    for k, path in system.gc_logs.items():
+        longest, over, count = _gc_pauses(path, t0, t1)
+        out[f"gc_{k}_max_ms"] = longest
+        out[f"gc_{k}_over_5ms"] = float(over)
+        out[f"gc_{k}_collections"] = float(count)
+    return out
+
+
+def _register(grpc_addr: str, count: int) -> list[str]:
+    with grpc.insecure_channel(grpc_addr) as channel:
+        stub = worker_pb2_grpc.WorkerServiceStub(channel)
+        return [
+            stub.RegisterWorker(
+                worker_pb2.RegisterWorkerRequest(name=f"hold-{i}", tiers=["free"], slots=1024), timeout=10
+            ).worker_token
+            for i in range(count)
+        ]
+
+
+def _loadworker(target: str, tokens: list[str]) -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-m", "bench.loadworker", "--target", target, "--tokens", str(TOKENS)]
+    args += ["--rate", str(RATE)]
+    for t in tokens:
+        args += ["--token", t]
+    return subprocess.Popen(args)
+
+
+@contextlib.contextmanager
+def _systems(tmp: Path) -> Iterator[list[System]]:
+    gc_core, gc_facade = tmp / "gc-core.log", tmp / "gc-facade.log"
+    env = {
+        "ASHAO_WORKER_REGISTRATION": "open",
+        "ASHAO_WORKER_PROBATION_SLOTS": "1024",
+        "ASHAO_SUBSCRIBE_MAX_WATCHES": "100000",
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+    net = LocalNetwork(
+        data_dir=tmp,
+        http_addr=f"127.0.0.1:{free_port()}",
+        grpc_addr=f"127.0.0.1:{free_port()}",
+        extra_env={**UNCAPPED, **env},
+        quiet=True,
+    )
+    try:
+        # Each process gets its own log: the core's and the facade's settings read the same name.
+        net.env["ASHAO_GC_LOG"] = str(gc_core)
+        net.start_core()
+        net.env["ASHAO_GC_LOG"] = str(gc_facade)
+        net.start_facade()
+        workers = _loadworker(net.grpc_addr, _register(net.grpc_addr, 2))
+        procs.append(workers)
+        bare_grpc, bare_http = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        bare = subprocess.Popen(
+            [sys.executable, "-m", "bench.bare_relay", "--grpc", bare_grpc, "--http", bare_http],
+            stdout=subprocess.DEVNULL,
+        )
+        procs.append(bare)
+        if not wait_for_port(bare_http, timeout=30, proc=bare):
+            raise RuntimeError("the bare relay did not start")
+        bare_workers = _loadworker(bare_grpc, ["-", "-"])
+        procs.append(bare_workers)
+        pids = {name.split()[0]: p.pid for name, p in net.children}
+        time.sleep(2.0)  # the workers connect
+        yield [
+            System(
+                "ashao",
+                net.http_addr,
+                {**pids, "loadworker": workers.pid, "clients": os.getpid()},
+                {"core": gc_core, "facade": gc_facade},
+            ),
+            System(
+                "bare",
+                bare_http,
+                {"bare": bare.pid, "loadworker": bare_workers.pid, "clients": os.getpid()},
+                {},
+            ),
+        ]
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(10)
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        net.stop()
+
+
+def _streams() -> list[int]:
+    raw = os.environ.get("ASHAO_HOLD_STREAMS", "100,500,1000,1500")
+    return [int(x) for x in raw.split(",") if x.strip()]
+
+
+def _print_table(results: dict[str, dict[int, dict[str, float]]]) -> None:
+    rows = [
+        (
+            "lag p50 / p99 / max ms",
+            lambda f: f"{f['lag_p50_ms']:.1f} / {f['lag_p99_ms']:.1f} / {f['lag_max_ms']:.0f}",
+        ),
+        ("delivered, out of order", lambda f: f"{f['delivered']:.4f}, {f['out_of_order']:.0f}"),
+        ("tokens/s in window", lambda f: f"{f['tokens_per_s']:,.0f}"),
+    ]
+    for name, by_n in results.items():
+        print(f"\n# {name}")
+        for n, f in by_n.items():
+            cpu = ", ".join(f"{k[4:-10]} {v:.1f}" for k, v in f.items() if k.endswith("_us_per_tok"))
+            gc_ = ", ".join(
+                f"{k[3:-7]} max {v:.1f} ms ({f[k[:-7] + '_over_5ms']:.0f} > 5 ms)"
+                for k, v in f.items()
+                if k.startswith("gc_") and k.endswith("_max_ms")
+            )
+            line = "; ".join(f"{label} {fn(f)}" for label, fn in rows)
+            print(f"  N={n}{' (reported only)' if n >= REPORTED_ONLY else ''}: {line}")
+            print(f"    CPU µs/token: {cpu}{'; GC ' + gc_ if gc_ else ''}")
+
+
+def run() -> dict[str, float]:
+    """Every hold, alternating systems; figures keyed ``<system>_<N>_<figure>`` plus the CPU ratios."""
+    streams = _streams()
+    profile_n = int(os.environ.get("ASHAO_HOLD_PROFILE", "0") or 0)
+    results: dict[str, dict[int, dict[str, float]]] = {"ashao": {}, "bare": {}}
+    with tempfile.TemporaryDirectory(prefix="ashao-hold-") as tmp, _systems(Path(tmp)) as systems:
+        for n in streams:
+            for system in systems:
+                prof = None
+                if n == profile_n:
+                    prof = Path(tmp) / f"profile-{system.name}-{n}"
+                    prof.mkdir()
+                results[system.name][n] = run_async(hold(system, n, profile=prof))
+                if prof is not None:
+                    for f in sorted(prof.glob("*.txt")):
+                        print(f"\n# py-spy {system.name} N={n} {f.stem}: own time, top frames")
+                        for share, frame in top_frames(f):
+                            print(f"  {share:5.1f}%  {frame}")
+                time.sleep(1.0)
+    _print_table(results)
+    figures: dict[str, float] = {}
+    for name, by_n in results.items():
+        for n, f in by_n.items():
+            for k, v in f.items():
+                figures[f"{name}_{n}_{k}"] = v
+    for n in streams:
+        a, b = results["ashao"][n], results["bare"][n]
+        mine = a["cpu_core_us_per_tok"] + a["cpu_facade_us_per_tok"]
+        figures[f"ratio_{n}_cpu_per_tok"] = mine / max(1e-9, b["cpu_bare_us_per_tok"])
+    return figures
