@@ -85,7 +85,10 @@ class Relay(worker_pb2_grpc.WorkerServiceServicer):
     async def serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """``GET /stream?job=ID``: the job's tokens as SSE, then ``done``."""
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:  # a port probe
+                return
             path = head.split(b" ", 2)[1].decode()
             job_id = path.partition("job=")[2]
             client = _Client(writer.transport)  # type: ignore[arg-type]

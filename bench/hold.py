@@ -63,6 +63,7 @@ class Tally:
         self.out_of_order = 0
         self.complete = 0
         self.failed = 0
+        self.first_failure = b""
         self.stamps = array("q")
         self.lags_us = array("q")
 
@@ -76,14 +77,13 @@ class Follower(asyncio.Protocol):
         self._buf = b""
         self._next = 0
         self._started = False
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.WriteTransport | None = None
         loop = asyncio.get_running_loop()
         self.opened: asyncio.Future[None] = loop.create_future()
         self.ended: asyncio.Future[None] = loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # (uvloop's is no asyncio.Transport)
         transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:
@@ -118,12 +118,14 @@ class Follower(asyncio.Protocol):
                 t.complete += 1
             else:
                 t.failed += 1
+                t.first_failure = t.first_failure or part[-300:]
             self._end()
 
     def _head(self, data: bytes) -> bool:
         self._started = True
         if not data.startswith(b"HTTP/1.1 200"):
             self._tally.failed += 1
+            self._tally.first_failure = self._tally.first_failure or data[:300]
             self._end()
             return False
         if not self.opened.done():
@@ -246,8 +248,13 @@ async def hold(system: System, n: int, *, senders: int = 8, profile: Path | None
     cpu1 = {k: cpu_seconds(p) for k, p in system.pids.items()}
     got1 = tally.received
     w1 = time.time_ns()
-    await asyncio.wait_for(asyncio.gather(*(f.ended for f in followers)), 90)
+    _, unfinished = await asyncio.wait([f.ended for f in followers], timeout=60)
+    for f in followers:
+        if not f.ended.done():
+            f.connection_lost(None)  # counted as failed
     t1 = time.time_ns()
+    if tally.first_failure:
+        print(f"# {system.name} N={n}: first failure: {tally.first_failure!r}", file=sys.stderr)
     for c in conns:
         await c.close()
     for spy in spies:
@@ -261,6 +268,7 @@ async def hold(system: System, n: int, *, senders: int = 8, profile: Path | None
         "delivered": tally.received / (n * TOKENS),
         "complete": float(tally.complete),
         "failed": float(tally.failed),
+        "unfinished": float(len(unfinished)),
         "out_of_order": float(tally.out_of_order),
         "lag_p50_ms": percentile(lags, 50),
         "lag_p99_ms": percentile(lags, 99),
@@ -394,11 +402,19 @@ def run() -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="ashao-hold-") as tmp, _systems(Path(tmp)) as systems:
         for n in streams:
             for system in systems:
+                if system.name not in os.environ.get("ASHAO_HOLD_SYSTEMS", "ashao,bare"):
+                    continue
                 prof = None
                 if n == profile_n:
                     prof = Path(tmp) / f"profile-{system.name}-{n}"
                     prof.mkdir()
-                results[system.name][n] = run_async(hold(system, n, profile=prof))
+                results[system.name][n] = f = run_async(hold(system, n, profile=prof))
+                print(
+                    f"# {system.name} N={n}: delivered {f['delivered']:.4f}, failed {f['failed']:.0f},"
+                    f" lag p99 {f['lag_p99_ms']:.1f} ms",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 if prof is not None:
                     for f in sorted(prof.glob("*.txt")):
                         print(f"\n# py-spy {system.name} N={n} {f.stem}: own time, top frames")
@@ -412,6 +428,8 @@ def run() -> dict[str, float]:
             for k, v in f.items():
                 figures[f"{name}_{n}_{k}"] = v
     for n in streams:
+        if n not in results["ashao"] or n not in results["bare"]:
+            continue
         a, b = results["ashao"][n], results["bare"][n]
         mine = a["cpu_core_us_per_tok"] + a["cpu_facade_us_per_tok"]
         figures[f"ratio_{n}_cpu_per_tok"] = mine / max(1e-9, b["cpu_bare_us_per_tok"])

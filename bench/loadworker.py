@@ -53,11 +53,15 @@ async def _stream(target: str, token: str, *, slots: int, rate: float, total: in
                     jobs.pop(msg.cancel.job_id, None)
 
         reader = asyncio.create_task(read())
+        beat_ns = (welcome.welcome.heartbeat_interval_ms or 2000) * 1_000_000 // 2
+        last_write = time.time_ns()
         per_ns = rate / 1e9
         try:
             while not reader.done():
                 if not jobs:
-                    await wake.wait()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(beat_ns / 1e9):
+                            await wake.wait()
                 else:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(tick_s):
@@ -85,6 +89,12 @@ async def _stream(target: str, token: str, *, slots: int, rate: float, total: in
                     tb.completed.add(job_id=job_id, finish_reason="length")
                 if tb.jobs or tb.completed:
                     await call.write(batch)
+                    last_write = now
+                elif now - last_write > beat_ns:  # (an idle stream must still show it is alive)
+                    await call.write(
+                        worker_pb2.ConnectRequest(heartbeat=worker_pb2.WorkerHeartbeat(running=len(jobs)))
+                    )
+                    last_write = now
         finally:
             reader.cancel()
             call.cancel()
