@@ -9,7 +9,8 @@ collector only has cycles to find).
 
 ``PauseWatch`` times every collection through ``gc.callbacks`` (two clock readings per collection,
 not per allocation) into a histogram the ``/metrics`` page shows, and, when asked
-(``ASHAO_GC_LOG``: a file), appends one line per collection: ``<unix ns> <generation> <pause µs>``.
+(``ASHAO_GC_LOG``: a file), appends one line per collection: ``<unix ns> <generation> <pause µs>
+<CPU µs>`` (the CPU time tells a long collection from a short one the machine interrupted).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class PauseWatch:
         self.max_s = 0.0
         """The longest pause so far."""
         self._started = 0
+        self._started_cpu = 0
         self._log: IO[str] | None = open(log_path, "a", buffering=1) if log_path else None
 
     def install(self) -> PauseWatch:
@@ -67,6 +69,8 @@ class PauseWatch:
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._started = time.perf_counter_ns()
+            if self._log is not None:
+                self._started_cpu = time.thread_time_ns()
             return
         pause_ns = time.perf_counter_ns() - self._started
         seconds = pause_ns / 1e9
@@ -74,7 +78,8 @@ class PauseWatch:
         if seconds > self.max_s:
             self.max_s = seconds
         if self._log is not None:
-            self._log.write(f"{time.time_ns()} {info.get('generation', -1)} {pause_ns // 1000}\n")
+            cpu_us = (time.thread_time_ns() - self._started_cpu) // 1000
+            self._log.write(f"{time.time_ns()} {info.get('generation', -1)} {pause_ns // 1000} {cpu_us}\n")
 
     def metrics(self, prefix: str) -> list[Metric]:
         """The pause histogram and the longest pause, named ``<prefix>_gc_pause_*``."""

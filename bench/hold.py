@@ -27,6 +27,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -149,8 +150,12 @@ class Follower(asyncio.Protocol):
 class System:
     """One system under test: how to open a stream, and its processes."""
 
-    def __init__(self, name: str, http_addr: str, pids: dict[str, int], gc_logs: dict[str, Path]) -> None:
+    def __init__(
+        self, name: str, http_addr: str, pids: dict[str, int], gc_logs: dict[str, Path], loadworker: int
+    ) -> None:
         self.name = name
+        self.loadworker = loadworker
+        """The load generator's pid: SIGUSR2 makes new jobs wait, SIGUSR1 starts them."""
         self.host, self.port = host_port(http_addr)
         self.pids = pids
         """Processes to measure (name → pid), the load generator's included."""
@@ -173,20 +178,22 @@ class System:
         return follower
 
 
-def _gc_pauses(path: Path, t0: int, t1: int) -> tuple[float, int, int]:
-    """(longest pause ms, pauses over 5 ms, collections) logged between ``t0`` and ``t1`` (ns)."""
-    longest, over, n = 0.0, 0, 0
+def _gc_pauses(path: Path, t0: int, t1: int) -> tuple[float, float, int, int]:
+    """(longest pause ms, its longest CPU time ms, pauses over 5 ms, collections) logged between ``t0``
+    and ``t1`` (ns)."""
+    longest, longest_cpu, over, n = 0.0, 0.0, 0, 0
     if not path.exists():
-        return float("nan"), 0, 0
+        return float("nan"), float("nan"), 0, 0
     for line in path.read_text().splitlines():
         parts = line.split()
-        if len(parts) != 3 or not t0 <= int(parts[0]) <= t1:
+        if len(parts) != 4 or not t0 <= int(parts[0]) <= t1:
             continue
         ms = int(parts[2]) / 1000
         n += 1
         longest = max(longest, ms)
+        longest_cpu = max(longest_cpu, int(parts[3]) / 1000)
         over += ms > 5
-    return longest, over, n
+    return longest, longest_cpu, over, n
 
 
 def _profile(pids: dict[str, int], seconds: float, out: Path) -> list[subprocess.Popen[bytes]]:
@@ -210,7 +217,7 @@ def top_frames(path: Path, n: int = 12) -> list[tuple[float, str]]:
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
-        leaf = stack.rsplit(";", 1)[-1]
+        leaf = re.sub(r":\d+\)$", ")", stack.rsplit(";", 1)[-1])
         own[leaf] += int(count)
         total += int(count)
     return [(100 * c / max(1, total), f) for f, c in own.most_common(n)]
@@ -223,6 +230,8 @@ async def hold(system: System, n: int, *, senders: int = 8, profile: Path | None
     ids = iter(range(n))
     t0 = time.time_ns()
     conns = [Connection(system.host, system.port) for _ in range(senders)] if system.name == "ashao" else []
+    os.kill(system.loadworker, signal.SIGUSR2)  # the jobs wait until every stream is open
+    await asyncio.sleep(0.3)
 
     async def opener(conn: Connection | None) -> None:
         for i in ids:
@@ -231,9 +240,10 @@ async def hold(system: System, n: int, *, senders: int = 8, profile: Path | None
     await asyncio.gather(*(opener(c) for c in (conns or [None] * senders)))
     await asyncio.wait_for(asyncio.gather(*(f.opened for f in followers)), 60)
     ramped = time.time_ns()
-    # The window: every stream open, none finished yet (the first started at t0 and lasts TOKENS/RATE s).
+    os.kill(system.loadworker, signal.SIGUSR1)
+    # The window: every stream streaming, none finished yet (each lasts TOKENS/RATE s from now).
     w0 = ramped + int(SETTLE_S * 1e9)
-    w1 = min(w0 + int(WINDOW_S * 1e9), t0 + int((TOKENS / RATE - 0.5) * 1e9))
+    w1 = min(w0 + int(WINDOW_S * 1e9), ramped + int((TOKENS / RATE - 0.5) * 1e9))
     await asyncio.sleep(max(0.0, (w0 - time.time_ns()) / 1e9))
     cpu0 = {k: cpu_seconds(p) for k, p in system.pids.items()}
     got0 = tally.received
@@ -279,8 +289,9 @@ async def hold(system: System, n: int, *, senders: int = 8, profile: Path | None
         out[f"cpu_{k}_us_per_tok"] = (cpu1[k] - cpu0[k]) / max(1, delivered) * 1e6
         out[f"cpu_{k}_pct"] = (cpu1[k] - cpu0[k]) / ((w1 - w0) / 1e9) * 100
     for k, path in system.gc_logs.items():
-        longest, over, count = _gc_pauses(path, t0, t1)
+        longest, longest_cpu, over, count = _gc_pauses(path, t0, t1)
         out[f"gc_{k}_max_ms"] = longest
+        out[f"gc_{k}_max_cpu_ms"] = longest_cpu
         out[f"gc_{k}_over_5ms"] = float(over)
         out[f"gc_{k}_collections"] = float(count)
     return out
@@ -347,12 +358,14 @@ def _systems(tmp: Path) -> Iterator[list[System]]:
                 net.http_addr,
                 {**pids, "loadworker": workers.pid, "clients": os.getpid()},
                 {"core": gc_core, "facade": gc_facade},
+                workers.pid,
             ),
             System(
                 "bare",
                 bare_http,
                 {"bare": bare.pid, "loadworker": bare_workers.pid, "clients": os.getpid()},
                 {},
+                bare_workers.pid,
             ),
         ]
     finally:
@@ -385,7 +398,7 @@ def _print_table(results: dict[str, dict[int, dict[str, float]]]) -> None:
         for n, f in by_n.items():
             cpu = ", ".join(f"{k[4:-10]} {v:.1f}" for k, v in f.items() if k.endswith("_us_per_tok"))
             gc_ = ", ".join(
-                f"{k[3:-7]} max {v:.1f} ms ({f[k[:-7] + '_over_5ms']:.0f} > 5 ms)"
+                f"{k[3:-7]} max {v:.1f} ms (CPU {f[k[:-7] + '_max_cpu_ms']:.1f} ms; {f[k[:-7] + '_over_5ms']:.0f} > 5 ms)"
                 for k, v in f.items()
                 if k.startswith("gc_") and k.endswith("_max_ms")
             )

@@ -5,7 +5,9 @@ per token (one worker each) and runs every job pushed to it at ``--rate`` tokens
 tokens. All jobs of a stream share one clock: every ``--tick-ms`` each job is given the tokens it is
 due, stamped with that moment (``"<index>@<time_ns>"``), and the tokens of every job go out in ONE
 ``TokenBatch`` (a job's completion riding with its last tokens), as a worker agent batches them. A
-job's first token goes at once. The same process drives ashao's core and the bench's bare relay, so
+job's first token goes at once; or, between ``SIGUSR2`` and ``SIGUSR1``, jobs wait, and on ``SIGUSR1``
+every waiting job starts, each at its own phase within one token interval (so a held load does not
+come in bursts). The same process drives ashao's core and the bench's bare relay, so
 whatever it costs is the same on both sides.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import time
 
 import grpc
@@ -27,10 +30,36 @@ class _Job:
     def __init__(self, job_id: str, start_ns: int) -> None:
         self.job_id = job_id
         self.start_ns = start_ns
+        """When its first token is due (0: waiting for the start signal)."""
         self.sent = 0
 
 
-async def _stream(target: str, token: str, *, slots: int, rate: float, total: int, tick_s: float) -> None:
+class Gate:
+    """Whether jobs start at once, or wait for ``go()``."""
+
+    def __init__(self) -> None:
+        self.open = True
+        self.streams: list[tuple[dict[str, _Job], asyncio.Event]] = []
+
+    def close(self) -> None:
+        """Jobs assigned from now on wait."""
+        self.open = False
+
+    def go(self, rate: float) -> None:
+        """Every waiting job starts, spread over one token interval."""
+        self.open = True
+        now = time.time_ns()
+        step = int(1e9 / rate)
+        for jobs, wake in self.streams:
+            for i, job in enumerate(jobs.values()):
+                if not job.start_ns:
+                    job.start_ns = now + (i * 7919) % step
+            wake.set()
+
+
+async def _stream(
+    target: str, token: str, gate: Gate, *, slots: int, rate: float, total: int, tick_s: float
+) -> None:
     async with grpc.aio.insecure_channel(target) as channel:
         stub = worker_pb2_grpc.WorkerServiceStub(channel)
         metadata = (("authorization", f"Bearer {token}"),) if token != "-" else ()
@@ -40,6 +69,7 @@ async def _stream(target: str, token: str, *, slots: int, rate: float, total: in
         assert isinstance(welcome, worker_pb2.ConnectResponse) and welcome.HasField("welcome"), welcome
         jobs: dict[str, _Job] = {}
         wake = asyncio.Event()
+        gate.streams.append((jobs, wake))
 
         async def read() -> None:
             while (msg := await call.read()) is not grpc.aio.EOF:
@@ -47,7 +77,7 @@ async def _stream(target: str, token: str, *, slots: int, rate: float, total: in
                 kind = msg.WhichOneof("msg")
                 if kind == "assignment":
                     job_id = msg.assignment.job_id
-                    jobs[job_id] = _Job(job_id, time.time_ns())
+                    jobs[job_id] = _Job(job_id, time.time_ns() if gate.open else 0)
                     wake.set()  # its first token goes at once
                 elif kind == "cancel":
                     jobs.pop(msg.cancel.job_id, None)
@@ -74,6 +104,8 @@ async def _stream(target: str, token: str, *, slots: int, rate: float, total: in
                 add = tb.jobs.add
                 ended = []
                 for job in jobs.values():
+                    if not job.start_ns or job.start_ns > now:
+                        continue
                     due = min(total, int((now - job.start_ns) * per_ns) + 1)
                     if due <= job.sent:
                         continue
@@ -101,11 +133,16 @@ async def _stream(target: str, token: str, *, slots: int, rate: float, total: in
 
 
 async def _main(args: argparse.Namespace) -> None:
+    gate = Gate()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR2, gate.close)
+    loop.add_signal_handler(signal.SIGUSR1, gate.go, args.rate)
     await asyncio.gather(
         *(
             _stream(
                 args.target,
                 t,
+                gate,
                 slots=args.slots,
                 rate=args.rate,
                 total=args.tokens,

@@ -106,6 +106,8 @@ def build_server(
             max_tokens_per_message=settings.subscribe_max_tokens_per_message,
             max_watches=settings.subscribe_max_watches,
             max_watches_untrusted=settings.subscribe_max_watches_untrusted,
+            pace_max_s=settings.subscribe_pace_max_ms / 1000,
+            pace_full_rate=settings.subscribe_pace_full_tokens_per_s,
             errors=errors,
             tracer=tracer,
         ),
