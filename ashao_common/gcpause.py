@@ -28,9 +28,9 @@ from ashao_common.metrics import Histogram
 PAUSE_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
 """Bucket bounds (seconds) of collector pauses."""
 
-THRESHOLDS = (7000, 20, 100)
+THRESHOLDS = (10_000, 10, 100)
 """(young, middle, old): allocations net of frees before a young collection (CPython's default is
-700), and young/middle collections before the next older one (10, 10)."""
+700), young collections before a middle one, and middle ones before a full one (CPython: 10, 10)."""
 
 
 def settle(thresholds: tuple[int, int, int] = THRESHOLDS) -> None:

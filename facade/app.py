@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -84,7 +83,7 @@ def create_app(settings: FacadeSettings, *, tracer: Tracer | None = None) -> Fas
         core = CoreClient(settings, tracer=tracer)
         core.start()
         app.state.core = core
-        gc.freeze()  # what start-up built lives for good: keep it out of every later collection
+        gcpause.settle()  # what start-up built lives for good: out of every later collection; rarer ones
         try:
             yield
         finally:
