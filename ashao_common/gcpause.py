@@ -28,7 +28,7 @@ from ashao_common.metrics import Histogram
 PAUSE_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
 """Bucket bounds (seconds) of collector pauses."""
 
-THRESHOLDS = (10_000, 10, 100)
+THRESHOLDS = (700, 5, 1000)
 """(young, middle, old): allocations net of frees before a young collection (CPython's default is
 700), young collections before a middle one, and middle ones before a full one (CPython: 10, 10)."""
 

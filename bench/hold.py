@@ -14,7 +14,8 @@ every token must arrive, in order (``id`` and index checked), then ``done``. Ove
 stream is open (``window_s``, at most 6 s, while no job has finished yet) it measures emit → receive
 lag of the tokens stamped in it (p50/p99/max: from the moment the load generator wrote the batch
 holding the token), and CPU seconds per delivered token of each process (``/proc/<pid>/stat``).
-Collector pauses of the core and the facade are read from their ``ASHAO_GC_LOG`` over the whole hold.
+Collector pauses of the core and the facade are read from their ``ASHAO_GC_LOG`` over the whole hold
+(kept in ``ASHAO_HOLD_DIR`` if set).
 
 ``ASHAO_HOLD_PROFILE=<N>``: py-spy samples the core and the facade over that hold's window and the
 top frames (own time) are printed (needs ``py-spy`` and ptrace rights).
@@ -263,6 +264,7 @@ async def hold(system: System, n: int, *, senders: int = 8, profile: Path | None
         if not f.ended.done():
             f.connection_lost(None)  # counted as failed
     t1 = time.time_ns()
+    print(f"# {system.name} N={n}: t0 {t0} ramped {ramped} window {w0}-{w1} end {t1}", file=sys.stderr)
     if tally.first_failure:
         print(f"# {system.name} N={n}: first failure: {tally.first_failure!r}", file=sys.stderr)
     for c in conns:
@@ -318,7 +320,8 @@ def _loadworker(target: str, tokens: list[str]) -> subprocess.Popen[bytes]:
 
 @contextlib.contextmanager
 def _systems(tmp: Path) -> Iterator[list[System]]:
-    gc_core, gc_facade = tmp / "gc-core.log", tmp / "gc-facade.log"
+    logs = Path(os.environ.get("ASHAO_HOLD_DIR") or tmp)
+    gc_core, gc_facade = logs / "gc-core.log", logs / "gc-facade.log"
     env = {
         "ASHAO_WORKER_REGISTRATION": "open",
         "ASHAO_WORKER_PROBATION_SLOTS": "1024",
@@ -419,8 +422,8 @@ def run() -> dict[str, float]:
                     continue
                 prof = None
                 if n == profile_n:
-                    prof = Path(tmp) / f"profile-{system.name}-{n}"
-                    prof.mkdir()
+                    prof = Path(os.environ.get("ASHAO_HOLD_DIR") or tmp) / f"profile-{system.name}-{n}"
+                    prof.mkdir(exist_ok=True)
                 results[system.name][n] = f = run_async(hold(system, n, profile=prof))
                 print(
                     f"# {system.name} N={n}: delivered {f['delivered']:.4f}, failed {f['failed']:.0f},"
