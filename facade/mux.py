@@ -143,6 +143,11 @@ class Mux:
         return len(self._subs)
 
     @property
+    def direct(self) -> int:
+        """Subscriptions whose frames are written straight to the client's socket now."""
+        return sum(1 for sub in self._subs.values() if sub.direct is not None)
+
+    @property
     def connected(self) -> bool:
         """Whether the subscription stream to the core is up."""
         return self._up.is_set()
