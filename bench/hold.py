@@ -328,6 +328,7 @@ def _loadworker(target: str, tokens: list[str]) -> subprocess.Popen[bytes]:
 @contextlib.contextmanager
 def _systems(tmp: Path) -> Iterator[list[System]]:
     logs = Path(os.environ.get("ASHAO_HOLD_DIR") or tmp)
+    logs.mkdir(parents=True, exist_ok=True)
     gc_core, gc_facade = logs / "gc-core.log", logs / "gc-facade.log"
     env = {
         "ASHAO_WORKER_REGISTRATION": "open",
