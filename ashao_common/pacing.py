@@ -3,8 +3,8 @@
 Every write (a gRPC message, an SSE write to a socket) costs about the same whatever it carries, so
 under load tokens are worth holding a little to go out together; with few tokens flowing, holding
 them only adds latency. ``Pace`` measures the tokens a writer passes on per second and sizes its
-window in proportion: ``max_s`` at ``full_rate`` tokens/s and beyond, ``max_s * rate / full_rate``
-below it, nothing when idle. A 50 tokens/s stream's next token comes 20 ms after the last, so a
+window from it: nothing up to ``floor_rate`` tokens/s, ``max_s`` from ``full_rate`` on, and in
+proportion between the two. A 50 tokens/s stream's next token comes 20 ms after the last, so a
 window only merges tokens once it is wider than that: the window is there to bound the writes per
 second when thousands of streams run, not to batch a few.
 """
@@ -15,12 +15,16 @@ from __future__ import annotations
 class Pace:
     """The window of one writer, from the rate of the tokens it wrote."""
 
-    __slots__ = ("_count", "_since", "full_rate", "max_s", "period_s", "rate", "window_s")
+    __slots__ = ("_count", "_since", "floor_rate", "full_rate", "max_s", "period_s", "rate", "window_s")
 
-    def __init__(self, *, max_s: float, full_rate: float, period_s: float = 0.25) -> None:
+    def __init__(
+        self, *, max_s: float, full_rate: float, floor_rate: float = 0.0, period_s: float = 0.25
+    ) -> None:
         self.max_s = max_s
         self.full_rate = full_rate
         """Tokens/s at which the window reaches ``max_s``."""
+        self.floor_rate = min(floor_rate, full_rate)
+        """Tokens/s up to which there is no window at all."""
         self.period_s = period_s
         """How often the rate is measured again (it is smoothed over about two periods)."""
         self.rate = 0.0
@@ -42,6 +46,9 @@ class Pace:
             self.rate = rate if elapsed > 2 * self.period_s else 0.5 * (self.rate + rate)
             self._count = 0
             self._since = now
-            self.window_s = (
-                min(self.max_s, self.max_s * self.rate / self.full_rate) if self.full_rate else 0.0
-            )
+            span = self.full_rate - self.floor_rate
+            above = self.rate - self.floor_rate
+            if self.full_rate <= 0 or above <= 0:
+                self.window_s = 0.0
+            else:
+                self.window_s = self.max_s if span <= 0 else min(self.max_s, self.max_s * above / span)

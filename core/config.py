@@ -159,9 +159,11 @@ class CoreSettings(BaseSettings):
     subscribe_pace_max_ms: float = Field(50.0, ge=0)
     """Under load, a Subscribe stream holds tokens up to this long so that a job's go out in fewer,
     fuller messages (its first tokens never wait); the window grows with the stream's tokens/s."""
-    subscribe_pace_full_tokens_per_s: float = Field(50_000.0, gt=0)
-    """The tokens/s at which a Subscribe stream's window reaches ``subscribe_pace_max_ms`` (below it,
-    in proportion: about 5 ms at a tenth of it)."""
+    subscribe_pace_full_tokens_per_s: float = Field(30_000.0, gt=0)
+    """The tokens/s at which a Subscribe stream's window reaches ``subscribe_pace_max_ms`` (between
+    ``subscribe_pace_floor_tokens_per_s`` and this, in proportion)."""
+    subscribe_pace_floor_tokens_per_s: float = Field(5_000.0, ge=0)
+    """Up to this many tokens/s a Subscribe stream has no window: every message goes at once."""
     subscribe_max_watches: int = Field(100_000, ge=1)
     """Most jobs one Subscribe stream may follow at once (a trusted relay follows all its clients')."""
     subscribe_max_watches_untrusted: int = Field(1_000, ge=1)

@@ -122,14 +122,15 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         max_watches: int,
         max_watches_untrusted: int,
         pace_max_s: float = 0.0,
-        pace_full_rate: float = 50_000.0,
+        pace_full_rate: float = 30_000.0,
+        pace_floor_rate: float = 0.0,
         errors: ErrorCounts | None = None,
         tracer: Tracer | None = None,
     ) -> None:
         """``errors`` counts the refusals relayed sends get in-band; ``tracer`` (tracing on) opens a
         span per send under the caller's trace context; ``pace_*``: the window of each Subscribe stream
         (``ashao_common.pacing``)."""
-        self._pace = (pace_max_s, pace_full_rate)
+        self._pace = (pace_max_s, pace_full_rate, pace_floor_rate)
         self._jobs = jobs
         self._errors = errors if errors is not None else ErrorCounts()
         self._tracer = tracer
@@ -269,7 +270,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             self._jobs.queries.open_log,
             max_tokens_per_message=self._limit,
             max_watches=cap,
-            pace=Pace(max_s=self._pace[0], full_rate=self._pace[1]),
+            pace=Pace(max_s=self._pace[0], full_rate=self._pace[1], floor_rate=self._pace[2]),
         )
         await context.send_initial_metadata(())  # tells the relay at once that its stream is up
 

@@ -108,6 +108,7 @@ def build_server(
             max_watches_untrusted=settings.subscribe_max_watches_untrusted,
             pace_max_s=settings.subscribe_pace_max_ms / 1000,
             pace_full_rate=settings.subscribe_pace_full_tokens_per_s,
+            pace_floor_rate=settings.subscribe_pace_floor_tokens_per_s,
             errors=errors,
             tracer=tracer,
         ),

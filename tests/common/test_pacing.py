@@ -28,3 +28,17 @@ def test_no_full_rate_means_no_window() -> None:
     pace.count(0, 0.0)
     pace.count(10**6, 1.0)
     assert pace.window_s == 0.0
+
+
+def test_no_window_below_the_floor_rate() -> None:
+    pace = Pace(max_s=0.05, full_rate=1000.0, floor_rate=200.0, period_s=1.0)
+    t = 0.0
+    pace.count(0, t)
+    for _ in range(4):  # under the floor
+        t += 1.0
+        pace.count(150, t)
+    assert pace.window_s == 0.0
+    for _ in range(8):  # half way between the floor and the full rate
+        t += 1.0
+        pace.count(600, t)
+    assert 0.02 < pace.window_s < 0.03
