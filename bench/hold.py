@@ -29,15 +29,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from array import array
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,7 +42,9 @@ import grpc
 from ashao.v1 import worker_pb2, worker_pb2_grpc
 from ashao_cli.devnet import LocalNetwork, wait_for_port
 from bench.common import UNCAPPED, cpu_seconds, host_port, percentile, run_async
+from bench.holdstats import gc_pauses, record_profiles, top_frames
 from bench.httpclient import Connection
+from bench.sseclients import Follower, Tally
 from tests.helpers.net import free_port
 
 RATE = 50.0
@@ -56,99 +54,6 @@ WINDOW_S = 6.0
 SETTLE_S = 0.5
 """Between the last stream opening and the window."""
 REPORTED_ONLY = 1500
-TOKEN_RE = re.compile(rb'id: (\d+)\ndata: \{"type":"token","value":"(\d+)@(\d+)"\}')
-END_RE = re.compile(rb'"type":"(done|error)"')
-
-
-class Tally:
-    """What the clients of one hold saw."""
-
-    def __init__(self) -> None:
-        self.received = 0
-        self.out_of_order = 0
-        self.complete = 0
-        self.failed = 0
-        self.first_failure = b""
-        self.stamps = array("q")
-        self.lags_us = array("q")
-
-
-class Follower(asyncio.Protocol):
-    """One SSE client: parses what arrives with one regex pass per read, checks order, times tokens."""
-
-    def __init__(self, request: bytes, tally: Tally) -> None:
-        self._request = request
-        self._tally = tally
-        self._buf = b""
-        self._next = 0
-        self._started = False
-        self.transport: asyncio.WriteTransport | None = None
-        loop = asyncio.get_running_loop()
-        self.opened: asyncio.Future[None] = loop.create_future()
-        self.ended: asyncio.Future[None] = loop.create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # (uvloop's is no asyncio.Transport)
-        transport.write(self._request)
-
-    def data_received(self, data: bytes) -> None:
-        now = time.time_ns()
-        buf = self._buf + data if self._buf else data
-        cut = buf.rfind(b"\n\n")
-        if cut < 0:
-            self._buf = buf
-            if not self._started and b"\r\n\r\n" in buf:
-                self._head(buf)
-            return
-        part, self._buf = buf[: cut + 2], buf[cut + 2 :]
-        if not self._started and not self._head(part):
-            return
-        t = self._tally
-        n = self._next
-        stamps, lags = t.stamps, t.lags_us
-        found = TOKEN_RE.findall(part)
-        for sid, idx, stamp in found:
-            i = int(idx)
-            if i != n or int(sid) != i + 1:
-                t.out_of_order += 1
-            n = i + 1
-            s = int(stamp)
-            stamps.append(s)
-            lags.append((now - s) // 1000)
-        self._next = n
-        t.received += len(found)
-        m = END_RE.search(part)
-        if m is not None:
-            if m.group(1) == b"done" and n == TOKENS:
-                t.complete += 1
-            else:
-                t.failed += 1
-                t.first_failure = t.first_failure or part[-300:]
-            self._end()
-
-    def _head(self, data: bytes) -> bool:
-        self._started = True
-        if not data.startswith(b"HTTP/1.1 200"):
-            self._tally.failed += 1
-            self._tally.first_failure = self._tally.first_failure or data[:300]
-            self._end()
-            return False
-        if not self.opened.done():
-            self.opened.set_result(None)
-        return True
-
-    def _end(self) -> None:
-        if not self.opened.done():
-            self.opened.set_result(None)
-        if not self.ended.done():
-            self.ended.set_result(None)
-        if self.transport is not None:
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.ended.done():
-            self._tally.failed += 1
-            self._end()
 
 
 class System:
@@ -178,53 +83,10 @@ class System:
             self.host.encode(),
         )
         loop = asyncio.get_running_loop()
-        _, follower = await loop.create_connection(lambda: Follower(request, tally), self.host, self.port)
-        return follower
-
-
-def _gc_pauses(path: Path, t0: int, t1: int) -> tuple[float, float, int, int]:
-    """(longest pause ms, its longest CPU time ms, pauses over 5 ms, collections) logged between ``t0``
-    and ``t1`` (ns)."""
-    longest, longest_cpu, over, n = 0.0, 0.0, 0, 0
-    if not path.exists():
-        return float("nan"), float("nan"), 0, 0
-    for line in path.read_text().splitlines():
-        parts = line.split()
-        if len(parts) != 4 or not t0 <= int(parts[0]) <= t1:
-            continue
-        ms = int(parts[2]) / 1000
-        n += 1
-        longest = max(longest, ms)
-        longest_cpu = max(longest_cpu, int(parts[3]) / 1000)
-        over += ms > 5
-    return longest, longest_cpu, over, n
-
-
-def _profile(pids: dict[str, int], seconds: float, out: Path) -> list[subprocess.Popen[bytes]]:
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    opts = ["-d", str(max(1, int(seconds))), "-r", "200", "-f", "raw", "--nonblocking"]
-    return [
-        subprocess.Popen(
-            [spy, "record", "-p", str(pid), *opts, "-o", str(out / f"{name}.txt")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        _, follower = await loop.create_connection(
+            lambda: Follower(request, tally, TOKENS), self.host, self.port
         )
-        for name, pid in pids.items()
-    ]
-
-
-def top_frames(path: Path, n: int = 12) -> list[tuple[float, str]]:
-    """The frames with the most own time in a py-spy raw (collapsed) profile: (share %, frame)."""
-    own: Counter[str] = Counter()
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        leaf = re.sub(r":\d+\)$", ")", stack.rsplit(";", 1)[-1])
-        own[leaf] += int(count)
-        total += int(count)
-    return [(100 * c / max(1, total), f) for f, c in own.most_common(n)]
+        return follower
 
 
 async def hold(system: System, n: int, *, senders: int = 8, profile: Path | None = None) -> dict[str, float]:
@@ -253,7 +115,7 @@ async def hold(system: System, n: int, *, senders: int = 8, profile: Path | None
     cpu0 = {k: cpu_seconds(p) for k, p in system.pids.items()}
     spies = []
     if profile is not None:
-        spies = _profile(
+        spies = record_profiles(
             {k: p for k, p in system.pids.items() if k in ("core", "facade", "bare")},
             (w1 - w0) / 1e9,
             profile,
@@ -298,7 +160,7 @@ async def hold(system: System, n: int, *, senders: int = 8, profile: Path | None
         out[f"cpu_{k}_us_per_tok_all"] = (cpu_end[k] - cpu_go[k]) / max(1, tally.received) * 1e6
         out[f"cpu_{k}_pct"] = (cpu1[k] - cpu0[k]) / ((w1 - w0) / 1e9) * 100
     for k, path in system.gc_logs.items():
-        longest, longest_cpu, over, count = _gc_pauses(path, t0, t1)
+        longest, longest_cpu, over, count = gc_pauses(path, t0, t1)
         out[f"gc_{k}_max_ms"] = longest
         out[f"gc_{k}_max_cpu_ms"] = longest_cpu
         out[f"gc_{k}_over_5ms"] = float(over)
@@ -442,9 +304,9 @@ def run() -> dict[str, float]:
                     flush=True,
                 )
                 if prof is not None:
-                    for f in sorted(prof.glob("*.txt")):
-                        print(f"\n# py-spy {system.name} N={n} {f.stem}: own time, top frames")
-                        for share, frame in top_frames(f):
+                    for raw in sorted(prof.glob("*.txt")):
+                        print(f"\n# py-spy {system.name} N={n} {raw.stem}: own time, top frames")
+                        for share, frame in top_frames(raw):
                             print(f"  {share:5.1f}%  {frame}")
                 time.sleep(1.0)
     _print_table(results)
