@@ -68,6 +68,9 @@ def process_registry() -> CollectorRegistry:
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
+    from ashao_common.gcpause import PauseCollector  # (it builds on this module's Histogram)
+
+    registry.register(PauseCollector())
     return registry
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from bench import (
     cluster,
     dispatch_latency,
+    hold,
     idle_streams,
     ledger_cost,
     model_cpu,
@@ -36,6 +37,10 @@ BENCHES: dict[str, tuple[str, Callable[[], dict[str, float]]]] = {
     "idle": ("5,000 idle SSE streams on one facade process", idle_streams.run),
     "ledger": ("sends/s on a priced tier (ledger) vs the free tier, alternating rounds", ledger_cost.run),
     "relay": ("time to first chunk: upstream directly vs through the relay, alternating", relay_latency.run),
+    "hold": (
+        "100-1,500 streams x 50 tokens/s held through ashao and through a bare relay, side by side",
+        hold.run,
+    ),
     "soak": (
         "minutes of sends + SSE streams with the store failing half the time: RSS, typed errors, books",
         soak.run,
@@ -54,7 +59,7 @@ BENCHES: dict[str, tuple[str, Callable[[], dict[str, float]]]] = {
         cluster.run,
     ),
 }
-OPT_IN = {"soak", "model", "cluster"}
+OPT_IN = {"soak", "hold", "model", "cluster"}
 """Benchmarks run only when named (they take minutes, or need the optional model extra)."""
 TABLES: dict[str, Callable[[dict[str, float]], str]] = {"cluster": cluster.table}
 """Benchmarks whose figures are also printed as a table."""

@@ -85,7 +85,8 @@ async def measure(http_addrs: list[str], jobs: int, tokens_per_job: int, cpu: Cp
 def run(jobs: int = 500, rate: float = 50.0, seconds: float = 10.0, workers: int = 2) -> dict[str, float]:
     """``jobs`` concurrent streams at ``rate`` tokens/s for about ``seconds``."""
     per_job = int(rate * seconds)
-    with network() as net:
+    # A new worker starts on probation with a few jobs at once: here every job must run at once.
+    with network({"ASHAO_WORKER_PROBATION_SLOTS": str(jobs)}) as net:
         for i in range(workers):
             net.start_worker(
                 f"stream-{i}",

@@ -87,6 +87,7 @@ class CoreApp:
                 address=settings.peer_address,
                 peer_metadata=(),
                 cluster=settings.cluster_name,
+                ack_wait_s=settings.cluster_ack_wait_s,
             )
             if settings.bus
             else None

@@ -77,6 +77,9 @@ class CoreSettings(BaseSettings):
     """Most write operations one group commit carries."""
     heartbeat_interval_ms: int = 2000
     """How often stream workers heartbeat; three missed intervals lose a worker its jobs."""
+    gc_log: str = ""
+    """A file to append one line per garbage collection to (``<unix ns> <generation> <pause µs>``);
+    off when empty. Pauses are on ``/metrics`` either way."""
     flush_interval_ms: int = 10
     """How long workers and the fan-out may hold tokens before sending a batch."""
     lease_timeout_s: float = 30.0
@@ -90,6 +93,10 @@ class CoreSettings(BaseSettings):
     release_after_s: float = 10.0
     """Several cores: a job this core took from the shared queue but could not start for this long
     (its worker left) is handed back for another core."""
+    cluster_ack_wait_s: float = Field(30.0, ge=1.0)
+    """Several cores: how long a job this core took from the shared queue stays its own unless renewed
+    (this core renews its jobs every third of it while it runs); the jobs of a core that died go to
+    another core after this long."""
     continuation_timeout_s: float = 30.0
 
     """A job cut off mid-answer waits this long for a worker that continues a partial answer; then it
@@ -153,6 +160,14 @@ class CoreSettings(BaseSettings):
     """What an unreachable classifier means: "refuse" or "allow" (policy only)."""
     subscribe_max_tokens_per_message: int = 4096
     """Most tokens one Subscribe/StreamJob message carries; longer backlogs are split."""
+    subscribe_pace_max_ms: float = Field(50.0, ge=0)
+    """Under load, a Subscribe stream holds tokens up to this long so that a job's go out in fewer,
+    fuller messages (its first tokens never wait); the window grows with the stream's tokens/s."""
+    subscribe_pace_full_tokens_per_s: float = Field(30_000.0, gt=0)
+    """The tokens/s at which a Subscribe stream's window reaches ``subscribe_pace_max_ms`` (between
+    ``subscribe_pace_floor_tokens_per_s`` and this, in proportion)."""
+    subscribe_pace_floor_tokens_per_s: float = Field(5_000.0, ge=0)
+    """Up to this many tokens/s a Subscribe stream has no window: every message goes at once."""
     subscribe_max_watches: int = Field(100_000, ge=1)
     """Most jobs one Subscribe stream may follow at once (a trusted relay follows all its clients')."""
     subscribe_max_watches_untrusted: int = Field(1_000, ge=1)

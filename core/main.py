@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 from collections.abc import Mapping
 
+from ashao_common import gcpause
 from ashao_common.settings import load_settings
 from ashao_common.tracing import configure as configure_tracing
 from core.app import CoreApp
@@ -33,8 +33,9 @@ async def serve(settings: CoreSettings, *, ready: asyncio.Event | None = None) -
 
 
 async def _serve(app: CoreApp, ready: asyncio.Event | None) -> None:
+    gcpause.watch(app.settings.gc_log)
     await app.start()
-    gc.freeze()  # what start-up built lives for good: keep it out of every later collection
+    gcpause.settle()  # what start-up built lives for good: out of every later collection; rarer ones
     print(f"ashao core: gRPC on {app.address}", flush=True)
     if app.metrics_address:
         print(f"ashao core: metrics on http://{app.metrics_address}/metrics", flush=True)

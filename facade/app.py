@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ashao_common import gcpause
 from ashao_common.tracing import Tracer
 from facade import docs, webpage
 from facade.client import CoreClient
@@ -110,10 +110,11 @@ def create_app(settings: FacadeSettings, *, tracer: Tracer | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gcpause.watch(settings.gc_log)
         core = CoreClient(settings, tracer=tracer)
         core.start()
         app.state.core = core
-        gc.freeze()  # what start-up built lives for good: keep it out of every later collection
+        gcpause.settle()  # what start-up built lives for good: out of every later collection; rarer ones
         try:
             yield
         finally:

@@ -52,9 +52,13 @@ class FacadeSettings(BaseSettings):
     """Name of the HttpOnly session cookie set after wallet sign-in."""
     sse_keepalive_s: float = 15.0
     """An SSE stream with nothing to say for this long gets a ``: keep-alive`` comment."""
+    gc_log: str = ""
+    """A file to append one line per garbage collection to (``<unix ns> <generation> <pause µs>``);
+    off when empty. Pauses are on ``/metrics`` either way."""
     sse_coalesce_s: float = 0.03
-    """Under load, a client's events are written together at most about once per this window (its
-    first event after a quiet spell, and the last one, go at once)."""
+    """Under load, a relay stream's events are written together at most about once per this window
+    (its first event after a quiet spell, and the last one, go at once). The network API's streams
+    are written once per message from the core, which paces them (``subscribe_pace_max_ms``)."""
     sse_max_buffer_bytes: int = 1 << 20
     """A client this far behind (bytes not yet written to it) is cut off with an error event."""
     sse_send_timeout_s: float = 30.0

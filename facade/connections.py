@@ -26,6 +26,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from facade.config import FacadeSettings
 
+HTTP_CYCLE = "ashao.http_cycle"
+"""The scope extension holding uvicorn's request/response cycle (``{"cycle": …}``): an SSE response writes its frames
+to the socket beneath it (``facade.sse.SocketSink``) instead of through every ASGI layer."""
+
 DISCARD_S = 10.0
 """How long the rest of a refused request body is read and dropped before the connection is closed."""
 
@@ -153,13 +157,17 @@ def guarded_protocol(settings: FacadeSettings) -> type[HttpToolsProtocol]:
                 self._head_timer = self.loop.call_later(header_timeout_s, self._head_late)
 
         def on_headers_complete(self) -> None:
-            """The head is in: stop its clock and hand the request on."""
+            """The head is in: stop its clock and hand the request on (its response may write to the
+            socket directly: ``HTTP_CYCLE``)."""
             self._in_head = False
             self._head_bytes = 0
             if self._head_timer is not None:
                 self._head_timer.cancel()
                 self._head_timer = None
             super().on_headers_complete()
+            cycle = self.cycle
+            if cycle is not None and cycle.scope is self.scope:
+                self.scope.setdefault("extensions", {})[HTTP_CYCLE] = {"cycle": cycle}
 
         def on_message_complete(self) -> None:
             """The request body is in (and, after a refusal, dropped): the connection may go on."""

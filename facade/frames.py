@@ -2,7 +2,11 @@
 
 A reader (the multiplexed subscription stream, or a relay stream) turns the core's messages into SSE
 frames once (bytes) and appends them to a client's ``FrameBuffer``; that client's response takes
-everything buffered in one write when it wakes. ``Coalescer`` paces the wake-ups: the first event
+everything buffered in one write when it wakes. A buffer may also be given a ``DirectSink`` (the
+client's socket, beneath the ASGI layers): then a wake-up writes everything buffered to the socket
+there and then, in one call, without a pass through the client's task at all (that pass costs more
+than the write), as long as the socket takes writes and the task is not itself mid-write; otherwise
+the task is woken as before, and writes (and waits for the socket) itself. ``Coalescer`` paces the wake-ups: the first event
 after a quiet spell goes at once, later ones at most about once per window, a terminal one at once.
 """
 
@@ -10,6 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Protocol
+
+
+class DirectSink(Protocol):
+    """Where a buffer's bytes can be written without awaiting (a client's socket)."""
+
+    def writable(self) -> bool:
+        """Whether a write now would be taken at once (the client reads; it has not gone)."""
+        ...
+
+    def write(self, data: bytes) -> None:
+        """Write ``data`` (whole SSE frames)."""
+        ...
 
 
 class Coalescer:
@@ -54,7 +71,7 @@ class Coalescer:
 class FrameBuffer:
     """SSE frames not yet written to one client; ``next()`` hands them over, all in one piece."""
 
-    __slots__ = ("_coalescer", "ended", "frames", "last_push", "last_wake", "size", "waiter")
+    __slots__ = ("_coalescer", "direct", "ended", "frames", "last_push", "last_wake", "size", "waiter")
 
     def __init__(self, coalescer: Coalescer) -> None:
         self._coalescer = coalescer
@@ -66,6 +83,13 @@ class FrameBuffer:
         self.last_push = time.monotonic()
         self.last_wake = 0.0
         self.waiter: asyncio.Future[None] | None = None
+        self.direct: DirectSink | None = None
+        """The client's socket, while its response lets wake-ups write to it directly."""
+
+    def add(self, frame: bytes) -> None:
+        """Buffer ``frame`` without waking anyone: the caller wakes the writer when it is done adding."""
+        self.frames.append(frame)
+        self.size += len(frame)
 
     def push(self, frame: bytes, *, now: bool = False) -> None:
         """Buffer ``frame``; its writer wakes within the coalescing window (``now``: at once)."""
@@ -88,10 +112,19 @@ class FrameBuffer:
         self.wake(time.monotonic())
 
     def wake(self, now: float) -> None:
-        """Let the writer take what is buffered."""
+        """Let the writer take what is buffered: written here and now to the direct sink, if there is
+        one that takes writes, else by the writer's task. Nothing happens while the task is writing
+        (it takes what is new when it comes back), so bytes never overtake each other."""
         w = self.waiter
         if w is not None and not w.done():
             self.last_wake = now
+            frames = self.frames
+            d = self.direct
+            if d is not None and frames and not self.ended and d.writable():
+                d.write(frames[0] if len(frames) == 1 else b"".join(frames))
+                self.frames = []
+                self.size = 0
+                return
             w.set_result(None)
 
     async def next(self) -> bytes | None:

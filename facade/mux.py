@@ -4,7 +4,9 @@ A gRPC message costs the same whatever it carries, so one stream for all the job
 browsers follow — not one server-streaming call per browser — is what keeps the token path cheap.
 Each SSE client is a ``Subscription``: the reader of the stream turns the core's events into SSE
 frames once (bytes, built with orjson) and appends them to that subscription's buffer; the client's
-response writes everything buffered in one write when it wakes, so tokens coalesce under load.
+response writes everything buffered in one write when it wakes (straight to the socket, where it
+can: ``facade.frames``), so a client gets one write per message from the core, whose pace follows
+the load.
 
 Buffers are bounded: a client that falls ``max_buffer_bytes`` behind is cut off with an error event
 (it may resume with ``Last-Event-ID``), so a slow reader never grows memory or slows anyone else.
@@ -139,6 +141,11 @@ class Mux:
 
     def __len__(self) -> int:
         return len(self._subs)
+
+    @property
+    def direct(self) -> int:
+        """Subscriptions whose frames are written straight to the client's socket now."""
+        return sum(1 for sub in self._subs.values() if sub.direct is not None)
 
     @property
     def connected(self) -> bool:
@@ -285,6 +292,20 @@ class Mux:
             backoff = min(backoff * 2, 1.0)
 
     def _dispatch(self, response: chat_pb2.SubscribeResponse) -> None:
+        """Frame every event of one message from the core, then wake each client it touched once: the
+        core paces its messages to the load (a window of its own), so every client gets at most one
+        write per message, all its new frames together."""
+        touched: list[Subscription] = []
+        try:
+            self._frame(response, touched)
+        finally:
+            if touched:
+                now = time.monotonic()
+                for sub in touched:
+                    sub.last_push = now
+                    sub.wake(now)
+
+    def _frame(self, response: chat_pb2.SubscribeResponse, touched: list[Subscription]) -> None:
         subs = self._subs
         for ev in response.events:
             sub = subs.get(ev.sub_id)
@@ -304,7 +325,8 @@ class Mux:
                     sub.answer = ev.answer
                 frame = sub.framer.tokens(seq, tokens)
                 if frame:
-                    sub.push(frame)
+                    sub.add(frame)
+                    touched.append(sub)
                 sub.last_seq = seq + len(tokens) - 1
                 if sub.size + sub.framer.held > self._max_buffer:
                     self._cut_off(sub)

@@ -123,6 +123,11 @@ class FacadeCollector(Collector):
             "Jobs followed for SSE clients over the stream to the core.",
             value=len(core.mux),
         )
+        yield GaugeMetricFamily(
+            "ashao_facade_sse_direct",
+            "Subscriptions whose frames are written straight to the client's socket.",
+            value=core.mux.direct,
+        )
         yield CounterMetricFamily(
             "ashao_facade_sse_cut_off",
             "SSE clients cut off for falling too far behind.",

@@ -11,11 +11,14 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ashao_common.supervise import Supervisor
+from facade.connections import HTTP_CYCLE
+from facade.frames import FrameBuffer
 
 log = logging.getLogger("ashao.facade.sse")
 
@@ -72,6 +75,39 @@ class SendWatchdog:
                     stream.abort()
 
 
+class SocketSink:
+    """An SSE response's socket, written beneath the ASGI layers (uvicorn's httptools cycle, once the
+    response head has gone out through them): one ``transport.write`` of a chunk per wake-up. It takes
+    writes only while uvicorn would (the transport is below its high-water mark, the client is still
+    there, the response is not over); otherwise the response's task writes, and waits, as ever."""
+
+    __slots__ = ("_cycle", "_flow", "_transport")
+
+    def __init__(self, cycle: Any) -> None:
+        self._cycle = cycle
+        self._flow = cycle.flow
+        self._transport = cycle.transport
+
+    @classmethod
+    def of(cls, scope: Scope) -> SocketSink | None:
+        """The sink of a response whose head was sent chunked on uvicorn's httptools protocol, else None."""
+        cycle = (scope.get("extensions") or {}).get(HTTP_CYCLE, {}).get("cycle")
+        if cycle is None or getattr(cycle, "chunked_encoding", None) is not True:
+            return None
+        if not all(hasattr(cycle, a) for a in ("flow", "transport", "disconnected", "response_complete")):
+            return None
+        return cls(cycle)
+
+    def writable(self) -> bool:
+        """Whether uvicorn would write now without waiting."""
+        c = self._cycle
+        return not (self._flow.write_paused or c.disconnected or c.response_complete)
+
+    def write(self, data: bytes) -> None:
+        """One chunk of the chunked body."""
+        self._transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+
+
 class SSEResponse(Response):
     """Streams ``source`` (an async iterator of ready SSE bytes) as ``text/event-stream``."""
 
@@ -85,7 +121,10 @@ class SSEResponse(Response):
         on_close: Callable[[], None] | None = None,
         on_client_gone: Callable[[], None] | None = None,
         headers: dict[str, str] | None = None,
+        buffer: FrameBuffer | None = None,
     ) -> None:
+        """``buffer``: the frame buffer ``source`` reads, when its wake-ups may write to the client's
+        socket directly (``SocketSink``; the server's protocol must offer it)."""
         # Like StreamingResponse: no body, so no Content-Length; the stream is chunked.
         self.status_code = 200
         self.background = None
@@ -94,6 +133,7 @@ class SSEResponse(Response):
         self._watchdog = watchdog
         self._on_close = on_close
         self._on_client_gone = on_client_gone
+        self._buffer = buffer
         self.sending_since = 0.0
         """Monotonic time the current write began (0 between writes)."""
         self._task: asyncio.Task[object] | None = None
@@ -114,6 +154,8 @@ class SSEResponse(Response):
             await send(
                 {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
             )
+            if self._buffer is not None:
+                self._buffer.direct = SocketSink.of(scope)
             async for chunk in self._source:
                 if gone.is_set():
                     return
@@ -133,6 +175,8 @@ class SSEResponse(Response):
         except OSError:  # the socket went away mid-write
             return
         finally:
+            if self._buffer is not None:
+                self._buffer.direct = None
             self._watchdog.discard(self)
             listener.cancel()
             await asyncio.wait([listener])  # (never swallows a cancellation of this task)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -57,6 +58,10 @@ class _Peer:
     task: asyncio.Task[None] | None = None
 
 
+PEER_RETRY_S = 2.0
+"""After a stream to a core breaks, mirrors wait this long before following a job to that core again (a
+core that died looks live until its record lapses: without the pause every location of its jobs would
+open, and fail, a stream of its own)."""
 RECENT_LOCATIONS = 10_000
 """Locations of jobs no reader here follows yet, kept for one that comes soon after (the oldest go)."""
 
@@ -86,6 +91,8 @@ class RemoteLogs:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._recent: OrderedDict[str, str] = OrderedDict()
         """Where jobs went that no reader here followed yet (a reader often asks just after)."""
+        self._broken: dict[str, float] = {}
+        """Cores whose stream broke, and until when (monotonic) no mirror follows a job there."""
 
     def __len__(self) -> int:
         return len(self._mirrors)
@@ -123,11 +130,25 @@ class RemoteLogs:
         """Jobs mirrored here that no core is known to hold."""
         return [j for j, m in self._mirrors.items() if not m.core_id]
 
-    def ended(self, job_id: str, terminal: Terminal) -> None:
-        """The store says ``job_id`` ended (no core told this mirror): end it so."""
+    def ended(
+        self, job_id: str, terminal: Terminal, tokens: list[str] | None = None, answer: int = 0
+    ) -> None:
+        """The store says ``job_id`` ended (no core told this mirror): end it so. A ``done`` job's readers
+        get the stored answer's tokens they have not seen first (``tokens``, of attempt ``answer``);
+        readers who saw tokens of another answer are told it was lost rather than given this one."""
         m = self._mirrors.get(job_id)
-        if m is not None:
-            self._end(m, terminal)
+        if m is None:
+            return
+        if terminal.kind == "done" and tokens is not None:
+            have = m.log.tokens
+            if have and (tokens[: len(have)] != have or (m.log.answer and answer and m.log.answer != answer)):
+                self._end(m, Terminal("error", message=LOST, reason="CORE_LOST"))
+                return
+            if len(tokens) > len(have):
+                if not m.log.answer:
+                    m.log.answer = answer
+                m.log.append(tokens[len(have) :])
+        self._end(m, terminal)
 
     def located(self, job_id: str, core_id: str) -> None:
         """``core_id`` holds ``job_id`` now: follow it there."""
@@ -142,6 +163,10 @@ class RemoteLogs:
             return
         if m.log.terminal is not None or m.core_id == core_id:
             return
+        if core_id in self._broken:
+            if time.monotonic() < self._broken[core_id]:
+                return  # (the mirror keeps waiting: the next location, or the store, says where it went)
+            del self._broken[core_id]
         if m.core_id:
             self._unwatch(m)
         m.core_id = core_id
@@ -182,6 +207,7 @@ class RemoteLogs:
     async def _run(self, peer: _Peer) -> None:
         """One Subscribe stream to a peer core, kept while it has mirrors; when it breaks, its mirrors
         wait for the core that takes their jobs next (its location message)."""
+        call: grpc.aio.StreamStreamCall[chat_pb2.SubscribeRequest, chat_pb2.SubscribeResponse] | None = None
         try:
             address = await self._address(peer.core_id)
             if address is None:
@@ -203,8 +229,14 @@ class RemoteLogs:
                 "stream to core %s ended (%s); its jobs are followed where they go next", peer.core_id, exc
             )
         finally:
+            if call is not None:
+                call.cancel()  # (and its task reading the requests with it: none is left pending)
+            peer.outbox.put_nowait(None)
             if self._peers.get(peer.core_id) is peer:
                 del self._peers[peer.core_id]
+            if len(self._broken) >= RECENT_LOCATIONS:
+                self._broken.clear()
+            self._broken[peer.core_id] = time.monotonic() + PEER_RETRY_S
             for m in peer.subs.values():
                 m.core_id = ""  # waiting for the next location
 

@@ -20,12 +20,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, Header, RetentionPolicy, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError
 
 from core.economics import TIERS_BY_PRIORITY
@@ -34,15 +35,26 @@ from core.jobs.queue import LocalQueues
 log = logging.getLogger("ashao.core.cluster")
 
 
-FETCH_TIMEOUT_S = 2.0
-"""Longest wait for JetStream's answer to one pull (it answers at once: a pull never waits for jobs)."""
+FETCH_REPLY_S = 2.0
+"""How long one pull waits for JetStream's answer (it answers at once: jobs, or "none now")."""
 POLL_S = 0.5
 """How often an idle core looks for jobs without being woken (redeliveries are not announced)."""
 
 Adopt = Callable[[str, str], Awaitable[bool]]
-"""Loads a pulled job (tier, job id) and puts it on this core's board; False if it is not to run."""
+"""Loads a pulled job (tier, job id) and puts it on this core's board; False if it is not to run (it is
+acknowledged: nobody gets it again); raises ``HeldElsewhere`` to have it handed back for a while."""
 Wanted = Callable[[str], int]
 """How many more jobs of a tier this core's workers can start now."""
+
+
+class HeldElsewhere(Exception):
+    """Raised by ``Adopt``: the job is not to run here now, but must not be dropped either (the core that
+    holds it looks live, yet its hold lapsed: it may have died); the queue hands it back for
+    ``retry_s``."""
+
+    def __init__(self, retry_s: float) -> None:
+        super().__init__(f"held by another core; looked at again in {retry_s} s")
+        self.retry_s = retry_s
 
 
 @dataclass(slots=True)
@@ -70,8 +82,7 @@ class JetStreamQueue:
         self._js_context: JetStreamContext | None = None
         self._local = LocalQueues()
         self._held: dict[str, _Held] = {}
-        self._subs: dict[str, JetStreamContext.PullSubscription] = {}
-        self._replies: dict[str, Subscription] = {}
+        self._inboxes: dict[str, Subscription] = {}
         """Per tier, where JetStream answers this core's pulls."""
         self.ack_wait_s = ack_wait_s
         """How long a hold lasts unless renewed."""
@@ -110,20 +121,19 @@ class JetStreamQueue:
             await self._js.add_stream(config)
         for tier in TIERS_BY_PRIORITY:
             durable = self._durable.format(tier=tier)
-            self._subs[tier] = await self._js.pull_subscribe(
-                self._subject.format(tier=tier),
-                durable=durable,
-                stream=self._stream,
-                config=ConsumerConfig(
-                    durable_name=durable,
-                    filter_subject=self._subject.format(tier=tier),
-                    ack_policy=AckPolicy.EXPLICIT,
-                    ack_wait=self.ack_wait_s,
-                    max_deliver=-1,
-                    max_ack_pending=100_000,
-                ),
+            consumer = ConsumerConfig(
+                durable_name=durable,
+                filter_subject=self._subject.format(tier=tier),
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=self.ack_wait_s,
+                max_deliver=-1,
+                max_ack_pending=100_000,
             )
-            self._replies[tier] = await nc.subscribe(nc.new_inbox())
+            try:
+                await self._js.consumer_info(self._stream, durable)
+            except NotFoundError:
+                await self._js.add_consumer(self._stream, consumer)
+            self._inboxes[tier] = await nc.subscribe(nc.new_inbox())
 
     # -- JobQueue ---------------------------------------------------------------------------------
 
@@ -236,12 +246,18 @@ class JetStreamQueue:
 
     async def _take(self, tier: str, msg: Msg, adopt: Adopt) -> None:
         """Hold a pulled job and put it on this core's board (or acknowledge it if it is not to run, or
-        hand it back if it cannot be loaded now)."""
+        hand it back if it cannot be taken now)."""
         job_id = msg.data.decode()
         self._held[job_id] = _Held(msg, tier, time.monotonic())
         self.pulled += 1
         try:
             keep = await adopt(tier, job_id)
+        except HeldElsewhere as later:
+            # Not this core's to run now, nor to drop: its holder may have died (its record outlives it
+            # a while). Handed back, to be looked at again after a pause.
+            self._held.pop(job_id, None)
+            await _quietly(msg.nak(delay=later.retry_s))
+            return
         except Exception:
             log.exception("could not take job %s; handing it back", job_id)
             self._held.pop(job_id, None)
@@ -251,26 +267,31 @@ class JetStreamQueue:
             self.ended(job_id)
 
     async def _fetch_now(self, tier: str, batch: int) -> list[Msg]:
-        """Up to ``batch`` jobs of ``tier`` that are waiting now. The pull does not wait for jobs to come
-        (``no_wait``): JetStream answers at once, ending with a status message when it has fewer (a pull
-        that waited would hold every tier after it, and the dispatch of their jobs, for its timeout)."""
-        replies = self._replies[tier]
-        durable = self._durable.format(tier=tier)
+        """Up to ``batch`` jobs of ``tier`` that are there now, without waiting for more (a wake-up or the
+        next poll brings the rest): a pull with ``no_wait`` and no expiry, which JetStream answers at once
+        with the jobs it has, then a "no messages" status if they were fewer. (A client ``fetch`` sends an
+        expiry with its pull, and the server then holds the pull for that long when the tier is empty:
+        every empty tier cost each pass that wait.)"""
         assert self._nc is not None
+        inbox = self._inboxes[tier]
         await self._nc.publish(
-            f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{durable}",
-            b'{"batch":%d,"no_wait":true}' % batch,
-            reply=replies.subject,
+            f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{self._durable.format(tier=tier)}",
+            orjson.dumps({"batch": batch, "no_wait": True}),
+            reply=inbox.subject,
         )
         msgs: list[Msg] = []
-        try:
-            while len(msgs) < batch:
-                msg = await replies.next_msg(timeout=FETCH_TIMEOUT_S)
-                if msg.headers and msg.headers.get(Header.STATUS):
-                    break  # (no more jobs now, or the answer to an earlier pull)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FETCH_REPLY_S
+        while len(msgs) < batch:
+            try:
+                msg = await inbox.next_msg(timeout=max(0.001, deadline - loop.time()))
+            except (NatsTimeout, TimeoutError):
+                break  # (an answer that comes later is taken by the next pull)
+            status = msg.headers.get("Status") if msg.headers else None
+            if status is None:
                 msgs.append(msg)
-        except (NatsTimeout, TimeoutError):
-            pass  # NATS is away: what came is held here, the rest stays on the queue
+            elif status != "100":  # (100: an idle heartbeat) 404 none now, 408 fewer than asked: over
+                break
         return msgs
 
     async def renew(self) -> None:

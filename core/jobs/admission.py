@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 from core.config import CoreSettings
@@ -68,6 +68,10 @@ class Admission:
         self._wake = wake
         self._limiter = limiter
         self._inflight: dict[tuple[str, str], asyncio.Future[tuple[str, str]]] = {}
+        self.on_repeat: Callable[[str], Awaitable[None]] | None = None
+        """Called with the job id when a send is repeated (its idempotency key): several cores set it
+        to queue the job again if it was never queued (a store that failed to answer may have
+        committed the first send, which was then refused and never queued)."""
 
     async def send(self, ask: ChatAsk, principal: Principal) -> Sent:
         """Validate, charge, persist the message (and conversation), queue the job.
@@ -113,6 +117,8 @@ class Admission:
                         "idempotencyKey: already used for a different message", field="idempotencyKey"
                     )
                 result = earlier[1], earlier[2]
+                if self.on_repeat is not None:
+                    await self.on_repeat(result[0])
             done.set_result(result)
 
             return Sent(*result, ask.budget(spec), ask.prompt_tokens)

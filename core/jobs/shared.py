@@ -1,13 +1,15 @@
 """A core among several: taking jobs from the shared queue, and the housekeeping no single core owns.
 
 - ``adopt``: a job pulled from the shared queue is loaded from the store and put on this core's board
-  — unless it ended already, or another live core runs it (a repeated delivery). A job whose core
+  — unless it ended already; while another core that looks live holds it, it is handed back and looked
+  at again (delivered again means that core's hold lapsed: it may have died). A job whose core
   stopped before any token reached its callers runs again here; one whose core stopped mid-answer
   ends with an error and a refund (its tokens were lost with that core: starting over would splice two
   answers).
 - ``wanted``: pull only what this core's connected workers can start now.
 - ``sweep``: queued jobs no core took (their publish was lost) are published again; queued jobs past
   their time expire and are refunded (the settlement's key makes a second refund impossible).
+- ``queue_unqueued``: a repeated send whose job was stored but never published publishes it now.
 - ``follow_up``: mirrors of jobs no core holds yet are pointed at the core that holds them (a location
   message may have been missed) or ended as the store says they ended.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 
 from core.cluster.node import Node
+from core.cluster.queue import HeldElsewhere
 from core.config import CoreSettings
 from core.jobs.board import JobBoard
 from core.jobs.lifecycle import Lifecycle
@@ -29,6 +32,8 @@ from core.streams.log import Terminal
 log = logging.getLogger("ashao.core.jobs")
 
 LOST_MID_ANSWER = "the core running this job stopped mid-answer; the credits were refunded (send it again)"
+HELD_ELSEWHERE_RETRY_S = 2.0
+"""How soon a job delivered again while another live-looking core holds it is looked at again."""
 STRANDED_AFTER_MS = 30_000
 """A queued job no core took for this long is published again (its first publish may have been lost)."""
 
@@ -70,7 +75,10 @@ class SharedQueue:
         if state.running:
             holder = await self._repo.holder(job_id)
             if holder and holder != self._node.id and await self._node.live(holder):
-                return False  # a repeated delivery: a live core runs it
+                # Delivered again while its core looks live: that core's hold lapsed, so it may have
+                # died within its record's lifetime. Not acknowledged (that would lose the job for
+                # good): looked at again until the job ends or its core is no longer live.
+                raise HeldElsewhere(HELD_ELSEWHERE_RETRY_S)
         if (waited := self._node.remote.claim(job_id)) is not None:
             job.log = waited  # readers here followed it before any core took it: they follow it here
         self._board.adopt(job)
@@ -95,6 +103,14 @@ class SharedQueue:
                 continue
             if queue.release(job_id):
                 self._board.forget(job)
+
+    async def queue_unqueued(self, job_id: str) -> None:
+        """A send was repeated: if its job waits with no core holding it, publish it again now rather than
+        at the sweep (a store that failed to answer may have committed a send this core then refused, and
+        never published; a publish repeated within the queue's window is not a second job)."""
+        row = await self._store.fetchone("SELECT tier, state, core_id FROM jobs WHERE id = ?", (job_id,))
+        if row is not None and row[1] == JobState.QUEUED.value and not row[2]:
+            self._node.queue.publish(str(row[0]), job_id)
 
     async def sweep(self) -> None:
         """Publish stranded queued jobs again; expire queued jobs past their time."""
@@ -124,7 +140,8 @@ class SharedQueue:
             if state.terminal:
                 stored = await self._repo.outcome(job_id)
                 if stored is not None:
-                    remote.ended(job_id, _terminal(stored.state, len(stored.tokens), stored.error))
+                    terminal = _terminal(stored.state, len(stored.tokens), stored.error)
+                    remote.ended(job_id, terminal, stored.tokens, stored.answer)
             elif core_id and core_id != self._node.id and await self._node.live(core_id):
                 remote.located(job_id, core_id)
 

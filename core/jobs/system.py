@@ -121,6 +121,7 @@ class JobSystem:
                 settings=settings,
             )
             self.dispatcher.on_room = node.queue.wake
+            self.admission.on_repeat = self.shared.queue_unqueued
             self.lifecycle.elsewhere = self._cancel_elsewhere
             node.on_cancel = self.shared.cancel
             node.on_revoke = self._let_go

@@ -4,15 +4,23 @@ Each subscription is a cursor into its job's shared log. A change to a log only 
 subscription dirty; the stream's single writer then takes everything new from every dirty
 subscription into ONE message. While a write is in flight, further tokens simply accumulate in the
 log, so under load consecutive tokens coalesce instead of queueing up as separate messages.
+
+The writer is also paced (``ashao_common.pacing``): after a message, the next one waits for the
+stream's window, which follows the tokens per second the stream carries (nothing at a trickle, tens
+of milliseconds with thousands of streams running). Every event costs a little at each end however
+few tokens it carries, so under load a subscription's tokens go in fewer, fuller events. A watch's
+answer and a subscription's first tokens (time to first token) never wait for the window.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ashao_common.pacing import Pace
 from core.errors import AshaoError, as_domain_error
 from core.streams.log import Cursor, Events, JobLog
 
@@ -56,18 +64,32 @@ Item = Accepted | Rejected | SubEvents
 
 
 class _Sub:
-    __slots__ = ("cursor", "listener")
+    __slots__ = ("cursor", "fresh", "listener")
 
     def __init__(self, cursor: Cursor, listener: Callable[[], None]) -> None:
         self.cursor = cursor
         self.listener = listener
+        self.fresh = True
+        """Nothing taken yet: its first events go at once."""
 
 
 class Multiplexer:
     """The subscriptions of one Subscribe stream."""
 
-    def __init__(self, open_log: OpenLog, *, max_tokens_per_message: int, max_watches: int = 100_000) -> None:
+    def __init__(
+        self,
+        open_log: OpenLog,
+        *,
+        max_tokens_per_message: int,
+        max_watches: int = 100_000,
+        pace: Pace | None = None,
+    ) -> None:
         self._open_log = open_log
+        self.pace = pace or Pace(max_s=0.0, full_rate=0.0)
+        """The window between two messages (none without a pace)."""
+        self._next_at = 0.0
+        """Monotonic time before which paced events wait."""
+        self._timer: asyncio.TimerHandle | None = None
         self._limit = max_tokens_per_message
         self._max_watches = max_watches
         self._subs: dict[int, _Sub] = {}
@@ -108,9 +130,17 @@ class Multiplexer:
 
         def listener() -> None:
             self._dirty[sub_id] = None
-            self._wake.set()
+            if self._wake.is_set():
+                return
+            if sub.fresh or time.monotonic() >= self._next_at:
+                self._wake.set()
+            elif self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(
+                    self._next_at - time.monotonic(), self._due
+                )
 
-        self._subs[sub_id] = _Sub(cursor, listener)
+        sub = _Sub(cursor, listener)
+        self._subs[sub_id] = sub
         log.listen(listener)
         self._control.append(Accepted(sub_id, state, len(log.tokens), log.answer))
 
@@ -123,16 +153,25 @@ class Multiplexer:
         if sub is not None:
             sub.cursor.log.unlisten(sub.listener)
 
+    def _due(self) -> None:
+        self._timer = None
+        if self._dirty:
+            self._wake.set()
+
     async def next_batch(self) -> list[Item]:
         """Wait for something to send, then take everything there is (bounded per subscription)."""
         while True:
             await self._wake.wait()
             if self._aborted:
                 return []
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             items = self._control
             self._control = []
             dirty = self._dirty
             self._dirty = {}
+            tokens = 0
             for sub_id in dirty:
                 sub = self._subs.get(sub_id)
                 if sub is None:
@@ -140,6 +179,8 @@ class Multiplexer:
                 events = sub.cursor.take(self._limit)
                 if events is None:
                     continue
+                sub.fresh = False
+                tokens += len(events.tokens)
                 items.append(SubEvents(sub_id, events))
                 if sub.cursor.done:
                     self.unwatch(sub_id)
@@ -148,6 +189,10 @@ class Multiplexer:
             if not self._dirty and not self._control and not (self._input_done and not self._subs):
                 self._wake.clear()
             if items or (self._input_done and not self._subs):
+                now = time.monotonic()
+                pace = self.pace
+                pace.count(tokens, now)
+                self._next_at = now + pace.window_s
                 return items
 
     def end_input(self) -> None:
@@ -162,6 +207,9 @@ class Multiplexer:
 
     def close(self) -> None:
         """Release every subscription."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for sub_id in list(self._subs):
             self.unwatch(sub_id)
 

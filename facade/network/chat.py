@@ -204,6 +204,7 @@ async def open_stream(request: Request, core: CoreClient) -> Response:
         watchdog=core.watchdog,
         on_close=lambda: mux.release(sub),
         on_client_gone=lambda: mux.release(sub),
+        buffer=sub,
     )
 
 

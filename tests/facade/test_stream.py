@@ -40,7 +40,9 @@ async def test_live_tokens_arrive_as_produced_then_done(stack: Stack) -> None:
     reader = asyncio.create_task(read_sse(stack.http, f"/api/chat/stream?jobId={job}"))
     a = await worker.assignment()
     assert a.job_id == job
-    await eventually(lambda: len(stack.facade.core_client.mux) == 1)
+    mux = stack.facade.core_client.mux
+    await eventually(lambda: len(mux) == 1)
+    await eventually(lambda: mux.direct == 1)  # its frames go straight to the socket
     for i in range(5):
         await worker.tokens(job, [f"t{i} "])
         await asyncio.sleep(0.01)

@@ -69,8 +69,13 @@ class Load:
         send_deadline_s: float = 60.0,
         stream_opens: int = 60,
         stream_deadline_s: float = 90.0,
+        failover: Sequence[str] = (),
     ) -> None:
         self.base_url = base_url
+        self.base_urls = [base_url, *failover]
+        """Facades in the order the clients fail over along: a request that breaks sends the next ones to
+        the next facade (as a client given a list of addresses does)."""
+        self.failovers = 0
         self.numbered = numbered
         self.send_attempts = send_attempts
         self.send_deadline_s = send_deadline_s
@@ -172,6 +177,14 @@ class Load:
             if job_id is not None:
                 await self.follow(self.streams[job_id])
 
+    def _broke(self, base: httpx.URL) -> None:
+        """A request to the facade at ``base`` broke: go on with the next facade (once per break: the
+        other clients whose requests broke on it meanwhile follow along)."""
+        if len(self.base_urls) > 1 and self.http.base_url == base:
+            at = [httpx.URL(u).netloc for u in self.base_urls].index(base.netloc)
+            self.http.base_url = self.base_urls[(at + 1) % len(self.base_urls)]
+            self.failovers += 1
+
     def _problem(self, text: str) -> None:
         self.problems.append(text)
 
@@ -196,12 +209,14 @@ class Load:
         for _ in range(self.send_attempts):
             if loop.time() > deadline:
                 break
+            base = self.http.base_url
             try:
                 r = await self.http.post(
                     "/api/chat/send", json={"tier": c.tier, "content": content}, headers=headers
                 )
             except httpx.TransportError:
                 self.sends["broken"] += 1
+                self._broke(base)
             else:
                 self.sends[str(r.status_code)] += 1
                 if r.status_code == 200:
@@ -238,6 +253,7 @@ class Load:
             if s.tokens:
                 headers["Last-Event-ID"] = str(len(s.tokens))
             s.opens += 1
+            base = self.http.base_url
             try:
                 async with self.http.stream(
                     "GET", STREAM_PATH, params={"jobId": s.job_id}, headers=headers
@@ -254,6 +270,7 @@ class Load:
                         after = "resume"
             except httpx.TransportError:
                 self.stream_opens_by["broken"] += 1
+                self._broke(base)
                 after = "resume"
             if after == "end":
                 self.live.discard(s.job_id)
