@@ -39,14 +39,18 @@ CLIENTS = 64
 TOKENS = 16
 
 
+EVERY_SLOT = {"ASHAO_WORKER_PROBATION_SLOTS": "1024"}
+"""A new worker starts on probation with a few jobs at once: here its slots are all used at once."""
+
+
 @asynccontextmanager
 async def _cluster(shared: bool, cores: int, facades: int) -> AsyncIterator[tuple[Network, Engines | None]]:
     if not shared:
-        with scaled_network(cores=cores, facades=facades) as n:
+        with scaled_network(EVERY_SLOT, cores=cores, facades=facades) as n:
             yield n, None
         return
     async with engines() as e:
-        with scaled_network(e.env, cores=cores, facades=facades) as n:
+        with scaled_network({**e.env, **EVERY_SLOT}, cores=cores, facades=facades) as n:
             yield n, e
 
 
