@@ -26,7 +26,7 @@ from core.jobs.lifecycle import Lifecycle
 from core.jobs.model import JobState
 from core.jobs.repository import JobRepository
 from core.jobs.settle import Settler
-from core.store import Store, now_ms
+from core.store import Store, StoreError, now_ms
 from core.streams.log import Terminal
 
 log = logging.getLogger("ashao.core.jobs")
@@ -93,16 +93,36 @@ class SharedQueue:
 
     async def release_idle(self) -> None:
         """Hand back jobs pulled here that no local worker started (its worker left), unless their
-        answer has begun (they stay, for a worker here that continues them)."""
+        answer has begun (they stay, for a worker here that continues them, while this core holds them)."""
         queue = self._node.queue
-        for job_id in queue.idle(older_than_s=self._settings.release_after_s):
+        # (before its hold could lapse: a job another core may take must not also wait here)
+        after = min(self._settings.release_after_s, queue.ack_wait_s / 2)
+        for job_id in queue.idle(older_than_s=after):
             job = self._board.get(job_id)
-            if job is None or job.log.tokens or job.state != JobState.QUEUED:
+            if job is None or job.state != JobState.QUEUED:
+                continue
+            if job.log.tokens:
+                # A begun answer waits here for a worker that continues it while this core holds it; if
+                # the link to the cluster was lost long enough for the hold to lapse, another core may
+                # have taken it over and ended it: then it is not this core's to run any more.
+                if not await self._still_held_here(job_id) and queue.release(job_id):
+                    self._board.forget(job)
                 continue
             if self.wanted(job.tier) > 0:
                 continue
             if queue.release(job_id):
                 self._board.forget(job)
+
+    async def _still_held_here(self, job_id: str) -> bool:
+        """Whether the store still has ``job_id`` unended and held by this core (or by none); True when
+        the store cannot say (the job stays until it can)."""
+        try:
+            row = await self._store.fetchone("SELECT state, core_id FROM jobs WHERE id = ?", (job_id,))
+        except StoreError:
+            return True
+        if row is None:
+            return False
+        return not JobState(str(row[0])).terminal and str(row[1]) in ("", self._node.id)
 
     async def queue_unqueued(self, job_id: str) -> None:
         """A send was repeated: if its job waits with no core holding it, publish it again now rather than
