@@ -24,6 +24,7 @@ StoreError for a write that may have been made.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -67,7 +68,7 @@ class _Broken(Exception):
         self.xid = xid
 
 
-class GroupWriter:
+class GroupWriter(abc.ABC):
     """The writer task and its connection; ``_connect()`` is the subclass's."""
 
     def __init__(
@@ -108,8 +109,9 @@ class GroupWriter:
         """Whether the writer holds a working connection."""
         return self._conn is not None and not self._conn.is_closed()
 
+    @abc.abstractmethod
     async def _connect(self) -> asyncpg.Connection:
-        raise NotImplementedError
+        """A new connection for the writer (the store opens it as it opens its pool)."""
 
     def _start_writer(self, conn: asyncpg.Connection) -> None:
         self._loop = asyncio.get_running_loop()
