@@ -6,11 +6,8 @@ so the default setup never pays for compiling llama.cpp.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -19,7 +16,7 @@ import pytest
 
 from ashao_cli.devnet import wait_for_port
 from ashao_cli.model import MODELS, SERVER_MODULES, _installed
-from tests.helpers.net import free_port
+from tests.helpers.procs import ashao_up
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -31,18 +28,7 @@ pytestmark = [
 
 
 def test_up_with_smollm2_streams_a_real_answer(tmp_path: Path) -> None:
-    http_addr, grpc_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    env = dict(
-        os.environ, ASHAO_HTTP_ADDR=http_addr, ASHAO_GRPC_ADDR=grpc_addr, ASHAO_DATA_DIR=str(tmp_path / "d")
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ashao_cli", "up", "--model", "smollm2"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
+    with ashao_up(tmp_path, "--model", "smollm2") as (proc, http_addr, _):
         assert wait_for_port(http_addr, timeout=120, proc=proc)
         body = {
             "model": "ashao-free",
@@ -73,7 +59,3 @@ def test_up_with_smollm2_streams_a_real_answer(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, out
         assert "1 local smollm2 worker(s)" in out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

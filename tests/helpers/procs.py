@@ -1,13 +1,41 @@
-"""Faults done to the processes of a ``LocalNetwork``: kill, restart, pause and resume them."""
+"""Processes under test: ``ashao up`` started as a user starts it, and faults done to the processes of a
+``LocalNetwork`` (kill, restart, pause and resume them)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 from ashao_cli.devnet import LocalNetwork
+from tests.helpers.net import free_port
+
+
+@contextlib.contextmanager
+def ashao_up(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    """``ashao up ARGS`` on free loopback ports with its data under ``tmp_path``: yields the process (its
+    output captured as text) and its HTTP and gRPC addresses; killed after the block if still running."""
+    http_addr, grpc_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    env = dict(
+        os.environ, ASHAO_HTTP_ADDR=http_addr, ASHAO_GRPC_ADDR=grpc_addr, ASHAO_DATA_DIR=str(tmp_path / "d")
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ashao_cli", "up", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield proc, http_addr, grpc_addr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def child(net: LocalNetwork, name: str) -> subprocess.Popen[bytes]:
