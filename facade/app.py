@@ -18,11 +18,12 @@ from ashao_common.tracing import Tracer
 from facade import docs, webpage
 from facade.client import CoreClient
 from facade.config import FacadeSettings
+from facade.fastpath import FastPaths
 from facade.http import JSON
 from facade.limits import BodyLimit
 from facade.network import account, chat, treasury, workers
 from facade.network import errors as network_errors
-from facade.network.send_path import SendFastPath
+from facade.network.send_path import SEND_PATH, serve_send
 from facade.observe import TRACED, Observe, facade_registry, metrics_page
 from facade.openai import catalog as openai_catalog
 from facade.openai import chat as openai_chat
@@ -177,11 +178,17 @@ def create_app(settings: FacadeSettings, *, tracer: Tracer | None = None) -> Fas
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, server_error)
 
-    # Outermost last: CORS (when set), then the body limit, then the stream's fast path; so a 413 still
-    # carries CORS headers, and the bodiless stream route passes the limit with a glance at its headers.
-    app.add_middleware(chat.StreamFastPath)
-    app.add_middleware(relay.StreamFastPath)
-    app.add_middleware(SendFastPath)
+    # Outermost last: CORS (when set), then the body limit, then the fast paths (facade.fastpath); so a
+    # 413 still carries CORS headers, and the bodiless stream route passes the limit with a glance at
+    # its headers.
+    app.add_middleware(
+        FastPaths,
+        routes={
+            ("POST", SEND_PATH): serve_send,
+            ("GET", chat.STREAM_PATH): chat.serve_stream,
+            ("POST", relay.STREAM_PATH): relay.serve_stream,
+        },
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:

@@ -93,7 +93,7 @@ class BodyLimit:
                 chunks.append(body)
             if not message.get("more_body", False):
                 break
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
+        await self.app(scope, replay_body(b"".join(chunks), receive), send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         body = too_large_body(scope["path"], self.max_bytes)
@@ -102,7 +102,7 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay_body(body: bytes, receive: Receive) -> Receive:
     """A ``receive`` that first gives the whole counted ``body``, then whatever ``receive`` says (the
     client leaving)."""
     given = False

@@ -66,11 +66,13 @@ async def send(body: SendBody, request: Request, core: Core) -> Response:
     limit (1 MiB by default) is 413. The `x-ashao-overhead-ms` header says how long the send took in
     ashao (until the job was durable and handed to a worker).
     """
-    return await send_message(body, request, core)  # SendFastPath serves well-formed sends itself
+    return await send_message(
+        body, request, core
+    )  # serve_send (facade.fastpath) serves well-formed sends itself
 
 
 async def send_message(body: SendBody, request: Request, core: CoreClient) -> Response:
-    """The response to ``POST /api/chat/send`` with a valid ``body`` (also served by SendFastPath)."""
+    """The response to ``POST /api/chat/send`` with a valid ``body`` (also served by ``serve_send``)."""
     key = idempotency_key(request)
     limit = core.settings.max_content_chars
     if len(body.content) > limit:  # the core would refuse it too; it need not travel there to be
@@ -176,11 +178,11 @@ async def stream(
     replays it; resuming at or past the job's last event is 204 No Content, which tells an
     EventSource not to reconnect. An unknown job is 404 `{error}` before the stream starts.
     """
-    return await open_stream(request, core)  # checks its parameters itself: StreamFastPath serves it
+    return await open_stream(request, core)  # checks its parameters itself: serve_stream serves it
 
 
 async def open_stream(request: Request, core: CoreClient) -> Response:
-    """The SSE response for ``GET /api/chat/stream`` (also served by ``StreamFastPath``)."""
+    """The SSE response for ``GET /api/chat/stream`` (also served by ``serve_stream``)."""
     job_id = request.query_params.get("jobId", "")
     if not job_id:
         raise BadRequest("jobId: required", field="jobId")
@@ -208,25 +210,12 @@ async def open_stream(request: Request, core: CoreClient) -> Response:
     )
 
 
-class StreamFastPath:
-    """Pure ASGI middleware serving ``GET /api/chat/stream`` beneath FastAPI's per-request layers.
-
-    A busy facade writes tens of thousands of SSE events a second; each write passing through the
-    router's exception wrappers costs more than the write itself. The route above documents the
-    endpoint and serves it too; this only shortens the path the same function's response takes.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve the stream route; hand everything else on."""
-        if scope["type"] == "http" and scope["path"] == STREAM_PATH and scope["method"] == "GET":
-            core: CoreClient = scope["app"].state.core
-            response = await guarded(open_stream(Request(scope, receive), core))
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+async def serve_stream(scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
+    """``GET /api/chat/stream`` served beneath FastAPI's layers (``facade.fastpath``): each write of a
+    busy stream passing through the router's exception wrappers would cost more than the write."""
+    core: CoreClient = scope["app"].state.core
+    response = await guarded(open_stream(Request(scope, receive), core))
+    await response(scope, receive, send)
 
 
 @router.get("/api/jobs/{job_id}", responses=errors(401, 404))

@@ -88,11 +88,11 @@ async def chat_stream(request: Request, core: Core) -> Response:
     before the stream starts and answered with its HTTP status and envelope instead. The
     `x-ashao-overhead-ms` header says how long the relay itself took before the first chunk (the time
     spent waiting on the provider left out)."""
-    return await open_stream(request, core)  # StreamFastPath serves it beneath FastAPI's layers
+    return await open_stream(request, core)  # serve_stream serves it beneath FastAPI's layers
 
 
 async def open_stream(request: Request, core: CoreClient) -> Response:
-    """The SSE response of ``POST /chat/stream`` (also served by ``StreamFastPath``)."""
+    """The SSE response of ``POST /chat/stream`` (also served by ``serve_stream``)."""
     raw = await request.body()
     prompt = prompt_of(raw)
     call = core.relay.ChatStream(
@@ -123,23 +123,12 @@ async def open_stream(request: Request, core: CoreClient) -> Response:
     )
 
 
-class StreamFastPath:
-    """Pure ASGI middleware serving ``POST /chat/stream`` beneath FastAPI's per-request layers, as
-    the network API's stream is (``facade.network.chat.StreamFastPath``): the route above documents
-    the endpoint and serves it too; this only shortens the path of the request and of every write of
-    its stream. Errors become the same envelopes (``facade.relay.errors.mapped``)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve the stream route; hand everything else on."""
-        if scope["type"] == "http" and scope["path"] == STREAM_PATH and scope["method"] == "POST":
-            core: CoreClient = scope["app"].state.core
-            response = await mapped(lambda r: open_stream(r, core), Request(scope, receive))
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+async def serve_stream(scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
+    """``POST /chat/stream`` served beneath FastAPI's layers (``facade.fastpath``), as the network
+    API's stream is; errors become the same envelopes (``facade.relay.errors.mapped``)."""
+    core: CoreClient = scope["app"].state.core
+    response = await mapped(lambda r: open_stream(r, core), Request(scope, receive))
+    await response(scope, receive, send)
 
 
 async def _document(name: str, request: Request, core: Core) -> Response:
