@@ -50,14 +50,18 @@ class Histogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
 
-    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
-        """The Prometheus form (cumulative buckets, ``+Inf``, sum)."""
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative counts per ``le`` bound, ``+Inf`` last (as a Prometheus histogram has them)."""
         counts = list(self.counts)  # (another thread may be counting: read it once)
         buckets, running = [], 0
         for bound, n in zip((*map(repr, self.bounds), "+Inf"), counts, strict=True):
             running += n
             buckets.append((bound, float(running)))
-        return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=self.total)
+        return buckets
+
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        """The Prometheus form (cumulative buckets, ``+Inf``, sum)."""
+        return HistogramMetricFamily(name, documentation, buckets=self.buckets(), sum_value=self.total)
 
 
 def process_registry() -> CollectorRegistry:

@@ -57,10 +57,5 @@ class Overhead:
             labels=["surface"],
         )
         for surface, h in self.by_surface.items():
-            counts = list(h.counts)
-            buckets, running = [], 0
-            for bound, n in zip((*map(repr, h.bounds), "+Inf"), counts, strict=True):
-                running += n
-                buckets.append((bound, float(running)))
-            family.add_metric([surface], buckets, h.total)
+            family.add_metric([surface], h.buckets(), h.total)
         return family
