@@ -68,11 +68,7 @@ class Response:
                         pass
                     break
                 # Hand over what has arrived of the chunk at once: a chunk may be a whole answer.
-                while size > 0:
-                    data = await reader.read(min(size, READ_BYTES))
-                    if not data:
-                        raise UpstreamHTTPError("the connection closed mid-chunk")
-                    size -= len(data)
+                async for data in _pieces(reader, size, "the connection closed mid-chunk"):
                     yield data
                 if await reader.readexactly(2) != b"\r\n":
                     raise UpstreamHTTPError("malformed chunked body")
@@ -80,12 +76,7 @@ class Response:
             return
         length = self.headers.get(b"content-length")
         if length is not None:
-            left = int(length)
-            while left > 0:
-                data = await reader.read(min(left, READ_BYTES))
-                if not data:
-                    raise UpstreamHTTPError("the connection closed before the body's end")
-                left -= len(data)
+            async for data in _pieces(reader, int(length), "the connection closed before the body's end"):
                 yield data
             self._complete = True
             return
@@ -181,3 +172,14 @@ class UpstreamPool:
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+
+async def _pieces(reader: asyncio.StreamReader, size: int, cut: str) -> AsyncIterator[bytes]:
+    """The next ``size`` bytes of ``reader``, each piece as soon as it arrives (``cut``: the error if
+    the connection ends first)."""
+    while size > 0:
+        data = await reader.read(min(size, READ_BYTES))
+        if not data:
+            raise UpstreamHTTPError(cut)
+        size -= len(data)
+        yield data
