@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import re
 from dataclasses import asdict, dataclass
+from typing import TypedDict, Unpack
 
 from core.relay.signing import canonical_json
 from core.store import ConstraintError, Store, now_ms
@@ -92,6 +93,19 @@ def _row(r: SafetyRecord, seq: int) -> tuple[object, ...]:
     )
 
 
+class Verdict(TypedDict):
+    """The fields of one verdict to record (``SafetyLedger.submit``'s arguments)."""
+
+    height: int | None
+    index: int
+    stage: str
+    verdict: str
+    category: str
+    reason: str
+    text: str
+    policy_hash: str
+
+
 class SafetyLedger:
     """Appends and verifies verdict records.
 
@@ -134,32 +148,11 @@ class SafetyLedger:
         """The hash of the last committed record (``GENESIS`` for an empty chain)."""
         return self._head
 
-    async def record(
-        self,
-        *,
-        height: int | None,
-        index: int,
-        stage: str,
-        verdict: str,
-        category: str,
-        reason: str,
-        text: str,
-        policy_hash: str,
-    ) -> SafetyRecord:
-        """Append one verdict; returns it once it is durable (StoreError if it could not be).
-        ``height`` None opens a new state (a request's first verdict): the record carries its height."""
-        return await asyncio.shield(
-            self.submit(
-                height=height,
-                index=index,
-                stage=stage,
-                verdict=verdict,
-                category=category,
-                reason=reason,
-                text=text,
-                policy_hash=policy_hash,
-            )
-        )
+    async def record(self, **verdict: Unpack[Verdict]) -> SafetyRecord:
+        """Append one verdict (``submit``'s fields); returns it once it is durable (StoreError if it
+        could not be). ``height`` None opens a new state (a request's first verdict): the record carries
+        its height."""
+        return await asyncio.shield(self.submit(**verdict))
 
     def submit(
         self,
