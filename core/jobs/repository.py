@@ -309,6 +309,11 @@ class JobRepository:
         tokens: list[str] = orjson.loads(row[1]) if row[1] else []
         return Outcome(str(row[3]), JobState(row[0]), tokens, str(row[2]), str(row[4]), int(row[5]))
 
+    async def standing(self, job_id: str) -> tuple[str, JobState, str] | None:
+        """A stored job's tier, state and the core that holds it ('' if none took it)."""
+        row = await self._store.fetchone("SELECT tier, state, core_id FROM jobs WHERE id = ?", (job_id,))
+        return (str(row[0]), JobState(row[1]), str(row[2])) if row is not None else None
+
     async def holder(self, job_id: str) -> str:
         """The core that holds a job ('' if none took it)."""
         row = await self._store.fetchone("SELECT core_id FROM jobs WHERE id = ?", (job_id,))

@@ -117,20 +117,21 @@ class SharedQueue:
         """Whether the store still has ``job_id`` unended and held by this core (or by none); True when
         the store cannot say (the job stays until it can)."""
         try:
-            row = await self._store.fetchone("SELECT state, core_id FROM jobs WHERE id = ?", (job_id,))
+            standing = await self._repo.standing(job_id)
         except StoreError:
             return True
-        if row is None:
+        if standing is None:
             return False
-        return not JobState(str(row[0])).terminal and str(row[1]) in ("", self._node.id)
+        _, state, core_id = standing
+        return not state.terminal and core_id in ("", self._node.id)
 
     async def queue_unqueued(self, job_id: str) -> None:
         """A send was repeated: if its job waits with no core holding it, publish it again now rather than
         at the sweep (a store that failed to answer may have committed a send this core then refused, and
         never published; a publish repeated within the queue's window is not a second job)."""
-        row = await self._store.fetchone("SELECT tier, state, core_id FROM jobs WHERE id = ?", (job_id,))
-        if row is not None and row[1] == JobState.QUEUED.value and not row[2]:
-            self._node.queue.publish(str(row[0]), job_id)
+        standing = await self._repo.standing(job_id)
+        if standing is not None and standing[1] == JobState.QUEUED and not standing[2]:
+            self._node.queue.publish(standing[0], job_id)
 
     async def sweep(self) -> None:
         """Publish stranded queued jobs again; expire queued jobs past their time."""
