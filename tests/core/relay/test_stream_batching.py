@@ -18,12 +18,15 @@ from tests.helpers.core import stop_core
 pytestmark = pytest.mark.timeout(30)
 
 
-class Burst:
-    """A provider that has its whole answer at once (a fast upstream, or one read of a busy socket)."""
+class Pieces:
+    """A provider answering 50 pieces ``<prefix><i> ``; between two, one pass of the event loop if
+    ``yields`` (each piece a socket read of its own) or none (its whole answer at once: a fast
+    upstream, or one read of a busy socket)."""
 
-    name = "burst"
-    model_id = "burst-model"
     is_floor = False
+
+    def __init__(self, prefix: str, *, yields: bool) -> None:
+        self.name, self.model_id, self._prefix, self._yields = prefix, f"{prefix}-model", prefix, yields
 
     def healthy(self) -> bool:
         return True
@@ -32,13 +35,15 @@ class Burst:
         self, messages: list[dict[str, str]], max_tokens: int, usage: Usage
     ) -> AsyncIterator[str]:
         for i in range(50):
-            yield f"p{i} "
+            if self._yields:
+                await asyncio.sleep(0)
+            yield f"{self._prefix}{i} "
 
 
 async def test_pieces_produced_together_travel_together(tmp_path: Path) -> None:
     core, relay = await relay_core(tmp_path)
     try:
-        core.app.relay.cascade = Cascade([Burst()])
+        core.app.relay.cascade = Cascade([Pieces("p", yields=False)])
         request = relay_pb2.ChatStreamRequest(prompt=relay_pb2.RelayPrompt(message="hi", max_tokens=1024))
         messages = [m async for m in relay.ChatStream(request)]
         kinds = [m.WhichOneof("event") for m in messages]
@@ -59,28 +64,10 @@ async def test_pieces_produced_together_travel_together(tmp_path: Path) -> None:
         await stop_core(core)
 
 
-class Trickle:
-    """A provider whose pieces come one socket read at a time, each read a pass of the event loop."""
-
-    name = "trickle"
-    model_id = "trickle-model"
-    is_floor = False
-
-    def healthy(self) -> bool:
-        return True
-
-    async def stream(
-        self, messages: list[dict[str, str]], max_tokens: int, usage: Usage
-    ) -> AsyncIterator[str]:
-        for i in range(50):
-            await asyncio.sleep(0)
-            yield f"t{i} "
-
-
 async def test_pieces_within_the_flush_window_travel_together(tmp_path: Path) -> None:
     core, relay = await relay_core(tmp_path)
     try:
-        core.app.relay.cascade = Cascade([Trickle()])
+        core.app.relay.cascade = Cascade([Pieces("t", yields=True)])
         core.app.relay.flush_s = 5.0  # longer than the whole answer takes: the end flushes it at once
         request = relay_pb2.ChatStreamRequest(prompt=relay_pb2.RelayPrompt(message="hi", max_tokens=1024))
         messages = [m async for m in relay.ChatStream(request)]
