@@ -6,8 +6,9 @@ everything buffered in one write when it wakes. A buffer may also be given a ``D
 client's socket, beneath the ASGI layers): then a wake-up writes everything buffered to the socket
 there and then, in one call, without a pass through the client's task at all (that pass costs more
 than the write), as long as the socket takes writes and the task is not itself mid-write; otherwise
-the task is woken as before, and writes (and waits for the socket) itself. ``Coalescer`` paces the wake-ups: the first event
-after a quiet spell goes at once, later ones at most about once per window, a terminal one at once.
+the task is woken as before, and writes (and waits for the socket) itself. ``Coalescer`` paces the
+wake-ups: the first event after a quiet spell goes at once, later ones at most about once per
+window, a terminal one at once.
 """
 
 from __future__ import annotations
