@@ -197,6 +197,8 @@ class Admission:
             )
         # No await between the balance check and the submit: admission is atomic per payer.
         booking = self._billing.charge(job_id=job.id, tier=tier, payer=payer)
+        # Handed out while it commits, except a keyed send (a repeat must find the first one's answer
+        # before anything runs) and on the cluster's queue (it publishes only what is durable).
         if keyed is None and not self._board.queue.shared:
             return await self._send_early(job, statements + booking.statements, booking)
         try:
