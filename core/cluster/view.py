@@ -39,16 +39,28 @@ class ClusterView:
     """Jobs done in the whole network (read from the store now and then); None until read."""
     completed_here_since: int = 0
     """This core's own count when ``jobs_completed`` was read."""
+    done_by_core: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Each other core's count of jobs done, as it last reported it (kept for a core that stopped
+    reporting until the store is read again: its jobs are in that count then)."""
+    done_at_read: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Each other core's count when ``jobs_completed`` was read (or when it was first seen after)."""
     served: frozenset[str] = frozenset()
     """Tiers a worker of another live core takes jobs of."""
     read: bool = False
     """Whether the other cores' reports were read at least once."""
 
     @staticmethod
-    def report(s: JobsSnapshot, served: list[str]) -> str:
-        """What this core writes with its heartbeat (its figures, and the tiers its workers serve)."""
+    def report(s: JobsSnapshot, served: list[str], core_id: str = "") -> str:
+        """What this core writes with its heartbeat (its figures, its count of jobs done and the tiers its
+        workers serve)."""
         return orjson.dumps(
-            {**{k: getattr(s, k) for k in SUMMED}, "oldest_wait_s": s.oldest_wait_s, "served": served}
+            {
+                **{k: getattr(s, k) for k in SUMMED},
+                "oldest_wait_s": s.oldest_wait_s,
+                "served": served,
+                "core": core_id,
+                "jobs_completed": s.jobs_completed,
+            }
         ).decode()
 
     def take(self, reports: list[str]) -> None:
@@ -69,8 +81,19 @@ class ClusterView:
             tiers = r.get("served", [])
             if isinstance(tiers, list):
                 served.update(t for t in tiers if isinstance(t, str))
+            core, done = r.get("core"), r.get("jobs_completed")
+            if isinstance(core, str) and core and isinstance(done, int) and not isinstance(done, bool):
+                self.done_at_read.setdefault(core, done)
+                self.done_by_core[core] = max(done, self.done_by_core.get(core, done))
         self.others, self.oldest_wait_s, self.served = others, oldest, frozenset(served)
         self.read = True
+
+    def counted(self, jobs_completed: int, own_completed: int) -> None:
+        """The store's count of jobs done was read (``own_completed``: this core's count then): the
+        other cores' counts start again from what they report now."""
+        self.jobs_completed = jobs_completed
+        self.completed_here_since = own_completed
+        self.done_at_read = dict(self.done_by_core)
 
     def merged(self, own: JobsSnapshot) -> JobsSnapshot:
         """``own`` with the others' figures added."""
@@ -78,7 +101,12 @@ class ClusterView:
         summed["queue_depth"] += self.waiting_in_queue
         completed = own.jobs_completed
         if self.jobs_completed is not None:
-            completed = self.jobs_completed + max(0, own.jobs_completed - self.completed_here_since)
+            # the store's count, plus what each core (this one and the others, as they report) has done
+            # since it was read: a job done on any core shows on every core within a heartbeat
+            since = max(0, own.jobs_completed - self.completed_here_since)
+            for core, done in self.done_by_core.items():
+                since += max(0, done - self.done_at_read.get(core, done))
+            completed = self.jobs_completed + since
         return dataclasses.replace(
             own,
             **summed,

@@ -149,14 +149,14 @@ class JobSystem:
         assert self.node is not None
         own = self.board.snapshot(recent_s=self.settings.lease_timeout_s)
         served = [t for t in TIERS_BY_PRIORITY if self.board.serving(t)]
-        await self.node.heartbeat(ClusterView.report(own, served))
+        await self.node.heartbeat(ClusterView.report(own, served, self.node.id))
         view = self.cluster
         view.take(await self.node.others_reports())
         view.waiting_in_queue = await self.node.queue.waiting()
         self._beats += 1
         if view.jobs_completed is None or self._beats % 5 == 0:
-            view.completed_here_since = self.board.jobs_completed
-            view.jobs_completed = await self.repo.completed_count()
+            own_then = self.board.jobs_completed
+            view.counted(await self.repo.completed_count(), own_then)
 
     def _cancel_elsewhere(self, job_id: str, reason: str) -> None:
         if self.node is not None:

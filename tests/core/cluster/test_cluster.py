@@ -176,7 +176,7 @@ async def test_a_worker_revoked_on_one_core_is_let_go_by_the_other(cores: StartC
 
 async def test_either_core_reports_the_networks_figures(cores: StartCores) -> None:
     a, b = await cores(2)
-    await connect_worker(a, slots=3)
+    worker = await connect_worker(a, slots=3)
 
     async def b_sees_the_worker() -> bool:
         return bool((await b.network.GetStats(network_pb2.GetStatsRequest())).active_workers == 1)
@@ -184,6 +184,18 @@ async def test_either_core_reports_the_networks_figures(cores: StartCores) -> No
     await eventually_async(b_sees_the_worker)  # (the other core's heartbeat comes every 2 s)
     assert b.app.jobs.serving("free") and not b.app.jobs.board.serving("free")  # served by a's worker
     assert not b.app.jobs.serving("image")
+
+    before = [(await c.network.GetStats(network_pb2.GetStatsRequest())).jobs_completed for c in (a, b)]
+    job_id, _ = await b.send("counted everywhere")
+    assert (await worker.assignment()).job_id == job_id
+    await worker.tokens(job_id, ["done "])
+    await worker.complete(job_id)
+
+    async def counted_by(core: Core, was: int) -> bool:
+        return bool((await core.network.GetStats(network_pb2.GetStatsRequest())).jobs_completed == was + 1)
+
+    await eventually_async(lambda: counted_by(a, before[0]))  # the core that ran it
+    await eventually_async(lambda: counted_by(b, before[1]))  # and the other, from a's next heartbeat
 
 
 async def test_a_picture_received_by_one_core_is_served_by_the_other(cores: StartCores) -> None:
