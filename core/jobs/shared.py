@@ -59,6 +59,8 @@ class SharedQueue:
         self._lifecycle = lifecycle
         self._settler = settler
         self._settings = settings
+        self._doubtful: set[str] = set()
+        """Begun jobs out of the line until the store says whether they are still this core's."""
 
     def wanted(self, tier: str) -> int:
         """Jobs of ``tier`` this core's workers can start now."""
@@ -95,31 +97,59 @@ class SharedQueue:
         """Hand back jobs pulled here that no local worker started (its worker left), unless their
         answer has begun (they stay, for a worker here that continues them, while this core holds them)."""
         queue = self._node.queue
+        await self._settle_doubts()
         # (before its hold could lapse: a job another core may take must not also wait here)
         after = min(self._settings.release_after_s, queue.ack_wait_s / 2)
-        for job_id in queue.idle(older_than_s=after):
+        stale = set(queue.idle(older_than_s=after))
+        for job_id in queue.idle(older_than_s=0.0):
             job = self._board.get(job_id)
-            if job is None or job.state != JobState.QUEUED:
+            if job is None or job.state != JobState.QUEUED or job_id in self._doubtful:
                 continue
             if job.log.tokens:
                 # A begun answer waits here for a worker that continues it while this core holds it; if
                 # the link to the cluster was lost long enough for the hold to lapse, another core may
-                # have taken it over and ended it: then it is not this core's to run any more.
-                if not await self._still_held_here(job_id) and queue.release(job_id):
+                # have taken it over and ended it: then it is not this core's to run any more. Asked at
+                # every pass; while the store cannot say, it leaves the line (a worker that comes back
+                # with the link must not be handed it before the store is asked).
+                held = await self._still_held_here(job_id)
+                if held is None:
+                    if self._board.unqueue(job):
+                        self._doubtful.add(job_id)
+                elif not held and queue.release(job_id):
                     self._board.forget(job)
                 continue
-            if self.wanted(job.tier) > 0:
+            if job_id not in stale or self.wanted(job.tier) > 0:
                 continue
             if queue.release(job_id):
                 self._board.forget(job)
 
-    async def _still_held_here(self, job_id: str) -> bool:
-        """Whether the store still has ``job_id`` unended and held by this core (or by none); True when
-        the store cannot say (the job stays until it can)."""
+    async def _settle_doubts(self) -> None:
+        """Begun jobs taken out of the line while the store could not say whose they are: back in the
+        line if they are still this core's, handed back if not (ended, or taken over by another core)."""
+        for job_id in list(self._doubtful):
+            job = self._board.get(job_id)
+            if job is None or job.state != JobState.QUEUED:
+                self._doubtful.discard(job_id)
+                continue
+            held = await self._still_held_here(job_id)
+            if held is None:
+                continue
+            self._doubtful.discard(job_id)
+            if not self._node.queue.holds(job_id):
+                continue  # (not this core's to put back: a push would publish it anew)
+            self._board.queue.push(job.tier, job.owner, job_id, front=True)
+            if held:
+                self._lifecycle.wake()
+            elif self._node.queue.release(job_id):
+                self._board.forget(job)
+
+    async def _still_held_here(self, job_id: str) -> bool | None:
+        """Whether the store still has ``job_id`` unended and held by this core (or by none); None when
+        the store cannot say."""
         try:
             standing = await self._repo.standing(job_id)
         except StoreError:
-            return True
+            return None
         if standing is None:
             return False
         _, state, core_id = standing
