@@ -35,6 +35,10 @@ from core.jobs.queue import LocalQueues
 log = logging.getLogger("ashao.core.cluster")
 
 
+LAPSED_AFTER = 0.75
+"""A pulled job whose hold was last confirmed (pulled, or renewed and the renewal known to have reached
+NATS) more than this share of ``ack_wait_s`` ago may have been handed to another core: it is not handed
+out from this core's line until it has been looked at again (``take_lapsed``)."""
 FETCH_REPLY_S = 2.0
 """How long one pull waits for JetStream's answer (it answers at once: jobs, or "none now")."""
 POLL_S = 0.5
@@ -64,6 +68,8 @@ class _Held:
     since: float
     owner: str = ""
     running: bool = False
+    confirmed: float = 0.0
+    """When the hold was last known to be fresh (pulled, or a renewal reached NATS)."""
 
 
 class JetStreamQueue:
@@ -89,6 +95,8 @@ class JetStreamQueue:
         self._replicas = replicas
         self._publishing: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._lapsed: list[str] = []
+        """Jobs taken out of the line because their hold may have lapsed (see ``take_lapsed``)."""
         self.published = 0
         self.pulled = 0
         self.publish_failures = 0
@@ -164,8 +172,30 @@ class JetStreamQueue:
             log.warning("could not publish job %s (%s); it will be published again", job_id, exc)
 
     def peek(self, tier: str) -> str | None:
-        """The next job this core pulled for ``tier``."""
-        return self._local.peek(tier)
+        """The next job this core pulled for ``tier`` (one whose hold may have lapsed leaves the line)."""
+        stale = time.monotonic() - self.ack_wait_s * LAPSED_AFTER
+        while (job_id := self._local.peek(tier)) is not None:
+            held = self._held.get(job_id)
+            if held is None or held.confirmed >= stale or not self._local.remove(tier, held.owner, job_id):
+                return job_id
+            self._lapsed.append(job_id)
+        return None
+
+    def take_lapsed(self) -> list[str]:
+        """Jobs ``peek`` took out of the line since the last call: their holds may have lapsed (this
+        core's link to NATS was lost a while), so another core may have them now. Each is to be handed
+        back (``release``), or looked up in the store and put back (``line``)."""
+        lapsed, self._lapsed = self._lapsed, []
+        return lapsed
+
+    def line(self, tier: str, owner: str, job_id: str) -> None:
+        """Put a job this core keeps back at the front of its line (after ``take_lapsed``), its hold
+        counted as fresh: the store says the job is this core's."""
+        held = self._held.get(job_id)
+        if held is not None:
+            held.running = False
+            held.confirmed = time.monotonic()
+        self._local.push(tier, owner, job_id, front=True)
 
     def pop(self, tier: str) -> str | None:
         """Hand out the next job this core pulled for ``tier``."""
@@ -197,11 +227,14 @@ class JetStreamQueue:
         now = time.monotonic()
         return [j for j, h in self._held.items() if not h.running and now - h.since > older_than_s]
 
-    def release(self, job_id: str) -> bool:
+    def release(self, job_id: str, *, lapsed: bool = False) -> bool:
         """Hand a job this core pulled but did not start back to the shared queue (another core may
-        run it now); False if it is not waiting here."""
+        run it now); False if it is not waiting here (in the line, or, with ``lapsed``, among the jobs
+        ``take_lapsed`` gave)."""
         held = self._held.get(job_id)
-        if held is None or held.running or not self._local.remove(held.tier, held.owner, job_id):
+        if held is None or held.running:
+            return False
+        if not self._local.remove(held.tier, held.owner, job_id) and not lapsed:
             return False
         del self._held[job_id]
         task = asyncio.create_task(_quietly(held.msg.nak()))
@@ -252,7 +285,8 @@ class JetStreamQueue:
         """Hold a pulled job and put it on this core's board (or acknowledge it if it is not to run, or
         hand it back if it cannot be taken now)."""
         job_id = msg.data.decode()
-        self._held[job_id] = _Held(msg, tier, time.monotonic())
+        now = time.monotonic()
+        self._held[job_id] = _Held(msg, tier, now, confirmed=now)
         self.pulled += 1
         try:
             keep = await adopt(tier, job_id)
@@ -299,9 +333,21 @@ class JetStreamQueue:
         return msgs
 
     async def renew(self) -> None:
-        """One pass: renew the holds of every job held here (run it every third of ``ack_wait_s``)."""
-        for held in list(self._held.values()):
+        """One pass: renew the holds of every job held here (run it every third of ``ack_wait_s``); once
+        NATS has answered a ping sent after them, they are known to be fresh."""
+        started = time.monotonic()
+        holds = list(self._held.values())
+        for held in holds:
             await _quietly(held.msg.in_progress())
+        if self._nc is None or not holds:
+            return
+        try:
+            await self._nc.flush(timeout=max(1, int(self.ack_wait_s / 3)))
+        except Exception as exc:  # not confirmed: the holds may lapse (see ``peek``)
+            log.debug("renewals of %d holds not confirmed: %s", len(holds), exc)
+            return
+        for held in holds:
+            held.confirmed = max(held.confirmed, started)
 
     async def waiting(self) -> int:
         """Jobs published and not pulled by any core yet (every tier)."""

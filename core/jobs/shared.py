@@ -97,6 +97,15 @@ class SharedQueue:
         """Hand back jobs pulled here that no local worker started (its worker left), unless their
         answer has begun (they stay, for a worker here that continues them, while this core holds them)."""
         queue = self._node.queue
+        for job_id in queue.take_lapsed():
+            # Its hold may have lapsed (the link to NATS was lost a while): another core may have it now.
+            job = self._board.get(job_id)
+            if job is None or job.state != JobState.QUEUED:
+                continue
+            if job.log.tokens:
+                self._doubtful.add(job_id)  # a begun answer stays if the store still has it as this core's
+            elif queue.release(job_id, lapsed=True):
+                self._board.forget(job)  # (delivered again, to whichever core, it is read from the store)
         await self._settle_doubts()
         # (before its hold could lapse: a job another core may take must not also wait here)
         after = min(self._settings.release_after_s, queue.ack_wait_s / 2)
@@ -135,12 +144,11 @@ class SharedQueue:
             if held is None:
                 continue
             self._doubtful.discard(job_id)
-            if not self._node.queue.holds(job_id):
-                continue  # (not this core's to put back: a push would publish it anew)
-            self._board.queue.push(job.tier, job.owner, job_id, front=True)
+            queue = self._node.queue
             if held:
+                queue.line(job.tier, job.owner, job_id)
                 self._lifecycle.wake()
-            elif self._node.queue.release(job_id):
+            elif queue.release(job_id, lapsed=True):
                 self._board.forget(job)
 
     async def _still_held_here(self, job_id: str) -> bool | None:

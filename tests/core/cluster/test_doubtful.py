@@ -68,3 +68,33 @@ async def test_a_begun_job_still_this_cores_goes_back_to_the_line_and_continues(
     assignment = await waiting.assignment(timeout=10)
     assert assignment.job_id == job_id and assignment.prefix == "one "
     assert job_id not in shared._doubtful
+
+
+async def test_a_queued_job_whose_hold_may_have_lapsed_is_handed_back_and_taken_again_from_the_store(
+    cores: StartCores,
+) -> None:
+    [a] = await cores(1)
+    node = a.app.node
+    assert node is not None
+    leaving = await connect_worker(a, slots=1)
+    job_id, _ = await a.send("queued")
+    assert (await leaving.assignment()).job_id == job_id
+    leaving.cancel()  # no token yet: the job waits in a's line
+    await eventually(lambda: (j := a.app.jobs.board.get(job_id)) is not None and j.state.value == "queued")
+    pulled = node.queue.pulled
+    node.queue._held[job_id].confirmed -= 3600  # its renewals never reached NATS: the hold may have lapsed
+    waiting = await connect_worker(a, slots=1)
+    assert (await waiting.assignment(timeout=10)).job_id == job_id
+    assert node.queue.pulled == pulled + 1  # handed back, then delivered again (and read from the store)
+
+
+async def test_a_renewal_that_reached_nats_makes_a_hold_fresh_again(cores: StartCores) -> None:
+    [a] = await cores(1)
+    node = a.app.node
+    assert node is not None
+    worker = await connect_worker(a, slots=1)
+    job_id, _ = await a.send("long")
+    assert (await worker.assignment()).job_id == job_id
+    node.queue._held[job_id].confirmed -= 3600
+    await node.queue.renew()
+    assert node.queue._held[job_id].confirmed > node.queue._held[job_id].since
