@@ -46,7 +46,8 @@ class UpSettings(BaseSettings):
     bus: str = ""
     """NATS URL (JetStream on) that makes the cores one cluster (``nats://127.0.0.1:4222``)."""
     limits: str = ""
-    """Redis URL for rate limits the cores share (``redis://127.0.0.1:6379/0``); optional."""
+    """Redis URL for rate limits the cores share (``redis://127.0.0.1:6379/0``); with several cores and
+    none given, a Redis answering on 127.0.0.1:6379 is used, else each core limits on its own."""
     cores: int = Field(1, ge=1, le=16)
     """Cores to start (more than one needs ``store`` and ``bus``); core N listens on the gRPC port + N-1."""
     facades: int = Field(1, ge=1, le=16)

@@ -9,6 +9,7 @@ stops them in order on SIGINT/SIGTERM.
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 import time
 from importlib import metadata
@@ -85,6 +86,21 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+LOOPBACK_REDIS = ("127.0.0.1", 6379)
+"""Where ``ashao up`` looks for a Redis to share rate limits among several cores when ``--limits`` is not given."""
+
+
+def redis_answers(addr: tuple[str, int], timeout_s: float = 0.5) -> bool:
+    """Whether a Redis at ``addr`` answers a PING (without a password)."""
+    try:
+        with socket.create_connection(addr, timeout=timeout_s) as sock:
+            sock.settimeout(timeout_s)
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 def up(argv: list[str]) -> int:
     """Run core, facade and ``--local-workers`` workers (synthetic, or each on its own server of
     ``--model``) until SIGINT/SIGTERM."""
@@ -100,7 +116,21 @@ def up(argv: list[str]) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    cluster = {"ASHAO_STORE": args.store, "ASHAO_BUS": args.bus, "ASHAO_LIMITS": args.limits}
+    limits = args.limits
+    if args.cores > 1 and not limits:
+        # several cores: a caller must not get one limit per core; a Redis on loopback is used if one answers
+        if redis_answers(LOOPBACK_REDIS):
+            limits = f"redis://{LOOPBACK_REDIS[0]}:{LOOPBACK_REDIS[1]}/0"
+            print(
+                f"ashao up: rate limits shared through {limits} (found on loopback; --limits names another)"
+            )
+        else:
+            print(
+                "ashao up: no --limits and no Redis on loopback: each core applies the rate limits on its own "
+                f"(a caller spreading its requests over the {args.cores} cores gets up to {args.cores} times them)",
+                file=sys.stderr,
+            )
+    cluster = {"ASHAO_STORE": args.store, "ASHAO_BUS": args.bus, "ASHAO_LIMITS": limits}
     cores = consecutive(args.grpc_addr, args.cores)
     facades = consecutive(args.http_addr, args.facades)
     net = LocalNetwork(

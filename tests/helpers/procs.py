@@ -16,12 +16,19 @@ from tests.helpers.net import free_port
 
 
 @contextlib.contextmanager
-def ashao_up(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
-    """``ashao up ARGS`` on free loopback ports with its data under ``tmp_path``: yields the process (its
-    output captured as text) and its HTTP and gRPC addresses; killed after the block if still running."""
+def ashao_up(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    """``ashao up ARGS`` (with ``env`` added to this environment) on free loopback ports with its data under
+    ``tmp_path``: yields the process (its output captured as text) and its HTTP and gRPC addresses (of the
+    first facade and core; the others follow on the next ports); killed after the block if still running."""
     http_addr, grpc_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     env = dict(
-        os.environ, ASHAO_HTTP_ADDR=http_addr, ASHAO_GRPC_ADDR=grpc_addr, ASHAO_DATA_DIR=str(tmp_path / "d")
+        os.environ,
+        **(env or {}),
+        ASHAO_HTTP_ADDR=http_addr,
+        ASHAO_GRPC_ADDR=grpc_addr,
+        ASHAO_DATA_DIR=str(tmp_path / "d"),
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "ashao_cli", "up", *args],
