@@ -8,6 +8,7 @@ stops them in order on SIGINT/SIGTERM.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sys
@@ -133,6 +134,8 @@ def up(argv: list[str]) -> int:
     cluster = {"ASHAO_STORE": args.store, "ASHAO_BUS": args.bus, "ASHAO_LIMITS": limits}
     cores = consecutive(args.grpc_addr, args.cores)
     facades = consecutive(args.http_addr, args.facades)
+    if len(facades) > 1 and "ASHAO_RELAY_ENDPOINT" not in os.environ:  # the registry lists every facade
+        cluster["ASHAO_RELAY_ENDPOINT"] = ",".join(f"http://{a}" for a in facades)
     net = LocalNetwork(
         data_dir=args.data_dir,
         http_addr=args.http_addr,

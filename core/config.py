@@ -122,7 +122,8 @@ class CoreSettings(BaseSettings):
     relay_persona: str = "xion"
     """The ``role`` of successful relay responses."""
     relay_endpoint: str = "http://127.0.0.1:8080"
-    """The relay's public URL, as listed in the signed registry."""
+    """The relay's public URL, as listed in the signed registry (several facades: their URLs,
+    comma-separated, each listed with the same key)."""
     relay_require_auth: bool = False
     """Refuse anonymous relay callers (401 AuthChallenge)."""
     relay_billing_gate: bool = False

@@ -18,7 +18,8 @@ class RelayDocuments:
     def __init__(self, *, relay: Relay, vitals: Vitals, endpoint: str) -> None:
         self._relay = relay
         self._vitals = vitals
-        self._endpoint = endpoint
+        self._endpoints = [e.strip() for e in endpoint.split(",") if e.strip()] or [endpoint]
+        self._endpoint = self._endpoints[0]
         self._policy_at_start = relay.moderator.policy_hash
 
     async def get(self, name: str) -> Signed:
@@ -81,11 +82,12 @@ class RelayDocuments:
                     "issued_at": int(time.time() * 1000),
                     "relays": [
                         {
-                            "endpoint": self._endpoint,
+                            "endpoint": endpoint,
                             "public_key": r.signer.public_key_b64,
                             "public_key_b58": r.signer.public_key_b58,
                             "key_id": r.signer.key_id,
                         }
+                        for endpoint in self._endpoints
                     ],
                 }
             )

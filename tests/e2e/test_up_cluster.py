@@ -54,6 +54,10 @@ async def test_up_starts_a_cluster_any_facade_serves_and_limits_hold_across_faca
 
                 r = two.get(f"/api/conversations/{conversation}")
                 assert r.status_code == 200 and r.json()["messages"][-1]["role"] == "assistant"
+                for client in (one, two):  # the signed registry lists both facades, with one key
+                    relays = client.get("/registry").json()["relays"]
+                    assert [e["endpoint"] for e in relays] == [f"http://{a}" for a in facades]
+                    assert len({e["public_key"] for e in relays}) == 1
 
                 outcomes = [
                     (one, two)[i % 2]
