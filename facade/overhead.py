@@ -1,14 +1,17 @@
 """What the gateway adds to a request: the time spent in ashao before the first byte from the upstream
 or the worker could reach the caller.
 
-Every answer of the relay's and the network's chat routes (and of ``/v1/chat/completions``) carries
+Every answer of the relay's and the network's chat routes (sends and streams, and of
+``/v1/chat/completions``) carries
 it as ``x-ashao-overhead-ms``, and the same figure is counted per surface in a histogram that
 ``/metrics`` shows (``ashao_facade_overhead_seconds``):
 
 - relay: from the request's arrival to its stream's head going out, less the time the core waited on
   providers for the first chunk (which the core reports with ``admitted``);
 - network and OpenAI-compatible: from the request's arrival until the core has the job durable and
-  handed to a worker (the worker's own time comes after it).
+  handed to a worker (the worker's own time comes after it);
+- network_stream (``GET /api/chat/stream``): from the request's arrival until the facade follows the
+  job at the core and the stream's head can go out.
 
 The clock starts in the outermost middleware (``stamp``), so body parsing and routing count too.
 """
@@ -27,7 +30,7 @@ ARRIVED = "ashao.arrived"
 """The scope key holding the request's arrival (``time.perf_counter()``)."""
 BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 """Bucket bounds (seconds): the gateway's own time is counted in fractions of a millisecond."""
-SURFACES = ("relay", "network", "openai")
+SURFACES = ("relay", "network", "network_stream", "openai")
 
 
 def stamp(scope: Scope) -> None:

@@ -49,8 +49,8 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
     async def Chat(self, request: relay_pb2.ChatRequest, context: Ctx) -> relay_pb2.ChatResponse:
         """Synchronous chat."""
         principal, ip = await self._caller(context)
-        signed = await self._relay.chat(principal, ip, _prompt(request))
-        return relay_pb2.ChatResponse(envelope=signed.to_proto())
+        signed, waited_s = await self._relay.chat(principal, ip, _prompt(request))
+        return relay_pb2.ChatResponse(envelope=signed.to_proto(), provider_wait_ms=waited_s * 1000)
 
     async def ChatStream(self, request: relay_pb2.ChatStreamRequest, context: Ctx):  # type: ignore[no-untyped-def]
         """Streaming chat: admitted, pieces of text (batched), then done or error."""

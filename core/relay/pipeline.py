@@ -312,14 +312,17 @@ class Relay:
             if not finished:
                 await self.payments.refund(adm.charged)
 
-    async def chat(self, principal: Principal, ip: str, prompt: Prompt | bytes) -> Signed:
-        """Synchronous chat: the signed envelope, or a refusal raised with its envelope."""
+    async def chat(self, principal: Principal, ip: str, prompt: Prompt | bytes) -> tuple[Signed, float]:
+        """Synchronous chat: the signed envelope and the seconds spent waiting on providers (for the first
+        chunk, then for the rest of the answer), or a refusal raised with its envelope."""
         adm = await self.admit(principal, ip, prompt)
-        provider, first, rest, usage, _ = await self.open(adm)
+        provider, first, rest, usage, waited = await self.open(adm)
         parts = [first]
         try:
+            reading = time.perf_counter()
             async for piece in rest:
                 parts.append(piece)
+            waited += time.perf_counter() - reading
         except ProviderError as exc:
             await self.payments.refund(adm.charged)
             raise ProviderFailedError(
@@ -332,4 +335,4 @@ class Relay:
         if not allowed:
             await self.payments.refund(adm.charged)
             raise RefusedError(envelope["reason"], envelope=envelope)
-        return self.signer.document(envelope)
+        return self.signer.document(envelope), waited

@@ -199,14 +199,16 @@ async def open_stream(request: Request, core: CoreClient) -> Response:
     except WatchRefused as refused:
         status = _WATCH_STATUS.get(refused.code, 503)
         return JSON({"error": refused.message}, status_code=status)
+    overhead = core.overhead.measure("network_stream", request.scope)
     if sub.finished:  # the EventSource way to say "this stream is over, do not reconnect"
-        return Response(status_code=204)
+        return Response(status_code=204, headers=overhead)
     return SSEResponse(
         _frames(sub),
         watchdog=core.watchdog,
         on_close=lambda: mux.release(sub),
         on_client_gone=lambda: mux.release(sub),
         buffer=sub,
+        headers=overhead,
     )
 
 

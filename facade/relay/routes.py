@@ -59,7 +59,9 @@ _CHAT_DOC = {
 @router.post("/chat", response_model=models.ChatEnvelope, **_CHAT_DOC)  # type: ignore[arg-type]
 async def chat(request: Request, core: Core) -> Response:
     """Synchronous chat: one signed envelope `{role, text, model_id, usage, correlation_id}` when
-    generation completes. Body `{message, max_tokens}` (`max_tokens` ≥ 1024)."""
+    generation completes. Body `{message, max_tokens}` (`max_tokens` ≥ 1024). The
+    `x-ashao-overhead-ms` header says how long the relay itself took (the time spent waiting on the
+    provider left out)."""
     raw = await request.body()
     prompt = prompt_of(raw)
     r = await core.relay.Chat(
@@ -68,7 +70,9 @@ async def chat(request: Request, core: Core) -> Response:
         timeout=core.settings.relay_timeout_s,
     )
     e = r.envelope
-    return signed(e.body, e.signature, e.key_id)
+    response = signed(e.body, e.signature, e.key_id)
+    response.headers.update(core.overhead.measure("relay", request.scope, waited_s=r.provider_wait_ms / 1000))
+    return response
 
 
 STREAM_PATH = "/chat/stream"

@@ -32,11 +32,15 @@ def counted(got: dict[tuple[str, tuple[tuple[str, str], ...]], float], surface: 
 async def test_relay_network_and_openai_answers_carry_the_overhead_and_count_it(tmp_path: Path) -> None:
     async with FakeUpstream(["a ", "b"]).running() as up, relay(tmp_path, ("hosted", up)) as s:
         before = await scrape(f"{s.facade.url}/metrics")
-        assert counted(before, "relay") == counted(before, "network") == counted(before, "openai") == 0
+        surfaces = ("relay", "network", "network_stream", "openai")
+        assert [counted(before, surface) for surface in surfaces] == [0, 0, 0, 0]
 
         resp, events = await sse(s.http, chat())
         assert resp.status_code == 200 and events[-1]["event"] == "done"
         overhead_ms(resp.headers)
+        whole_relay = await s.http.post("/chat", json=chat())
+        assert whole_relay.status_code == 200, whole_relay.text
+        overhead_ms(whole_relay.headers)
 
         worker = await connect_worker(s.core)
         sent = await s.http.post("/api/chat/send", json={"tier": "free", "content": "hi"})
@@ -48,6 +52,10 @@ async def test_relay_network_and_openai_answers_carry_the_overhead_and_count_it(
         await worker.tokens(job, ["x"])
         await worker.complete(job)
         await asyncio.wait_for(reader, 10)
+        async with s.http.stream("GET", "/api/chat/stream", params={"jobId": job}) as streamed:
+            assert streamed.status_code == 200
+            overhead_ms(streamed.headers)
+            await streamed.aread()
 
         async def answer() -> None:
             a = await worker.assignment()
@@ -64,7 +72,8 @@ async def test_relay_network_and_openai_answers_carry_the_overhead_and_count_it(
         overhead_ms(whole.headers)
 
         after = await scrape(f"{s.facade.url}/metrics")
-        assert counted(after, "relay") == 1
+        assert counted(after, "relay") == 2
         assert counted(after, "network") == 1
+        assert counted(after, "network_stream") == 2
         assert counted(after, "openai") == 1
         assert value(after, "ashao_facade_overhead_seconds_sum", surface="relay") >= 0

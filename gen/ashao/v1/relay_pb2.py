@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61shao/v1/relay.proto\x12\x08\x61shao.v1\"U\n\x11PaymentCommitment\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\t\x12\r\n\x05price\x18\x03 \x01(\x03\x12\x11\n\tsignature\x18\x04 \x01(\t\"`\n\x0bRelayPrompt\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x12\n\nmax_tokens\x18\x02 \x01(\r\x12,\n\x07payment\x18\x03 \x01(\x0b\x32\x1b.ashao.v1.PaymentCommitment\"A\n\x0eSignedDocument\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"G\n\x0b\x43hatRequest\x12%\n\x06prompt\x18\x01 \x01(\x0b\x32\x15.ashao.v1.RelayPrompt\x12\x11\n\tjson_body\x18\x02 \x01(\x0c\"M\n\x11\x43hatStreamRequest\x12%\n\x06prompt\x18\x01 \x01(\x0b\x32\x15.ashao.v1.RelayPrompt\x12\x11\n\tjson_body\x18\x02 \x01(\x0c\":\n\x0c\x43hatResponse\x12*\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x18.ashao.v1.SignedDocument\";\n\rRelayAdmitted\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x18\n\x10provider_wait_ms\x18\x02 \x01(\x01\"\xe5\x01\n\x12\x43hatStreamResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12+\n\x08\x61\x64mitted\x18\x02 \x01(\x0b\x32\x17.ashao.v1.RelayAdmittedH\x00\x12\x0f\n\x05\x63hunk\x18\x03 \x01(\tH\x00\x12(\n\x04\x64one\x18\x04 \x01(\x0b\x32\x18.ashao.v1.SignedDocumentH\x00\x12)\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x18.ashao.v1.SignedDocumentH\x00\x12&\n\x06pieces\x18\x06 \x01(\x0b\x32\x14.ashao.v1.TextPiecesH\x00\x42\x07\n\x05\x65vent\"\x1b\n\nTextPieces\x12\r\n\x05texts\x18\x01 \x03(\t\"\"\n\x12GetDocumentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"A\n\x13GetDocumentResponse\x12*\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x18.ashao.v1.SignedDocument\"0\n\x16GetSafetyRecordRequest\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\"C\n\x17GetSafetyRecordResponse\x12(\n\x06record\x18\x01 \x01(\x0b\x32\x18.ashao.v1.SignedDocument2\xb4\x02\n\x0cRelayService\x12\x35\n\x04\x43hat\x12\x15.ashao.v1.ChatRequest\x1a\x16.ashao.v1.ChatResponse\x12I\n\nChatStream\x12\x1b.ashao.v1.ChatStreamRequest\x1a\x1c.ashao.v1.ChatStreamResponse0\x01\x12J\n\x0bGetDocument\x12\x1c.ashao.v1.GetDocumentRequest\x1a\x1d.ashao.v1.GetDocumentResponse\x12V\n\x0fGetSafetyRecord\x12 .ashao.v1.GetSafetyRecordRequest\x1a!.ashao.v1.GetSafetyRecordResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61shao/v1/relay.proto\x12\x08\x61shao.v1\"U\n\x11PaymentCommitment\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\t\x12\r\n\x05price\x18\x03 \x01(\x03\x12\x11\n\tsignature\x18\x04 \x01(\t\"`\n\x0bRelayPrompt\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x12\n\nmax_tokens\x18\x02 \x01(\r\x12,\n\x07payment\x18\x03 \x01(\x0b\x32\x1b.ashao.v1.PaymentCommitment\"A\n\x0eSignedDocument\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"G\n\x0b\x43hatRequest\x12%\n\x06prompt\x18\x01 \x01(\x0b\x32\x15.ashao.v1.RelayPrompt\x12\x11\n\tjson_body\x18\x02 \x01(\x0c\"M\n\x11\x43hatStreamRequest\x12%\n\x06prompt\x18\x01 \x01(\x0b\x32\x15.ashao.v1.RelayPrompt\x12\x11\n\tjson_body\x18\x02 \x01(\x0c\"T\n\x0c\x43hatResponse\x12*\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x18.ashao.v1.SignedDocument\x12\x18\n\x10provider_wait_ms\x18\x02 \x01(\x01\";\n\rRelayAdmitted\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x18\n\x10provider_wait_ms\x18\x02 \x01(\x01\"\xe5\x01\n\x12\x43hatStreamResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12+\n\x08\x61\x64mitted\x18\x02 \x01(\x0b\x32\x17.ashao.v1.RelayAdmittedH\x00\x12\x0f\n\x05\x63hunk\x18\x03 \x01(\tH\x00\x12(\n\x04\x64one\x18\x04 \x01(\x0b\x32\x18.ashao.v1.SignedDocumentH\x00\x12)\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x18.ashao.v1.SignedDocumentH\x00\x12&\n\x06pieces\x18\x06 \x01(\x0b\x32\x14.ashao.v1.TextPiecesH\x00\x42\x07\n\x05\x65vent\"\x1b\n\nTextPieces\x12\r\n\x05texts\x18\x01 \x03(\t\"\"\n\x12GetDocumentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"A\n\x13GetDocumentResponse\x12*\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x18.ashao.v1.SignedDocument\"0\n\x16GetSafetyRecordRequest\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\"C\n\x17GetSafetyRecordResponse\x12(\n\x06record\x18\x01 \x01(\x0b\x32\x18.ashao.v1.SignedDocument2\xb4\x02\n\x0cRelayService\x12\x35\n\x04\x43hat\x12\x15.ashao.v1.ChatRequest\x1a\x16.ashao.v1.ChatResponse\x12I\n\nChatStream\x12\x1b.ashao.v1.ChatStreamRequest\x1a\x1c.ashao.v1.ChatStreamResponse0\x01\x12J\n\x0bGetDocument\x12\x1c.ashao.v1.GetDocumentRequest\x1a\x1d.ashao.v1.GetDocumentResponse\x12V\n\x0fGetSafetyRecord\x12 .ashao.v1.GetSafetyRecordRequest\x1a!.ashao.v1.GetSafetyRecordResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,21 +42,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATSTREAMREQUEST']._serialized_start=359
   _globals['_CHATSTREAMREQUEST']._serialized_end=436
   _globals['_CHATRESPONSE']._serialized_start=438
-  _globals['_CHATRESPONSE']._serialized_end=496
-  _globals['_RELAYADMITTED']._serialized_start=498
-  _globals['_RELAYADMITTED']._serialized_end=557
-  _globals['_CHATSTREAMRESPONSE']._serialized_start=560
-  _globals['_CHATSTREAMRESPONSE']._serialized_end=789
-  _globals['_TEXTPIECES']._serialized_start=791
-  _globals['_TEXTPIECES']._serialized_end=818
-  _globals['_GETDOCUMENTREQUEST']._serialized_start=820
-  _globals['_GETDOCUMENTREQUEST']._serialized_end=854
-  _globals['_GETDOCUMENTRESPONSE']._serialized_start=856
-  _globals['_GETDOCUMENTRESPONSE']._serialized_end=921
-  _globals['_GETSAFETYRECORDREQUEST']._serialized_start=923
-  _globals['_GETSAFETYRECORDREQUEST']._serialized_end=971
-  _globals['_GETSAFETYRECORDRESPONSE']._serialized_start=973
-  _globals['_GETSAFETYRECORDRESPONSE']._serialized_end=1040
-  _globals['_RELAYSERVICE']._serialized_start=1043
-  _globals['_RELAYSERVICE']._serialized_end=1351
+  _globals['_CHATRESPONSE']._serialized_end=522
+  _globals['_RELAYADMITTED']._serialized_start=524
+  _globals['_RELAYADMITTED']._serialized_end=583
+  _globals['_CHATSTREAMRESPONSE']._serialized_start=586
+  _globals['_CHATSTREAMRESPONSE']._serialized_end=815
+  _globals['_TEXTPIECES']._serialized_start=817
+  _globals['_TEXTPIECES']._serialized_end=844
+  _globals['_GETDOCUMENTREQUEST']._serialized_start=846
+  _globals['_GETDOCUMENTREQUEST']._serialized_end=880
+  _globals['_GETDOCUMENTRESPONSE']._serialized_start=882
+  _globals['_GETDOCUMENTRESPONSE']._serialized_end=947
+  _globals['_GETSAFETYRECORDREQUEST']._serialized_start=949
+  _globals['_GETSAFETYRECORDREQUEST']._serialized_end=997
+  _globals['_GETSAFETYRECORDRESPONSE']._serialized_start=999
+  _globals['_GETSAFETYRECORDRESPONSE']._serialized_end=1066
+  _globals['_RELAYSERVICE']._serialized_start=1069
+  _globals['_RELAYSERVICE']._serialized_end=1377
 # @@protoc_insertion_point(module_scope)

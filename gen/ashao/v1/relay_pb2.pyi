@@ -180,6 +180,11 @@ class ChatResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ENVELOPE_FIELD_NUMBER: _builtins.int
+    PROVIDER_WAIT_MS_FIELD_NUMBER: _builtins.int
+    provider_wait_ms: _builtins.float
+    """How long the relay waited on providers, from asking the first one to the last chunk of the one
+    serving, in milliseconds: the rest of the time is the relay's own.
+    """
     @_builtins.property
     def envelope(self) -> Global___SignedDocument:
         """{role, text, model_id, usage:{input_tokens, output_tokens}, correlation_id}."""
@@ -188,10 +193,11 @@ class ChatResponse(_message.Message):
         self,
         *,
         envelope: Global___SignedDocument | None = ...,
+        provider_wait_ms: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "provider_wait_ms", b"provider_wait_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
