@@ -39,10 +39,12 @@ async def test_up_starts_a_cluster_any_facade_serves_and_limits_hold_across_faca
             "ASHAO_SEND_BURST_PER_IP": str(BURST),
         }
         args = ("--store", dsn, "--bus", bus, "--cores", "2", "--facades", "2", "--tokens-per-sec", "0")
-        with ashao_up(tmp_path, *args, env=env) as (proc, http_addr, _):
+        with ashao_up(tmp_path, *args, env=env, ports=2) as (proc, http_addr, _):
             facades = consecutive(http_addr, 2)
             for addr in facades:
-                assert wait_for_port(addr, timeout=90, proc=proc), f"facade {addr} did not start"
+                if not wait_for_port(addr, timeout=90, proc=proc):
+                    proc.kill()
+                    raise AssertionError(f"facade {addr} did not start:\n{proc.communicate(timeout=30)[0]}")
             one, two = (httpx.Client(base_url=f"http://{a}", timeout=15) for a in facades)
             with one, two:
                 sent = one.post("/api/chat/send", json={"tier": "free", "content": "hi"})

@@ -12,17 +12,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ashao_cli.devnet import LocalNetwork
-from tests.helpers.net import free_port
+from tests.helpers.net import free_ports
 
 
 @contextlib.contextmanager
 def ashao_up(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, ports: int = 1
 ) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
     """``ashao up ARGS`` (with ``env`` added to this environment) on free loopback ports with its data under
     ``tmp_path``: yields the process (its output captured as text) and its HTTP and gRPC addresses (of the
-    first facade and core; the others follow on the next ports); killed after the block if still running."""
-    http_addr, grpc_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    first facade and core; with ``ports`` > 1, that many consecutive ports are free from each, for more
+    cores and facades); killed after the block if still running."""
+    http_addr, grpc_addr = f"127.0.0.1:{free_ports(ports)}", f"127.0.0.1:{free_ports(ports)}"
     env = dict(
         os.environ,
         **(env or {}),
@@ -43,6 +44,8 @@ def ashao_up(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def child(net: LocalNetwork, name: str) -> subprocess.Popen[bytes]:
