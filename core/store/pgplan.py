@@ -124,12 +124,13 @@ _INSERT = re.compile(r"INSERT\s+INTO\s+\w+\s*\(([^)]*)\)\s*VALUES\s*\(([^)]*)\)"
 
 def _inserted_key(sql: str, column: str) -> int | None:
     """The parameter of an ``INSERT``'s key column, if the key is a ``?`` of its one row of values."""
-    m = _INSERT.match(sql.strip())
-    if m is None or sql.count("(") != sql.count(")") or _INSERT.search(sql, m.end()) is not None:
-        return None
+    text = sql.strip()
+    m = _INSERT.match(text)
+    if m is None or not re.fullmatch(r"\s*(ON\s+CONFLICT\b[^(]*\([^()]*\)[^()]*)?", text[m.end() :], re.I):
+        return None  # (more rows of values, or a conflict clause with more than its target's list)
     columns = [c.strip().lower() for c in m.group(1).split(",")]
     values = [v.strip() for v in m.group(2).split(",")]
-    if len(columns) != len(values) or column not in columns or "?" in sql[: m.start(2)]:
+    if len(columns) != len(values) or column not in columns or "?" in text[: m.start(2)]:
         return None
     i = columns.index(column)
     if values[i] != "?" or any("?" in v and v != "?" for v in values):

@@ -47,6 +47,8 @@ def test_keys_are_read_from_the_schema_and_the_text() -> None:
     assert footprint(ENSURE).key == 0
     assert footprint(LEDGER).key is None  # a serial key: inserts keep their order
     assert footprint(MSG).key is None
+    assert footprint("INSERT INTO jobs (id, tier) VALUES (?, ?), (?, ?)").key is None  # two rows
+    assert footprint("  INSERT INTO jobs (tier, id) VALUES ('free', ?)").key == 0
     # another unique column (token_hash): no row can be told apart by its key alone
     assert footprint("UPDATE workers SET last_seen = ? WHERE id = ?").key is None
     assert footprint("UPDATE jobs SET state = 'x' WHERE id = ? OR owner = ?").key is None
