@@ -4,8 +4,9 @@ Units submitted by many coroutines are gathered into one transaction per batch (
 units), and each caller's future resolves only after that transaction has committed. Within a batch,
 statements of one SQL text go to the server as one ``executemany``, pipelined: one round trip instead of
 one per statement. A statement is moved back to join an earlier run of its text only where no statement
-in between could see the difference (``pgplan``: no table in common, no foreign key between them), so a
-batch does what its units would have done one after another, in a round trip or so per kind of statement.
+in between could see the difference (``pgplan``: no table in common, or only other rows of it by primary
+key; no foreign key between them), so a batch does what its units would have done one after another, in
+a round trip or so per kind of statement.
 
 One bad unit does not fail the others of its batch: the batch is rolled back and run again with a
 savepoint before each unit, in transactions of at most ``_SAVEPOINTS`` units; a unit that fails is
