@@ -14,11 +14,16 @@ the client over SSE. Short jobs: 64 closed-loop clients, each signed in with cre
 synthetic agents as fast as they go. Streaming: 500 streams at 50 tokens/s for 10 s, emit → receive.
 CPU of every process (and of the database's server processes and of NATS) per short job and per
 streamed token; PostgreSQL transactions and rows, NATS messages per job and per token.
+
+``ASHAO_BENCH_CLUSTER_NETWORKS`` (comma-separated, default all three) and ``ASHAO_BENCH_CLUSTER_PARTS``
+(some of ``dispatch,short,streams``, default all) run only some networks or some measurements, for
+quicker comparisons of one figure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -34,6 +39,7 @@ from bench.ledger_cost import _sign_in
 
 MODES = {"embedded": (0, 1, 1), "pg_1x1": (1, 1, 1), "pg_2x2": (1, 2, 2)}
 """Mode: (on PostgreSQL + NATS, cores, facades)."""
+PARTS = ("dispatch", "short", "streams")
 ROLES = ("core", "facade", "worker", "postgres", "nats", "loadgen")
 CLIENTS = 64
 TOKENS = 16
@@ -105,64 +111,90 @@ async def _persisted(n: Network, e: Engines | None) -> int:
         await conn.close()
 
 
-async def _mode(shared: bool, cores: int, facades: int) -> dict[str, float]:
+def _chosen(variable: str, known: tuple[str, ...]) -> list[str]:
+    """The names listed in ``variable`` (comma-separated; empty: all of ``known``), in ``known``'s order."""
+    listed = {v.strip() for v in os.environ.get(variable, "").split(",") if v.strip()}
+    unknown = listed - set(known)
+    if unknown:
+        raise SystemExit(f"{variable}: unknown {', '.join(sorted(unknown))} (known: {', '.join(known)})")
+    return [k for k in known if k in listed] if listed else list(known)
+
+
+async def _mode(shared: bool, cores: int, facades: int, parts: list[str]) -> dict[str, float]:
     out: dict[str, float] = {}
     async with _cluster(shared, cores, facades) as (n, e):
-        d = await dispatch_latency.measure(n.facades, n.cores, n.net.join_token(uses=cores), 100.0, 1000)
-        out |= {
-            "dispatch_p50_ms": d["issue_p50_ms"],
-            "dispatch_p99_ms": d["issue_p99_ms"],
-            "ttft_p50_ms": d["ttft_p50_ms"],
-            "ttft_p99_ms": d["ttft_p99_ms"],
-        }
+        if "dispatch" in parts:
+            out |= await _dispatch(n, cores)
+        if "short" in parts:
+            out |= await _short(n, e)
+        if "streams" in parts:
+            out |= await _streams(n, e)
+    return out
 
-        worker = ["--backend", "synthetic", "--tokens-per-sec", "0", "--synthetic-tokens", str(TOKENS)]
-        n.start_workers(2, "short", *worker, "--slots", "256")
-        credentials = await _credentials(n, CLIENTS)
-        await asyncio.sleep(2.0)
-        cpu = _meter(n, e)
-        before = await e.read() if e else {}
-        s = await short_jobs.measure(n.facades, CLIENTS, 10.0, cpu, tier="basic", credentials=credentials)
-        jobs = s["jobs"]
-        out |= {
-            "short_jobs_per_s": s["jobs_per_s"],
-            "short_p50_ms": s["job_p50_ms"],
-            "short_errors": s["errors"],
-        }
-        out |= await _costs(e, before, cpu, max(jobs, 1.0), "job")
-        out["short_persisted_pct"] = await _persisted(n, e) / max(jobs, 1.0) * 100
-        _stop_workers(n)
 
-        per_job = 500
-        stream = ["--backend", "synthetic", "--tokens-per-sec", "50", "--synthetic-tokens", str(per_job)]
-        n.start_workers(2, "stream", *stream, "--synthetic-stamp", "--slots", "251")
-        await asyncio.sleep(2.0)
-        cpu = _meter(n, e)
-        before = await e.read() if e else {}
-        t = await streaming.measure(n.facades, 500, per_job, cpu)
-        out |= {
-            "stream_lag_p50_ms": t["lag_p50_ms"],
-            "stream_lag_p99_ms": t["lag_p99_ms"],
-            "stream_steady_lag_p99_ms": t["steady_lag_p99_ms"],
-            "stream_delivered_pct": t["tokens_received"] / t["tokens_expected"] * 100,
-            "stream_out_of_order": t["out_of_order"],
-        }
-        out |= await _costs(e, before, cpu, max(t["tokens_received"], 1.0), "token")
+async def _dispatch(n: Network, cores: int) -> dict[str, float]:
+    d = await dispatch_latency.measure(n.facades, n.cores, n.net.join_token(uses=cores), 100.0, 1000)
+    return {
+        "dispatch_p50_ms": d["issue_p50_ms"],
+        "dispatch_p99_ms": d["issue_p99_ms"],
+        "ttft_p50_ms": d["ttft_p50_ms"],
+        "ttft_p99_ms": d["ttft_p99_ms"],
+    }
+
+
+async def _short(n: Network, e: Engines | None) -> dict[str, float]:
+    worker = ["--backend", "synthetic", "--tokens-per-sec", "0", "--synthetic-tokens", str(TOKENS)]
+    n.start_workers(2, "short", *worker, "--slots", "256")
+    credentials = await _credentials(n, CLIENTS)
+    await asyncio.sleep(2.0)
+    cpu = _meter(n, e)
+    before = await e.read() if e else {}
+    s = await short_jobs.measure(n.facades, CLIENTS, 10.0, cpu, tier="basic", credentials=credentials)
+    jobs = s["jobs"]
+    out = {
+        "short_jobs_per_s": s["jobs_per_s"],
+        "short_p50_ms": s["job_p50_ms"],
+        "short_errors": s["errors"],
+    }
+    out |= await _costs(e, before, cpu, max(jobs, 1.0), "job")
+    out["short_persisted_pct"] = await _persisted(n, e) / max(jobs, 1.0) * 100
+    _stop_workers(n)
+    return out
+
+
+async def _streams(n: Network, e: Engines | None) -> dict[str, float]:
+    per_job = 500
+    stream = ["--backend", "synthetic", "--tokens-per-sec", "50", "--synthetic-tokens", str(per_job)]
+    n.start_workers(2, "stream", *stream, "--synthetic-stamp", "--slots", "251")
+    await asyncio.sleep(2.0)
+    cpu = _meter(n, e)
+    before = await e.read() if e else {}
+    t = await streaming.measure(n.facades, 500, per_job, cpu)
+    out = {
+        "stream_lag_p50_ms": t["lag_p50_ms"],
+        "stream_lag_p99_ms": t["lag_p99_ms"],
+        "stream_steady_lag_p99_ms": t["steady_lag_p99_ms"],
+        "stream_delivered_pct": t["tokens_received"] / t["tokens_expected"] * 100,
+        "stream_out_of_order": t["out_of_order"],
+    }
+    out |= await _costs(e, before, cpu, max(t["tokens_received"], 1.0), "token")
     return out
 
 
 async def _all() -> dict[str, float]:
     out: dict[str, float] = {}
-    for mode, (shared, cores, facades) in MODES.items():
+    parts = _chosen("ASHAO_BENCH_CLUSTER_PARTS", PARTS)
+    for mode in _chosen("ASHAO_BENCH_CLUSTER_NETWORKS", tuple(MODES)):
+        shared, cores, facades = MODES[mode]
         t0 = time.perf_counter()
-        figures = await _mode(bool(shared), cores, facades)
+        figures = await _mode(bool(shared), cores, facades, parts)
         figures["seconds"] = time.perf_counter() - t0
         out |= {f"{mode}.{k}": v for k, v in figures.items()}
     return out
 
 
 def run() -> dict[str, float]:
-    """The three networks, one after the other."""
+    """The three networks (or those chosen), one after the other."""
     return run_async(_all())
 
 

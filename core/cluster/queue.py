@@ -97,6 +97,8 @@ class JetStreamQueue:
         self._wake = asyncio.Event()
         self._lapsed: list[str] = []
         """Jobs taken out of the line because their hold may have lapsed (see ``take_lapsed``)."""
+        self._waking: set[str] = set()
+        """Tiers whose wake-up is about to be sent."""
         self.published = 0
         self.pulled = 0
         self.publish_failures = 0
@@ -160,13 +162,28 @@ class JetStreamQueue:
         task.add_done_callback(self._publishing.discard)
 
     async def _publish(self, tier: str, job_id: str) -> None:
+        """Publish a job and, once JetStream has it, wake the cores: one wake-up for the jobs of a tier
+        whose acknowledgements arrive together. (JetStream's publish is a request whose answer says
+        whether the stream took it; read here with orjson, not parsed into a PubAck per job.)"""
+        nc = self._nc
         try:
-            await self._js.publish(
+            if nc is None:
+                raise RuntimeError("the job queue is not open")
+            answer = await nc.request(
                 self._subject.format(tier=tier), job_id.encode(), headers={"Nats-Msg-Id": job_id}, timeout=5.0
             )
+            refused = orjson.loads(answer.data).get("error")
+            if refused is not None:
+                raise RuntimeError(f"JetStream refused it: {refused}")
             self.published += 1
-            if self._nc is not None:
-                await self._nc.publish(self._wake_subject, tier.encode())
+            if tier in self._waking:
+                return  # (a wake-up for this tier goes out after this job's acknowledgement)
+            self._waking.add(tier)
+            try:
+                await asyncio.sleep(0)  # the acknowledgements read with this one resume first
+                await nc.publish(self._wake_subject, tier.encode())
+            finally:
+                self._waking.discard(tier)
         except Exception as exc:  # the job is durable in the store: the sweeper publishes it again
             self.publish_failures += 1
             log.warning("could not publish job %s (%s); it will be published again", job_id, exc)

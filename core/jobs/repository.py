@@ -223,15 +223,6 @@ class JobRepository:
         )
         return [(r, c) for r, c in rows]
 
-    async def history_for(self, conversation_id: str, job_id: str, limit: int) -> list[tuple[str, str]]:
-        """The conversation up to a job's own user message (the newest ``limit``), oldest first."""
-        rows = await self._store.fetchall(
-            "SELECT role, content FROM messages WHERE conversation_id = ? AND id <= ("
-            " SELECT id FROM messages WHERE job_id = ? AND role = 'user') ORDER BY id",
-            (conversation_id, job_id),
-        )
-        return [(r, c) for r, c in rows][-limit:]
-
     async def unfinished(self) -> list[str]:
         """Ids of every job not yet ended, oldest first."""
         rows = await self._store.fetchall(
@@ -241,16 +232,24 @@ class JobRepository:
 
     async def load(self, job_id: str, history_limit: int) -> tuple[Job, JobState] | None:
         """A stored job as it would run again (its conversation up to its own message, what an image job
-        asks for), and the state the store holds for it; None if there is no such job."""
-        row = await self._store.fetchone(
-            "SELECT id, tier, model, conversation_id, owner, max_tokens, created_at, attempts, state, cost, payer,"
-            " params FROM jobs WHERE id = ?",
+        asks for), and the state the store holds for it; None if there is no such job. One read: the
+        job's row beside each message of its history (a core loads every job it pulls from the shared
+        queue so), the job's own message found among its conversation's (by the index on them)."""
+        rows = await self._store.fetchall(
+            "SELECT j.id, j.tier, j.model, j.conversation_id, j.owner, j.max_tokens, j.created_at, j.attempts,"
+            " j.state, j.cost, j.payer, j.params, m.role, m.content FROM jobs j LEFT JOIN messages m"
+            " ON m.conversation_id = j.conversation_id AND m.id <= ("
+            " SELECT u.id FROM messages u WHERE u.conversation_id = j.conversation_id AND u.job_id = j.id"
+            " AND u.role = 'user')"
+            " WHERE j.id = ? ORDER BY m.id",
             (job_id,),
         )
-        if row is None:
+        if not rows:
             return None
-        jid, tier, model, conv, owner, max_tokens, created, attempts, state, cost, payer, params = row
-        history = await self.history_for(conv, jid, history_limit) if conv else []
+        jid, tier, model, conv, owner, max_tokens, created, attempts, state, cost, payer, params = rows[0][
+            :12
+        ]
+        history = [(r[12], r[13]) for r in rows if r[12] is not None][-history_limit:] if conv else []
         job = Job(
             jid,
             tier,

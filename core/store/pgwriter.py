@@ -2,8 +2,11 @@
 
 Units submitted by many coroutines are gathered into one transaction per batch (at most ``max_batch``
 units), and each caller's future resolves only after that transaction has committed. Within a batch,
-a run of consecutive statements of one SQL text (a unit's ledger rows, say) goes to the server as one
-``executemany``, pipelined: one round trip instead of one per statement. Order is never changed.
+statements of one SQL text go to the server as one ``executemany``, pipelined: one round trip instead of
+one per statement. A statement is moved back to join an earlier run of its text only where no statement
+in between could see the difference (``pgplan``: no table in common, or only other rows of it by primary
+key; no foreign key between them), so a batch does what its units would have done one after another, in
+a round trip or so per kind of statement.
 
 One bad unit does not fail the others of its batch: the batch is rolled back and run again with a
 savepoint before each unit, in transactions of at most ``_SAVEPOINTS`` units; a unit that fails is
@@ -36,6 +39,7 @@ import asyncpg
 
 from ashao_common.metrics import Histogram
 from core.store.base import ConstraintError, Statement, StoreError
+from core.store.pgplan import runs
 from core.store.pgsql import numbered
 
 log = logging.getLogger("ashao.core.store")
@@ -256,18 +260,15 @@ class GroupWriter(abc.ABC):
         return None
 
     async def _execute(self, conn: asyncpg.Connection, units: list[Pending]) -> None:
-        """The statements of ``units`` in order; consecutive ones of one SQL text as one executemany."""
-        sql: str | None = None
-        rows: list[Sequence[Any]] = []
-        for item in units:
-            for text, params in item.statements:
-                if text != sql or not self._executemany:
-                    if sql is not None:
-                        await _run(conn, sql, rows)
-                    sql, rows = text, []
-                rows.append(params)
-        if sql is not None:
-            await _run(conn, sql, rows)
+        """The statements of ``units``: each run of one SQL text as one executemany, statements moved
+        back to join the latest run of their text where order allows (``pgplan``)."""
+        statements = (st for item in units for st in item.statements)
+        if not self._executemany:
+            for text, params in statements:
+                await conn.execute(numbered(text), *params)
+            return
+        for text, rows in runs(statements):
+            await _run(conn, text, rows)
 
     async def _isolate(self, conn: asyncpg.Connection, batch: list[Pending]) -> None:
         """Run ``batch`` again, a savepoint before each unit, and settle every unit: one that fails is
