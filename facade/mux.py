@@ -69,6 +69,7 @@ class Subscription(FrameBuffer):
         "framer",
         "job_id",
         "last_seq",
+        "max_bytes",
         "ready",
         "renumber",
         "sub_id",
@@ -105,6 +106,8 @@ class Subscription(FrameBuffer):
         end is sent after the client's last event, whatever id the core gives it."""
         self.cut = False
         """Cut off for falling too far behind (its buffer ends with that error)."""
+        self.max_bytes = 0
+        """How far behind it may fall before it is cut off (0: the mux's bound)."""
 
 
 class Mux:
@@ -337,7 +340,7 @@ class Mux:
                     sub.add(frame)
                     touched.append(sub)
                 sub.last_seq = seq + len(tokens) - 1
-                if sub.size + sub.framer.held > self._max_buffer:
+                if sub.size + sub.framer.held > (sub.max_bytes or self._max_buffer):
                     self._cut_off(sub)
             elif kind == "done" or kind == "error":
                 # The core ends a finished watch by itself. A terminal event this client already has

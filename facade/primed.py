@@ -8,8 +8,11 @@ when the stream request comes, from the same caller (credential and address) and
 tokens buffered. The core authorized the watch for exactly the caller who claims it, so the answer
 is the one a watch opened then would get.
 
-An unclaimed watch is released after ``hold_s``, and at most ``max_primed`` are held at once (past
-that, sends are answered without one): a sender that never streams costs one watch, briefly.
+Every bound is small: an unclaimed watch is released after ``hold_s``; at most ``max_primed`` are
+held at once (past that, sends are answered without one); one buffers at most ``PRIMED_BUFFER_BYTES``
+until claimed (past that it is dropped, and the stream watches afresh from the start); and a caller
+whose last primed watch went unclaimed (it polls, or streams elsewhere) gets none until it opens a
+stream here again, so a sender that never streams costs one watch, once.
 """
 
 from __future__ import annotations
@@ -21,8 +24,12 @@ from typing import NamedTuple
 
 from facade.mux import Mux, Subscription, WatchRefused
 
-MAX_PRIMED = 10_000
+MAX_PRIMED = 4096
 """Most primed watches held at once."""
+PRIMED_BUFFER_BYTES = 64 * 1024
+"""Most bytes of events a primed watch holds before its stream claims it."""
+MAX_QUIET = 10_000
+"""Most callers remembered as not streaming what they send."""
 
 
 class _Primed(NamedTuple):
@@ -48,6 +55,8 @@ class Primer:
         self._held: OrderedDict[str, _Primed] = OrderedDict()
         """By job id, oldest first (every one is held as long, so they expire in this order)."""
         self._timer: asyncio.TimerHandle | None = None
+        self._quiet: OrderedDict[tuple[str, str], None] = OrderedDict()
+        """Callers (credential, address) whose last primed watch went unclaimed, oldest first."""
         self.claimed = 0
         """Streams that started on a primed watch."""
         self.expired = 0
@@ -60,12 +69,13 @@ class Primer:
         """Follow ``job_id`` now, for its sender's stream (nothing if off, full, or the core is away)."""
         if self.hold_s <= 0 or not self._mux.connected or job_id in self._held:
             return
-        if len(self._held) >= self._max:
+        if len(self._held) >= self._max or (credential, client_ip) in self._quiet:
             return
         try:
             sub = self._mux.open(job_id, 0, credential=credential, client_ip=client_ip)
         except (WatchRefused, ValueError):  # stopping, or a field that does not fit a watch
             return
+        sub.max_bytes = PRIMED_BUFFER_BYTES
         sub.ready.add_done_callback(_retrieve)
         until = time.monotonic() + self.hold_s
         self._held[job_id] = _Primed(sub, until, credential, client_ip)
@@ -75,6 +85,7 @@ class Primer:
     def claim(self, job_id: str, after_seq: int, *, credential: str, client_ip: str) -> Subscription | None:
         """The primed watch of ``job_id``, if this request may take it over (the same caller, from the
         start, and the watch still whole); else None (and a primed watch that cannot serve is released)."""
+        self._quiet.pop((credential, client_ip), None)  # it streams: its next sends are primed again
         held = self._held.pop(job_id, None)
         if held is None:
             return None
@@ -92,6 +103,7 @@ class Primer:
             self._mux.release(sub)
             return None
         self.claimed += 1
+        sub.max_bytes = 0
         return sub
 
     def close(self) -> None:
@@ -119,3 +131,8 @@ class Primer:
             del held[job_id]
             self.expired += 1
             self._mux.release(p.sub)
+            quiet = self._quiet
+            quiet[(p.credential, p.client_ip)] = None
+            quiet.move_to_end((p.credential, p.client_ip))
+            if len(quiet) > MAX_QUIET:
+                quiet.popitem(last=False)

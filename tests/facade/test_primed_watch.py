@@ -89,3 +89,38 @@ async def test_priming_can_be_turned_off(tmp_path: Path) -> None:
         assert len(s.facade.core_client.primer) == 0 and len(s.facade.core_client.mux) == 0
     finally:
         await stop_stack(s)
+
+
+async def test_a_caller_that_did_not_stream_is_primed_again_once_it_streams(tmp_path: Path) -> None:
+    s = await start_stack(tmp_path, sse_prime_s=0.2)
+    try:
+        client = s.facade.core_client
+        worker = await connect_worker(s.core)
+        first = await send(s.http)
+        await eventually(lambda: client.primer.expired == 1)
+        await send(s.http, "not streamed either")  # its last primed watch went unclaimed: none now
+        assert len(client.primer) == 0
+        await worker.assignment()
+        await worker.tokens(first, ["a"])
+        await worker.complete(first)
+        status, events = await read_sse(s.http, f"/api/chat/stream?jobId={first}")
+        assert status == 200 and tokens_of(events) == ["a"]
+        await send(s.http, "streamed")  # it streams: primed again
+        assert len(client.primer) == 1
+    finally:
+        await stop_stack(s)
+
+
+async def test_a_primed_watch_past_its_buffer_bound_gives_way_to_a_fresh_one(stack: Stack) -> None:
+    client = stack.facade.core_client
+    worker = await connect_worker(stack.core)
+    job = await send(stack.http)
+    await worker.assignment()
+    big = ["x" * 1000] * 100  # ~100 KB of events, past what a primed watch holds
+    await worker.tokens(job, big)
+    await worker.complete(job)
+    await eventually(lambda: len(client.mux) == 0)  # the primed watch was dropped
+    status, events = await read_sse(stack.http, f"/api/chat/stream?jobId={job}")
+    assert status == 200 and tokens_of(events) == big  # all of it, from the core's log
+    assert events[-1]["data"] == {"type": "done", "tokens": 100}
+    assert client.primer.claimed == 0
