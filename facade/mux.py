@@ -408,7 +408,8 @@ class Mux:
                     sub.end(sub.framer.error(sub.last_seq + 1, ev.rejected.message, ev.rejected.code))
 
     def _cut_off(self, sub: Subscription) -> None:
-        self.cut_off += 1
+        if not sub.max_bytes:  # (one with a bound of its own is a primed watch: dropped, no slow client)
+            self.cut_off += 1
         sub.cut = True
         sub.end(
             sub.framer.error(

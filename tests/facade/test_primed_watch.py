@@ -123,4 +123,4 @@ async def test_a_primed_watch_past_its_buffer_bound_gives_way_to_a_fresh_one(sta
     status, events = await read_sse(stack.http, f"/api/chat/stream?jobId={job}")
     assert status == 200 and tokens_of(events) == big  # all of it, from the core's log
     assert events[-1]["data"] == {"type": "done", "tokens": 100}
-    assert client.primer.claimed == 0
+    assert client.primer.claimed == 0 and client.mux.cut_off == 0  # (no slow client was cut off)
