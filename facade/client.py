@@ -23,6 +23,7 @@ from facade.frames import Coalescer
 from facade.http import relay_metadata
 from facade.mux import Mux
 from facade.overhead import Overhead
+from facade.primed import Primer
 from facade.sends import Sender
 from facade.sse import SendWatchdog
 
@@ -70,6 +71,8 @@ class CoreClient:
             connect_wait_s=settings.core_connect_wait_s,
             metadata=relayed,
         )
+        self.primer = Primer(self.mux, hold_s=settings.sse_prime_s)
+        """Watches opened as sends are answered, for their senders' streams."""
         self.sender = Sender(
             self.chat, connect_wait_s=settings.core_connect_wait_s, metadata=relayed, tracer=tracer
         )
@@ -89,6 +92,7 @@ class CoreClient:
 
     async def close(self) -> None:
         """End the subscriptions, then the channel."""
+        self.primer.close()
         await self.mux.shutdown()
         await self.sender.shutdown()
         await self.watchdog.stop()

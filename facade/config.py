@@ -59,6 +59,10 @@ class FacadeSettings(BaseSettings):
     """Under load, a relay stream's events are written together at most about once per this window
     (its first event after a quiet spell, and the last one, go at once). The network API's streams
     are written once per message from the core, which paces them (``subscribe_pace_max_ms``)."""
+    sse_prime_s: float = Field(2.0, ge=0)
+    """After answering a send, follow its job this long for the stream its sender opens next (which
+    then starts with the watch accepted and the first tokens here, a round trip to the core sooner);
+    0: off."""
     sse_max_buffer_bytes: int = 1 << 20
     """A client this far behind (bytes not yet written to it) is cut off with an error event."""
     sse_send_timeout_s: float = 30.0

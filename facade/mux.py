@@ -64,10 +64,12 @@ class Subscription(FrameBuffer):
         "answer",
         "client_ip",
         "credential",
+        "cut",
         "finished",
         "framer",
         "job_id",
         "last_seq",
+        "max_bytes",
         "ready",
         "renumber",
         "sub_id",
@@ -100,9 +102,12 @@ class Subscription(FrameBuffer):
         self.answer = 0
         """The attempt whose answer the tokens this client has are (0 before any)."""
         self.renumber = False
-
         """The job was re-watched after a core restart lost tokens this client saw, and has ended: its
         end is sent after the client's last event, whatever id the core gives it."""
+        self.cut = False
+        """Cut off for falling too far behind (its buffer ends with that error)."""
+        self.max_bytes = 0
+        """How far behind it may fall before it is cut off (0: the mux's bound)."""
 
 
 class Mux:
@@ -195,20 +200,27 @@ class Mux:
         WatchRefused (NOT_FOUND for an unknown or foreign job, UNAVAILABLE if the core is away: after
         at most ``connect_wait_s`` without a stream to the core, as a send, not the whole ``wait_s``).
         """
+        sub = self.open(job_id, after_seq, credential=credential, client_ip=client_ip, framer=framer)
+        try:
+            await self.accepted(sub, wait_s)
+        except BaseException:
+            self.release(sub)
+            raise
+        return sub
+
+    def open(
+        self, job_id: str, after_seq: int, *, credential: str, client_ip: str, framer: Framer = NETWORK
+    ) -> Subscription:
+        """Start following ``job_id`` without waiting for the core's answer (``accepted`` waits)."""
         if self._closing:
             raise WatchRefused("UNAVAILABLE", "the facade is stopping")
         sub = Subscription(next(self._ids), job_id, after_seq, credential, client_ip, self._coalescer, framer)
         request = self._watch_request(sub)  # a field that does not fit fails here, before it is kept
         self._subs[sub.sub_id] = sub
         self._outbox.put_nowait(request)
-        try:
-            await self._accepted(sub, wait_s)
-        except BaseException:
-            self.release(sub)
-            raise
         return sub
 
-    async def _accepted(self, sub: Subscription, wait_s: float) -> None:
+    async def accepted(self, sub: Subscription, wait_s: float) -> None:
         """Wait for the core's answer to ``sub``'s watch: ``wait_s`` in all, and no more than
         ``connect_wait_s`` at a time without a stream (a watch in flight when the stream breaks is
         sent again on the next one)."""
@@ -328,7 +340,7 @@ class Mux:
                     sub.add(frame)
                     touched.append(sub)
                 sub.last_seq = seq + len(tokens) - 1
-                if sub.size + sub.framer.held > self._max_buffer:
+                if sub.size + sub.framer.held > (sub.max_bytes or self._max_buffer):
                     self._cut_off(sub)
             elif kind == "done" or kind == "error":
                 # The core ends a finished watch by itself. A terminal event this client already has
@@ -396,7 +408,9 @@ class Mux:
                     sub.end(sub.framer.error(sub.last_seq + 1, ev.rejected.message, ev.rejected.code))
 
     def _cut_off(self, sub: Subscription) -> None:
-        self.cut_off += 1
+        if not sub.max_bytes:  # (one with a bound of its own is a primed watch: dropped, no slow client)
+            self.cut_off += 1
+        sub.cut = True
         sub.end(
             sub.framer.error(
                 sub.last_seq + 1,

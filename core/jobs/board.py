@@ -136,6 +136,7 @@ class JobBoard:
     def ended(self, job: Job) -> None:
         """A job left the board for good (its end is durable, or could not be made so)."""
         self._jobs.pop(job.id, None)
+        job.log.owner, job.log.state = job.owner, job.state.value  # what the store now says
         self.bus.retire(job.log)
         self.queue.ended(job.id)
 

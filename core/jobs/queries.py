@@ -39,6 +39,10 @@ class JobQueries:
         if job is not None:
             if principal.may_see(job.owner):
                 return job.log, job.state.value
+        elif (ended := self._board.bus.find(job_id)) is not None and ended.owner:
+            # It ended here moments ago and its end is durable: the store would say what the log says.
+            if principal.may_see(ended.owner):
+                return ended, ended.state
         elif is_id(job_id, "job"):
             stored = await self._repo.outcome(job_id)
             job = self._board.get(job_id)  # it may have gone live again while we read
@@ -64,6 +68,7 @@ class JobQueries:
                         "error", message=error or f"job {state.value}", reason=state.value.upper()
                     )
                 finished = JobLog(job_id, tokens, terminal, answer=stored.answer)
+                finished.owner, finished.state = stored.owner, state.value
 
                 self._board.bus.remember(finished)
                 return finished, state.value

@@ -29,7 +29,7 @@ class Terminal:
 class JobLog:
     """The events of one job: tokens (seq 1..n), then at most one terminal event (seq n+1)."""
 
-    __slots__ = ("_listeners", "answer", "job_id", "terminal", "tokens")
+    __slots__ = ("_listeners", "answer", "job_id", "owner", "state", "terminal", "tokens")
 
     def __init__(
         self, job_id: str, tokens: list[str] | None = None, terminal: Terminal | None = None, answer: int = 0
@@ -40,6 +40,11 @@ class JobLog:
         self.answer = answer
         """The attempt whose answer these tokens are (0 before the first): readers resuming with tokens
         of another attempt were following an answer that was lost, and must not be given this one."""
+        self.owner = ""
+        """Whose job it was, and ``state`` how it ended, once that end is durable ('' until then, and for
+        a log mirrored from another core): a reader of the finished log is then answered from here,
+        without a read of the store."""
+        self.state = ""
         self._listeners: list[Listener] = []
 
     @property

@@ -77,6 +77,7 @@ async def send_message(body: SendBody, request: Request, core: CoreClient) -> Re
     limit = core.settings.max_content_chars
     if len(body.content) > limit:  # the core would refuse it too; it need not travel there to be
         raise BadRequest(f"content: longer than {limit} characters", field="content")
+    caller, ip = credential(request, core.settings), client_ip(request)
     r = await core.sender.send(
         chat_pb2.SendMessageRequest(
             tier=body.tier,
@@ -84,10 +85,11 @@ async def send_message(body: SendBody, request: Request, core: CoreClient) -> Re
             conversation_id=body.conversationId or "",
             idempotency_key=key,
         ),
-        credential=credential(request, core.settings),
-        client_ip=client_ip(request),
+        credential=caller,
+        client_ip=ip,
         wait_s=core.timeout,
     )
+    core.primer.prime(r.job_id, credential=caller, client_ip=ip)  # for the stream opened next
     return JSON(
         {"jobId": r.job_id, "conversationId": r.conversation_id},
         headers=core.overhead.measure("network", request.scope),
@@ -188,14 +190,17 @@ async def open_stream(request: Request, core: CoreClient) -> Response:
         raise BadRequest("jobId: required", field="jobId")
     after = _after_seq(request)
     mux: Mux = core.mux
+    caller, ip = credential(request, core.settings), client_ip(request)
     try:
-        sub = await mux.watch(
-            job_id,
-            after,
-            credential=credential(request, core.settings),
-            client_ip=client_ip(request),
-            wait_s=core.timeout,
-        )
+        sub = core.primer.claim(job_id, after, credential=caller, client_ip=ip)
+        if sub is None:
+            sub = await mux.watch(job_id, after, credential=caller, client_ip=ip, wait_s=core.timeout)
+        else:
+            try:
+                await mux.accepted(sub, core.timeout)  # (answered already, as a rule)
+            except BaseException:
+                mux.release(sub)
+                raise
     except WatchRefused as refused:
         status = _WATCH_STATUS.get(refused.code, 503)
         return JSON({"error": refused.message}, status_code=status)

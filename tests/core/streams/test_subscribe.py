@@ -157,3 +157,23 @@ async def test_a_store_error_refuses_one_watch_and_the_stream_serves_the_next(co
         assert sub.of(2) == [(0, "accepted", None), (1, "token", "y"), (2, "done", 1)]
     finally:
         sub.call.cancel()
+
+
+async def test_a_job_that_just_ended_here_is_watched_without_a_read_of_the_store(core: Core) -> None:
+    """A stream opened just after its job ended (a short answer, or the caller came late) is answered
+    from the finished log this core keeps, which says what the store says once the end is durable."""
+    worker = await connect_worker(core, slots=1)
+    job, _ = await core.send("hi")
+    await worker.assignment()
+    await worker.tokens(job, ["a", "b"])
+    await worker.complete(job)
+    await eventually(lambda: core.app.jobs.board.get(job) is None)  # its end is durable
+    sub = Sub(core)
+    try:
+        with failing_reads(core.app.store, when="FROM jobs WHERE id") as failed:
+            await sub.watch(1, job)
+            await sub.read_until(ended({1}))
+        assert not failed
+        assert sub.of(1) == [(0, "accepted", None), (1, "token", "a"), (2, "token", "b"), (3, "done", 2)]
+    finally:
+        sub.call.cancel()
