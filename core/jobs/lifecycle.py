@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
+from ashao.v1 import worker_pb2
 from core.config import CoreSettings
-from core.errors import InvalidArgumentError
+from core.errors import AshaoError, InvalidArgumentError
 from core.ids import new_id
 from core.jobs.board import JobBoard
 from core.jobs.model import Job, JobState, StoredImage
@@ -20,10 +21,14 @@ from core.jobs.settle import Settler
 from core.money.billing import Billing
 from core.store import now_ms
 from core.store.images import MAX_IMAGE_BYTES, ImageBytes, sniff
-from core.streams.log import Terminal
+from core.streams.log import JobLog, Terminal
 from core.workers.registry import WorkerInfo
 
 log = logging.getLogger("ashao.core.jobs")
+
+Reject = Callable[[str, AshaoError], None]
+"""Told of a run of tokens that was refused: (job id, why)."""
+
 
 NO_CONTINUATION = "the answer was cut off mid-way and no worker can continue it; the credits were refunded"
 
@@ -65,41 +70,83 @@ class Lifecycle:
             job.trace.assigned(worker_id, job.attempts)
         self._settler.write_behind([JobRepository.assigned(job, self.core_id)])
 
-    def publish(self, info: WorkerInfo, job_id: str, offset: int | None, tokens: list[str]) -> int:
+    def publish(self, info: WorkerInfo, job_id: str, offset: int | None, tokens: Sequence[str]) -> int:
         """Append tokens a worker produced; a resent run (by ``offset``) is not counted twice.
 
         Returns how many tokens of the current attempt the core holds.
         """
+        now = time.monotonic()
         job = self._board.owned(info, job_id)
-        have = job.attempt_tokens
+        fresh = self._take(job, offset, tokens, now)
+        if fresh:
+            self._board.meter.add(fresh, now)
+            info.standing.relayed(fresh, now)
+            job.log.notify()
+        return job.attempt_tokens
+
+    def publish_batch(self, info: WorkerInfo, runs: Iterable[worker_pb2.JobTokens], reject: Reject) -> None:
+        """``publish`` for every job of one batch from a worker (``runs``: its ``JobTokens``), at one
+        clock reading, counted once; a run that is refused goes to ``reject`` and the others go on.
+
+        Readers are woken once the whole batch is in (each log once), so a stream's writer finds every
+        job's new tokens of the batch together rather than waking for the first.
+        """
+        now = time.monotonic()
+        jobs = self._board.get
+        wid = info.id
+        count = 0
+        grown: list[JobLog] = []
+        try:
+            for jt in runs:
+                job_id = jt.job_id
+                job = jobs(job_id)
+                try:
+                    if job is None or job.worker_id != wid or not job.state.running:
+                        job = self._board.owned(info, job_id)  # (raises the refusal)
+                    fresh = self._take(job, jt.offset if jt.HasField("offset") else None, jt.tokens, now)
+                except AshaoError as err:
+                    reject(job_id, err)
+                    continue
+                if fresh:
+                    count += fresh
+                    grown.append(job.log)
+        finally:
+            if count:
+                self._board.meter.add(count, now)
+                info.standing.relayed(count, now)
+                for job_log in grown:
+                    job_log.notify()
+
+    def _take(self, job: Job, offset: int | None, tokens: Sequence[str], now: float) -> int:
+        """Append the tokens of ``job`` past what its log holds (listeners not woken yet); how many."""
+        job_log = job.log
+        n = len(job_log.tokens)
+        have = n - job.attempt_base
         if offset is None:
             offset = have
         if offset > have:
             raise InvalidArgumentError(
                 f"offset: {offset} leaves a gap after the {have} tokens received", field="offset"
             )
-        fresh = tokens[have - offset :]
-        room = job.remaining_tokens
+        fresh = tokens[have - offset :] if have > offset else tokens
+        room = job.max_tokens - n
         if len(fresh) > room:
-            fresh = fresh[:room]
-        if fresh:
-            now = time.monotonic()
-            if not job.log.tokens:  # its first token: callers will have part of an answer from now on
-                job.log.answer = job.attempts
-                self._settler.write_behind([JobRepository.streaming(job.id, job.attempts)])
-                self._board.first_token_seconds.observe(now - job.admitted_at)
-            if job.trace is not None and have == 0:
-                job.trace.first_token()
-
-            job.state = JobState.STREAMING
-            job.log.append(fresh)
-
-            job.last_progress = now
-            self._board.meter.add(len(fresh))
-            info.standing.relayed(len(fresh))
+            fresh = fresh[: max(0, room)]
         if job.lease_expires:
-            job.lease_expires = time.monotonic() + self._settings.lease_timeout_s
-        return job.attempt_tokens
+            job.lease_expires = now + self._settings.lease_timeout_s
+        if not fresh:
+            return 0
+        if not n:  # its first token: callers will have part of an answer from now on
+            job_log.answer = job.attempts
+            self._settler.write_behind([JobRepository.streaming(job.id, job.attempts)])
+            self._board.first_token_seconds.observe(now - job.admitted_at)
+        if job.trace is not None and have == 0:
+            job.trace.first_token()
+        job.state = JobState.STREAMING
+        if job_log.terminal is None:
+            job_log.tokens.extend(fresh)
+        job.last_progress = now
+        return len(fresh)
 
     def complete(self, info: WorkerInfo, job_id: str) -> int:
         """The worker finished the job: persist the reply and pay out, then publish ``done``.

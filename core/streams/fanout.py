@@ -130,8 +130,8 @@ class Multiplexer:
 
         def listener() -> None:
             self._dirty[sub_id] = None
-            if self._wake.is_set():
-                return
+            if self._wake.is_set() or (self._timer is not None and not sub.fresh):
+                return  # the writer is due anyway
             if sub.fresh or time.monotonic() >= self._next_at:
                 self._wake.set()
             elif self._timer is None:
