@@ -172,10 +172,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         jt = request.tokens
         if not jt.job_id:
             raise InvalidArgumentError("jobId: required", field="jobId")
-        offset = jt.offset if jt.HasField("offset") else None
-        return worker_pb2.PublishTokensResponse(
-            accepted=self._lifecycle.publish(info, jt.job_id, offset, jt.tokens)
-        )
+        return worker_pb2.PublishTokensResponse(accepted=self._lifecycle.publish(info, jt))
 
     async def CompleteJob(
         self, request: worker_pb2.CompleteJobRequest, context: Ctx

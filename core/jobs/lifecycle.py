@@ -70,46 +70,74 @@ class Lifecycle:
             job.trace.assigned(worker_id, job.attempts)
         self._settler.write_behind([JobRepository.assigned(job, self.core_id)])
 
-    def publish(self, info: WorkerInfo, job_id: str, offset: int | None, tokens: Sequence[str]) -> int:
-        """Append tokens a worker produced; a resent run (by ``offset``) is not counted twice.
-
-        Returns how many tokens of the current attempt the core holds.
+    def publish(self, info: WorkerInfo, run: worker_pb2.JobTokens) -> int:
+        """Append the tokens of one job a worker produced; a resent run (by ``offset``) is not counted
+        twice. Returns how many tokens of the current attempt the core holds; raises a refusal.
         """
-        now = time.monotonic()
-        job = self._board.owned(info, job_id)
-        fresh = self._take(job, offset, tokens, now)
-        if fresh:
-            self._board.meter.add(fresh, now)
-            info.standing.relayed(fresh, now)
-            job.log.notify()
-        return job.attempt_tokens
+        refused: list[AshaoError] = []
+        self.publish_batch(info, (run,), lambda _job_id, err: refused.append(err))
+        if refused:
+            raise refused[0]
+        return self._board.owned(info, run.job_id).attempt_tokens
 
     def publish_batch(self, info: WorkerInfo, runs: Iterable[worker_pb2.JobTokens], reject: Reject) -> None:
-        """``publish`` for every job of one batch from a worker (``runs``: its ``JobTokens``), at one
-        clock reading, counted once; a run that is refused goes to ``reject`` and the others go on.
+        """Append the tokens of every job of one batch from a worker (``runs``: its ``JobTokens``); a
+        run resent (by ``offset``) is not counted twice, one that is refused goes to ``reject`` and the
+        others go on.
 
-        Readers are woken once the whole batch is in (each log once), so a stream's writer finds every
-        job's new tokens of the batch together rather than waking for the first.
+        One pass at one clock reading, counted once; readers are woken once the whole batch is in
+        (each log once), so a stream's writer finds every job's new tokens of the batch together.
         """
         now = time.monotonic()
-        jobs = self._board.get
+        lease = now + self._settings.lease_timeout_s
+        jobs = self._board.live
         wid = info.id
+        streaming, assigned = JobState.STREAMING, JobState.ASSIGNED
         count = 0
         grown: list[JobLog] = []
         try:
             for jt in runs:
                 job_id = jt.job_id
-                job = jobs(job_id)
+                job = jobs.get(job_id)
                 try:
-                    if job is None or job.worker_id != wid or not job.state.running:
+                    if (
+                        job is None
+                        or job.worker_id != wid
+                        or (job.state is not streaming and job.state is not assigned)
+                    ):
                         job = self._board.owned(info, job_id)  # (raises the refusal)
-                    fresh = self._take(job, jt.offset if jt.HasField("offset") else None, jt.tokens, now)
+                    job_log = job.log
+                    tokens = job_log.tokens
+                    n = len(tokens)
+                    have = n - job.attempt_base
+                    offset = jt.offset if jt.HasField("offset") else have
+                    if offset > have:
+                        raise InvalidArgumentError(
+                            f"offset: {offset} leaves a gap after the {have} tokens received", field="offset"
+                        )
                 except AshaoError as err:
                     reject(job_id, err)
                     continue
-                if fresh:
-                    count += fresh
-                    grown.append(job.log)
+                fresh: Sequence[str] = jt.tokens
+                if have > offset:
+                    fresh = fresh[have - offset :]
+                room = job.max_tokens - n
+                if len(fresh) > room:
+                    fresh = fresh[: max(0, room)]
+                if job.lease_expires:
+                    job.lease_expires = lease
+                if not fresh:
+                    continue
+                if not n:
+                    self._first_token(job, now)
+                if job.trace is not None and have == 0:
+                    job.trace.first_token()
+                job.state = streaming
+                if job_log.terminal is None:
+                    tokens.extend(fresh)
+                job.last_progress = now
+                count += len(fresh)
+                grown.append(job_log)
         finally:
             if count:
                 self._board.meter.add(count, now)
@@ -117,36 +145,11 @@ class Lifecycle:
                 for job_log in grown:
                     job_log.notify()
 
-    def _take(self, job: Job, offset: int | None, tokens: Sequence[str], now: float) -> int:
-        """Append the tokens of ``job`` past what its log holds (listeners not woken yet); how many."""
-        job_log = job.log
-        n = len(job_log.tokens)
-        have = n - job.attempt_base
-        if offset is None:
-            offset = have
-        if offset > have:
-            raise InvalidArgumentError(
-                f"offset: {offset} leaves a gap after the {have} tokens received", field="offset"
-            )
-        fresh = tokens[have - offset :] if have > offset else tokens
-        room = job.max_tokens - n
-        if len(fresh) > room:
-            fresh = fresh[: max(0, room)]
-        if job.lease_expires:
-            job.lease_expires = now + self._settings.lease_timeout_s
-        if not fresh:
-            return 0
-        if not n:  # its first token: callers will have part of an answer from now on
-            job_log.answer = job.attempts
-            self._settler.write_behind([JobRepository.streaming(job.id, job.attempts)])
-            self._board.first_token_seconds.observe(now - job.admitted_at)
-        if job.trace is not None and have == 0:
-            job.trace.first_token()
-        job.state = JobState.STREAMING
-        if job_log.terminal is None:
-            job_log.tokens.extend(fresh)
-        job.last_progress = now
-        return len(fresh)
+    def _first_token(self, job: Job, now: float) -> None:
+        """A job's first token: callers will have part of an answer from now on."""
+        job.log.answer = job.attempts
+        self._settler.write_behind([JobRepository.streaming(job.id, job.attempts)])
+        self._board.first_token_seconds.observe(now - job.admitted_at)
 
     def complete(self, info: WorkerInfo, job_id: str) -> int:
         """The worker finished the job: persist the reply and pay out, then publish ``done``.

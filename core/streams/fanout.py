@@ -52,9 +52,10 @@ class Rejected:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SubEvents:
-    """New events of one subscription."""
+    """New events of one subscription (not frozen: one is built per subscription per message, and a
+    frozen dataclass pays a call per field to build)."""
 
     sub_id: int
     events: Events

@@ -56,7 +56,11 @@ class JobLog:
 
     def notify(self) -> None:
         """Wake every listener: tokens were added to ``tokens`` directly (a batch of them, once)."""
-        for listener in tuple(self._listeners):
+        listeners = self._listeners
+        if len(listeners) == 1:  # (most logs have one reader: no copy)
+            listeners[0]()
+            return
+        for listener in tuple(listeners):
             listener()
 
     def finish(self, terminal: Terminal) -> None:
