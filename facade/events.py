@@ -47,6 +47,8 @@ class NetworkFramer:
     def tokens(self, seq: int, tokens: Sequence[str]) -> bytes:
         """One token event per token."""
         dumps = orjson.dumps
+        if len(tokens) == 1:  # (the common case at a trickle: no list, no join)
+            return TOKEN_FRAME % (seq, dumps(tokens[0]))
         return b"".join([TOKEN_FRAME % (seq + i, dumps(t)) for i, t in enumerate(tokens)])
 
     def done(self, seq: int, tokens: int) -> bytes:

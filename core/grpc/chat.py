@@ -69,23 +69,17 @@ def _events(sub_id: int, ev: Events, add: Callable[[], chat_pb2.SubscriptionEven
             e.error.reason = t.reason
 
 
-def encode_items(items: list[Item]) -> chat_pb2.SubscribeResponse:
-    """One Subscribe message for a batch of items."""
-    response = chat_pb2.SubscribeResponse()
-    add = response.events.add
-    for item in items:
-        if isinstance(item, SubEvents):
-            _events(item.sub_id, item.events, add)
-        elif isinstance(item, Accepted):
-            add(
-                sub_id=item.sub_id,
-                accepted=chat_pb2.WatchAccepted(
-                    state=_state(item.state), tokens=item.tokens, answer=item.answer
-                ),
-            )
-        elif isinstance(item, Rejected):
-            add(sub_id=item.sub_id, rejected=chat_pb2.WatchRejected(code=item.code, message=item.message))
-    return response
+def _answer(item: Item, add: Callable[..., chat_pb2.SubscriptionEvent]) -> None:
+    """A watch's answer into the message being built."""
+    if isinstance(item, Accepted):
+        add(
+            sub_id=item.sub_id,
+            accepted=chat_pb2.WatchAccepted(state=_state(item.state), tokens=item.tokens, answer=item.answer),
+        )
+    elif isinstance(item, Rejected):
+        add(sub_id=item.sub_id, rejected=chat_pb2.WatchRejected(code=item.code, message=item.message))
+    elif isinstance(item, SubEvents):
+        _events(item.sub_id, item.events, add)
 
 
 def call_error(exc: BaseException) -> chat_pb2.CallError:
@@ -293,8 +287,15 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
 
         reader = asyncio.create_task(read_requests(), name="ashao-subscribe-read")
         try:
-            while items := await mux.next_batch():
-                await context.write(encode_items(items))
+            while True:
+                # Built as the subscriptions are taken: nothing per subscription outlives its event.
+                response = chat_pb2.SubscribeResponse()
+                add = response.events.add
+                if not await mux.next_message(
+                    functools.partial(_answer, add=add), functools.partial(_events, add=add)
+                ):
+                    break
+                await context.write(response)
             if reader.done() and not reader.cancelled() and (exc := reader.exception()) is not None:
                 raise exc
         finally:

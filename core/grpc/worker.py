@@ -87,12 +87,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 kind = msg.WhichOneof("msg")
                 try:
                     if kind == "tokens":
-                        for jt in msg.tokens.jobs:
-                            try:
-                                offset = jt.offset if jt.HasField("offset") else None
-                                lifecycle.publish(info, jt.job_id, offset, list(jt.tokens))
-                            except AshaoError as err:
-                                link.reject(jt.job_id, err)
+                        lifecycle.publish_batch(info, msg.tokens.jobs, link.reject)
                         for done in msg.tokens.completed:
                             try:
                                 lifecycle.complete(info, done.job_id)
@@ -177,10 +172,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         jt = request.tokens
         if not jt.job_id:
             raise InvalidArgumentError("jobId: required", field="jobId")
-        offset = jt.offset if jt.HasField("offset") else None
-        return worker_pb2.PublishTokensResponse(
-            accepted=self._lifecycle.publish(info, jt.job_id, offset, list(jt.tokens))
-        )
+        return worker_pb2.PublishTokensResponse(accepted=self._lifecycle.publish(info, jt))
 
     async def CompleteJob(
         self, request: worker_pb2.CompleteJobRequest, context: Ctx

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from ashao_common.metrics import Histogram
 from ashao_common.tracing import Tracer
@@ -34,6 +34,8 @@ class JobBoard:
         self.bus = bus
         self.registry = registry
         self._jobs: dict[str, Job] = {}
+        self.live: Mapping[str, Job] = self._jobs
+        """Live jobs by id, to read (the token path looks its jobs up here without a call)."""
         self.connections: dict[str, Connection] = {}
         """Stream workers that can be pushed to, by worker id."""
         self.meter = TokenMeter()

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
+from ashao.v1 import worker_pb2
 from core.config import CoreSettings
-from core.errors import InvalidArgumentError
+from core.errors import AshaoError, InvalidArgumentError
 from core.ids import new_id
 from core.jobs.board import JobBoard
 from core.jobs.model import Job, JobState, StoredImage
@@ -20,10 +21,14 @@ from core.jobs.settle import Settler
 from core.money.billing import Billing
 from core.store import now_ms
 from core.store.images import MAX_IMAGE_BYTES, ImageBytes, sniff
-from core.streams.log import Terminal
+from core.streams.log import JobLog, Terminal
 from core.workers.registry import WorkerInfo
 
 log = logging.getLogger("ashao.core.jobs")
+
+Reject = Callable[[str, AshaoError], None]
+"""Told of a run of tokens that was refused: (job id, why)."""
+
 
 NO_CONTINUATION = "the answer was cut off mid-way and no worker can continue it; the credits were refunded"
 
@@ -65,41 +70,86 @@ class Lifecycle:
             job.trace.assigned(worker_id, job.attempts)
         self._settler.write_behind([JobRepository.assigned(job, self.core_id)])
 
-    def publish(self, info: WorkerInfo, job_id: str, offset: int | None, tokens: list[str]) -> int:
-        """Append tokens a worker produced; a resent run (by ``offset``) is not counted twice.
-
-        Returns how many tokens of the current attempt the core holds.
+    def publish(self, info: WorkerInfo, run: worker_pb2.JobTokens) -> int:
+        """Append the tokens of one job a worker produced; a resent run (by ``offset``) is not counted
+        twice. Returns how many tokens of the current attempt the core holds; raises a refusal.
         """
-        job = self._board.owned(info, job_id)
-        have = job.attempt_tokens
-        if offset is None:
-            offset = have
-        if offset > have:
-            raise InvalidArgumentError(
-                f"offset: {offset} leaves a gap after the {have} tokens received", field="offset"
-            )
-        fresh = tokens[have - offset :]
-        room = job.remaining_tokens
-        if len(fresh) > room:
-            fresh = fresh[:room]
-        if fresh:
-            now = time.monotonic()
-            if not job.log.tokens:  # its first token: callers will have part of an answer from now on
-                job.log.answer = job.attempts
-                self._settler.write_behind([JobRepository.streaming(job.id, job.attempts)])
-                self._board.first_token_seconds.observe(now - job.admitted_at)
-            if job.trace is not None and have == 0:
-                job.trace.first_token()
+        refused: list[AshaoError] = []
+        self.publish_batch(info, (run,), lambda _job_id, err: refused.append(err))
+        if refused:
+            raise refused[0]
+        return self._board.owned(info, run.job_id).attempt_tokens
 
-            job.state = JobState.STREAMING
-            job.log.append(fresh)
+    def publish_batch(self, info: WorkerInfo, runs: Iterable[worker_pb2.JobTokens], reject: Reject) -> None:
+        """Append the tokens of every job of one batch from a worker (``runs``: its ``JobTokens``); a
+        run resent (by ``offset``) is not counted twice, one that is refused goes to ``reject`` and the
+        others go on.
 
-            job.last_progress = now
-            self._board.meter.add(len(fresh))
-            info.standing.relayed(len(fresh))
-        if job.lease_expires:
-            job.lease_expires = time.monotonic() + self._settings.lease_timeout_s
-        return job.attempt_tokens
+        One pass at one clock reading, counted once; readers are woken once the whole batch is in
+        (each log once), so a stream's writer finds every job's new tokens of the batch together.
+        """
+        now = time.monotonic()
+        lease = now + self._settings.lease_timeout_s
+        jobs = self._board.live
+        wid = info.id
+        streaming, assigned = JobState.STREAMING, JobState.ASSIGNED
+        count = 0
+        grown: list[JobLog] = []
+        try:
+            for jt in runs:
+                job_id = jt.job_id
+                job = jobs.get(job_id)
+                try:
+                    if (
+                        job is None
+                        or job.worker_id != wid
+                        or (job.state is not streaming and job.state is not assigned)
+                    ):
+                        job = self._board.owned(info, job_id)  # (raises the refusal)
+                    job_log = job.log
+                    tokens = job_log.tokens
+                    n = len(tokens)
+                    have = n - job.attempt_base
+                    offset = jt.offset if jt.HasField("offset") else have
+                    if offset > have:
+                        raise InvalidArgumentError(
+                            f"offset: {offset} leaves a gap after the {have} tokens received", field="offset"
+                        )
+                except AshaoError as err:
+                    reject(job_id, err)
+                    continue
+                fresh: Sequence[str] = jt.tokens
+                if have > offset:
+                    fresh = fresh[have - offset :]
+                room = job.max_tokens - n
+                if len(fresh) > room:
+                    fresh = fresh[: max(0, room)]
+                if job.lease_expires:
+                    job.lease_expires = lease
+                if not fresh:
+                    continue
+                if not n:
+                    self._first_token(job, now)
+                if job.trace is not None and have == 0:
+                    job.trace.first_token()
+                job.state = streaming
+                if job_log.terminal is None:
+                    tokens.extend(fresh)
+                job.last_progress = now
+                count += len(fresh)
+                grown.append(job_log)
+        finally:
+            if count:
+                self._board.meter.add(count, now)
+                info.standing.relayed(count, now)
+                for job_log in grown:
+                    job_log.notify()
+
+    def _first_token(self, job: Job, now: float) -> None:
+        """A job's first token: callers will have part of an answer from now on."""
+        job.log.answer = job.attempts
+        self._settler.write_behind([JobRepository.streaming(job.id, job.attempts)])
+        self._board.first_token_seconds.observe(now - job.admitted_at)
 
     def complete(self, info: WorkerInfo, job_id: str) -> int:
         """The worker finished the job: persist the reply and pay out, then publish ``done``.

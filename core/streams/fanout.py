@@ -52,9 +52,10 @@ class Rejected:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SubEvents:
-    """New events of one subscription."""
+    """New events of one subscription (not frozen: one is built per subscription per message, and a
+    frozen dataclass pays a call per field to build)."""
 
     sub_id: int
     events: Events
@@ -130,8 +131,8 @@ class Multiplexer:
 
         def listener() -> None:
             self._dirty[sub_id] = None
-            if self._wake.is_set():
-                return
+            if self._wake.is_set() or (self._timer is not None and not sub.fresh):
+                return  # the writer is due anyway
             if sub.fresh or time.monotonic() >= self._next_at:
                 self._wake.set()
             elif self._timer is None:
@@ -159,41 +160,64 @@ class Multiplexer:
             self._wake.set()
 
     async def next_batch(self) -> list[Item]:
-        """Wait for something to send, then take everything there is (bounded per subscription)."""
+        """Wait for something to send, then take everything there is (bounded per subscription): the
+        watch answers, then each subscription's events; empty once the stream is over."""
+        batch: list[Item] = []
+
+        def emit(sub_id: int, events: Events) -> None:
+            batch.append(SubEvents(sub_id, events))
+
+        return batch if await self.next_message(batch.append, emit) else []
+
+    async def next_message(self, answer: Callable[[Item], None], emit: Callable[[int, Events], None]) -> bool:
+        """Wait for something to send, then hand over everything there is (bounded per subscription):
+        every watch answer to ``answer``, then each subscription's new events to ``emit`` as they are
+        taken (so a message can be built as it goes, with nothing kept per subscription meanwhile).
+        False, with nothing handed over, once the stream is over."""
         while True:
             await self._wake.wait()
             if self._aborted:
-                return []
+                return False
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            items = self._control
+            control = self._control
             self._control = []
+            for item in control:
+                answer(item)
+            handed = len(control)
             dirty = self._dirty
             self._dirty = {}
+            subs = self._subs
+            limit = self._limit
             tokens = 0
             for sub_id in dirty:
-                sub = self._subs.get(sub_id)
+                sub = subs.get(sub_id)
                 if sub is None:
                     continue
-                events = sub.cursor.take(self._limit)
+                cursor = sub.cursor
+                events = cursor.take(limit)
                 if events is None:
                     continue
                 sub.fresh = False
                 tokens += len(events.tokens)
-                items.append(SubEvents(sub_id, events))
-                if sub.cursor.done:
+                handed += 1
+                emit(sub_id, events)
+                if cursor.done:
                     self.unwatch(sub_id)
-                elif sub.cursor.seq < len(sub.cursor.log.tokens) or sub.cursor.log.terminal is not None:
+                elif cursor.seq < len(cursor.log.tokens) or cursor.log.terminal is not None:
                     self._dirty[sub_id] = None  # more than one message's worth: continue next time
-            if not self._dirty and not self._control and not (self._input_done and not self._subs):
+            over = self._input_done and not self._subs
+            if not self._dirty and not self._control and not over:
                 self._wake.clear()
-            if items or (self._input_done and not self._subs):
+            if handed:
                 now = time.monotonic()
                 pace = self.pace
                 pace.count(tokens, now)
                 self._next_at = now + pace.window_s
-                return items
+                return True
+            if over:
+                return False
 
     def end_input(self) -> None:
         """The client sends no more watches: the stream may end once every watched job has."""

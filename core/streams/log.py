@@ -57,14 +57,23 @@ class JobLog:
         if self.terminal is not None or not tokens:
             return
         self.tokens.extend(tokens)
-        self._notify()
+        self.notify()
+
+    def notify(self) -> None:
+        """Wake every listener: tokens were added to ``tokens`` directly (a batch of them, once)."""
+        listeners = self._listeners
+        if len(listeners) == 1:  # (most logs have one reader: no copy)
+            listeners[0]()
+            return
+        for listener in tuple(listeners):
+            listener()
 
     def finish(self, terminal: Terminal) -> None:
         """End the log (first call wins) and wake every listener."""
         if self.terminal is not None:
             return
         self.terminal = terminal
-        self._notify()
+        self.notify()
 
     def listen(self, listener: Listener) -> None:
         """Call ``listener`` on every change."""
@@ -81,10 +90,6 @@ class JobLog:
     def listeners(self) -> int:
         """How many listeners are attached."""
         return len(self._listeners)
-
-    def _notify(self) -> None:
-        for listener in tuple(self._listeners):
-            listener()
 
 
 @dataclass(slots=True)
