@@ -177,6 +177,15 @@ class _Run:
         self.rows = [params]
         self.keys: set[Any] | None = None if key is None else {key}
 
+    def add(self, params: Sequence[Any], key: Any) -> None:
+        """One more row; the run's keys stay known only while every row's key is."""
+        self.rows.append(params)
+        if self.keys is not None:
+            if key is None:
+                self.keys = None
+            else:
+                self.keys.add(key)
+
 
 def _key(text: str, params: Sequence[Any]) -> Any:
     i = footprint(text).key
@@ -194,12 +203,7 @@ def runs(statements: Iterable[Statement]) -> list[tuple[str, list[Sequence[Any]]
         key = _key(text, params)
         last = out[-1] if out else None
         if last is not None and last.text == text:
-            last.rows.append(params)
-            if last.keys is not None:
-                if key is None:
-                    last.keys = None
-                else:
-                    last.keys.add(key)
+            last.add(params, key)
             continue
         joined = None
         for run in reversed(out):
@@ -214,10 +218,5 @@ def runs(statements: Iterable[Statement]) -> list[tuple[str, list[Sequence[Any]]
         if joined is None:
             out.append(_Run(text, params, key))
         else:
-            joined.rows.append(params)
-            if joined.keys is not None:
-                if key is None:
-                    joined.keys = None
-                else:
-                    joined.keys.add(key)
+            joined.add(params, key)
     return [(run.text, run.rows) for run in out]

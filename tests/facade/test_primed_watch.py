@@ -4,27 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.facade.test_stream import send, tokens_of
 from tests.helpers.core import connect_worker
 from tests.helpers.sse import read_sse
 from tests.helpers.stack import Stack, start_stack, stop_stack
 from tests.helpers.wait import eventually
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def send(http: httpx.AsyncClient, content: str = "hi") -> str:
-    r = await http.post("/api/chat/send", json={"tier": "free", "content": content})
-    assert r.status_code == 200, r.text
-    return str(r.json()["jobId"])
-
-
-def tokens_of(events: list[dict[str, object]]) -> list[str]:
-    return [
-        e["data"]["value"] for e in events if isinstance(e.get("data"), dict) and e["data"]["type"] == "token"
-    ]  # type: ignore[index]
 
 
 async def test_the_senders_stream_takes_over_the_watch_opened_with_the_send(stack: Stack) -> None:

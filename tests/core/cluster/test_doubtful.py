@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from core.cluster.node import Node
 from core.jobs.repository import JobRepository
 from core.store import StoreError
 from tests.core.cluster.conftest import StartCores
@@ -70,15 +71,21 @@ async def test_a_begun_job_still_this_cores_goes_back_to_the_line_and_continues(
     assert job_id not in shared._doubtful
 
 
+async def assigned(core: Core, content: str) -> tuple[Node, StreamWorker, str]:
+    """The core's cluster node, and a worker of one slot holding the job of a send of ``content``."""
+    node = core.app.node
+    assert node is not None
+    worker = await connect_worker(core, slots=1)
+    job_id, _ = await core.send(content)
+    assert (await worker.assignment()).job_id == job_id
+    return node, worker, job_id
+
+
 async def test_a_queued_job_whose_hold_may_have_lapsed_is_handed_back_and_taken_again_from_the_store(
     cores: StartCores,
 ) -> None:
     [a] = await cores(1)
-    node = a.app.node
-    assert node is not None
-    leaving = await connect_worker(a, slots=1)
-    job_id, _ = await a.send("queued")
-    assert (await leaving.assignment()).job_id == job_id
+    node, leaving, job_id = await assigned(a, "queued")
     leaving.cancel()  # no token yet: the job waits in a's line
     await eventually(lambda: (j := a.app.jobs.board.get(job_id)) is not None and j.state.value == "queued")
     pulled = node.queue.pulled
@@ -90,11 +97,7 @@ async def test_a_queued_job_whose_hold_may_have_lapsed_is_handed_back_and_taken_
 
 async def test_a_renewal_that_reached_nats_makes_a_hold_fresh_again(cores: StartCores) -> None:
     [a] = await cores(1)
-    node = a.app.node
-    assert node is not None
-    worker = await connect_worker(a, slots=1)
-    job_id, _ = await a.send("long")
-    assert (await worker.assignment()).job_id == job_id
+    node, _, job_id = await assigned(a, "long")
     node.queue._held[job_id].confirmed -= 3600
     await node.queue.renew()
     assert node.queue._held[job_id].confirmed > node.queue._held[job_id].since
