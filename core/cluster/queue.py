@@ -235,10 +235,6 @@ class JetStreamQueue:
             self._held[job_id].owner = owner
         self._local.adopt(tier, owner, job_id)
 
-    def holds(self, job_id: str) -> bool:
-        """Whether this core holds ``job_id`` (pulled here and not handed back or ended)."""
-        return job_id in self._held
-
     def idle(self, older_than_s: float) -> list[str]:
         """Jobs pulled here that have waited in the local line longer than ``older_than_s``."""
         now = time.monotonic()

@@ -60,7 +60,8 @@ class SharedQueue:
         self._settler = settler
         self._settings = settings
         self._doubtful: set[str] = set()
-        """Begun jobs out of the line until the store says whether they are still this core's."""
+        """Begun jobs whose holds may have lapsed, out of the line until the store says whether they are
+        still this core's."""
 
     def wanted(self, tier: str) -> int:
         """Jobs of ``tier`` this core's workers can start now."""
@@ -95,46 +96,34 @@ class SharedQueue:
 
     async def release_idle(self) -> None:
         """Hand back jobs pulled here that no local worker started (its worker left), unless their
-        answer has begun (they stay, for a worker here that continues them, while this core holds them)."""
+        answer has begun (they stay, for a worker here that continues them, while this core holds them).
+
+        What another core may have taken over is known from the hold alone: a job whose hold may have
+        lapsed (``JetStreamQueue.take_lapsed``) left the line; a queued one is handed back, a begun one
+        waits outside the line until the store says whether it is still this core's. A job whose hold is
+        fresh cannot have been delivered elsewhere, so it is not looked up."""
         queue = self._node.queue
         for job_id in queue.take_lapsed():
-            # Its hold may have lapsed (the link to NATS was lost a while): another core may have it now.
             job = self._board.get(job_id)
             if job is None or job.state != JobState.QUEUED:
                 continue
             if job.log.tokens:
-                self._doubtful.add(job_id)  # a begun answer stays if the store still has it as this core's
+                self._doubtful.add(job_id)
             elif queue.release(job_id, lapsed=True):
                 self._board.forget(job)  # (delivered again, to whichever core, it is read from the store)
         await self._settle_doubts()
         # (before its hold could lapse: a job another core may take must not also wait here)
-        after = min(self._settings.release_after_s, queue.ack_wait_s / 2)
-        stale = set(queue.idle(older_than_s=after))
-        for job_id in queue.idle(older_than_s=0.0):
+        for job_id in queue.idle(older_than_s=min(self._settings.release_after_s, queue.ack_wait_s / 2)):
             job = self._board.get(job_id)
-            if job is None or job.state != JobState.QUEUED or job_id in self._doubtful:
-                continue
-            if job.log.tokens:
-                # A begun answer waits here for a worker that continues it while this core holds it; if
-                # the link to the cluster was lost long enough for the hold to lapse, another core may
-                # have taken it over and ended it: then it is not this core's to run any more. Asked at
-                # every pass; while the store cannot say, it leaves the line (a worker that comes back
-                # with the link must not be handed it before the store is asked).
-                held = await self._still_held_here(job_id)
-                if held is None:
-                    if self._board.unqueue(job):
-                        self._doubtful.add(job_id)
-                elif not held and queue.release(job_id):
-                    self._board.forget(job)
-                continue
-            if job_id not in stale or self.wanted(job.tier) > 0:
+            if job is None or job.state != JobState.QUEUED or job.log.tokens or self.wanted(job.tier) > 0:
                 continue
             if queue.release(job_id):
                 self._board.forget(job)
 
     async def _settle_doubts(self) -> None:
-        """Begun jobs taken out of the line while the store could not say whose they are: back in the
-        line if they are still this core's, handed back if not (ended, or taken over by another core)."""
+        """Begun jobs out of the line because their holds may have lapsed: back in the line once the store
+        says they are still this core's, handed back if not (ended, or taken over by another core); they
+        wait while the store cannot say."""
         for job_id in list(self._doubtful):
             job = self._board.get(job_id)
             if job is None or job.state != JobState.QUEUED:

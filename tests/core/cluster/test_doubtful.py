@@ -1,7 +1,6 @@
-"""A begun answer waiting on a core for a worker that continues it, while the store cannot say whether
-the job is still that core's (the core lost its link to the cluster: its hold may have lapsed and another
-core may have taken the job over): it leaves the line until the store answers, and is handed out again
-only if the store still has it as this core's."""
+"""A job waiting in a core's line whose hold may have lapsed (the core lost its link to the cluster, so
+another core may have taken the job over): a queued one is handed back; a begun one leaves the line until
+the store answers, and is handed out again only if the store still has it as this core's."""
 
 from __future__ import annotations
 
@@ -20,8 +19,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 async def begun_then_doubtful(core: Core, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Any, StreamWorker]:
-    """A job whose worker answered a token and left; the store then stops answering, and the job is
-    taken out of the line. Returns the job id, the shared queue, and a continuing worker that joined
+    """A job whose worker answered a token and left while the core's renewals did not reach NATS and the
+    store did not answer: the job is taken out of the line. Returns the job id, the shared queue, and a continuing worker that joined
     meanwhile (it must not be handed the job)."""
     shared = core.app.jobs.shared
     assert shared is not None
@@ -36,6 +35,9 @@ async def begun_then_doubtful(core: Core, monkeypatch: pytest.MonkeyPatch) -> tu
         raise StoreError("the store is unreachable")
 
     monkeypatch.setattr(shared._repo, "standing", unreachable)
+    node = core.app.node
+    assert node is not None
+    node.queue._held[job_id].confirmed -= 3600  # its renewals never reached NATS: the hold may have lapsed
     leaving.cancel()
     await eventually(lambda: job_id in shared._doubtful)
     waiting = await connect_worker(core, slots=1)
@@ -56,7 +58,7 @@ async def test_a_begun_job_the_store_shows_taken_over_is_not_handed_out_when_the
     assert job_id not in shared._doubtful
     node = a.app.node
     assert node is not None
-    await eventually(lambda: not node.queue.holds(job_id))  # (handed back; delivered again, it is dropped)
+    await eventually(lambda: job_id not in node.queue._held)  # (handed back; delivered again, it is dropped)
     other, _ = await a.send("next")
     assert (await waiting.assignment()).job_id == other  # the first it was handed: not the taken-over one
 
