@@ -22,7 +22,7 @@ from core.jobs.admission import Sent
 from core.jobs.ask import ChatAsk
 from core.jobs.model import JobState
 from core.jobs.system import JobSystem
-from core.streams.fanout import Accepted, Follower, Item, Multiplexer, Rejected, SubEvents
+from core.streams.fanout import Accepted, Answer, Follower, Multiplexer
 from core.streams.log import Events
 
 log = logging.getLogger("ashao.core.grpc")
@@ -69,17 +69,15 @@ def _events(sub_id: int, ev: Events, add: Callable[[], chat_pb2.SubscriptionEven
             e.error.reason = t.reason
 
 
-def _answer(item: Item, add: Callable[..., chat_pb2.SubscriptionEvent]) -> None:
+def _answer(item: Answer, add: Callable[..., chat_pb2.SubscriptionEvent]) -> None:
     """A watch's answer into the message being built."""
     if isinstance(item, Accepted):
         add(
             sub_id=item.sub_id,
             accepted=chat_pb2.WatchAccepted(state=_state(item.state), tokens=item.tokens, answer=item.answer),
         )
-    elif isinstance(item, Rejected):
+    else:
         add(sub_id=item.sub_id, rejected=chat_pb2.WatchRejected(code=item.code, message=item.message))
-    elif isinstance(item, SubEvents):
-        _events(item.sub_id, item.events, add)
 
 
 def call_error(exc: BaseException) -> chat_pb2.CallError:

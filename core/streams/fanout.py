@@ -52,16 +52,8 @@ class Rejected:
     message: str
 
 
-@dataclass(slots=True)
-class SubEvents:
-    """New events of one subscription (not frozen: one is built per subscription per message, and a
-    frozen dataclass pays a call per field to build)."""
-
-    sub_id: int
-    events: Events
-
-
-Item = Accepted | Rejected | SubEvents
+Answer = Accepted | Rejected
+"""A watch's answer."""
 
 
 class _Sub:
@@ -95,7 +87,7 @@ class Multiplexer:
         self._max_watches = max_watches
         self._subs: dict[int, _Sub] = {}
         self._dirty: dict[int, None] = {}
-        self._control: list[Item] = []
+        self._control: list[Answer] = []
         self._wake = asyncio.Event()
         self._input_done = False
         self._aborted = False
@@ -159,17 +151,9 @@ class Multiplexer:
         if self._dirty:
             self._wake.set()
 
-    async def next_batch(self) -> list[Item]:
-        """Wait for something to send, then take everything there is (bounded per subscription): the
-        watch answers, then each subscription's events; empty once the stream is over."""
-        batch: list[Item] = []
-
-        def emit(sub_id: int, events: Events) -> None:
-            batch.append(SubEvents(sub_id, events))
-
-        return batch if await self.next_message(batch.append, emit) else []
-
-    async def next_message(self, answer: Callable[[Item], None], emit: Callable[[int, Events], None]) -> bool:
+    async def next_message(
+        self, answer: Callable[[Answer], None], emit: Callable[[int, Events], None]
+    ) -> bool:
         """Wait for something to send, then hand over everything there is (bounded per subscription):
         every watch answer to ``answer``, then each subscription's new events to ``emit`` as they are
         taken (so a message can be built as it goes, with nothing kept per subscription meanwhile).
@@ -225,7 +209,7 @@ class Multiplexer:
         self._wake.set()
 
     def abort(self) -> None:
-        """End the stream now: ``next_batch`` returns an empty batch at once."""
+        """End the stream now: ``next_message`` returns False at once."""
         self._aborted = True
         self._wake.set()
 

@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from ashao_common.pacing import Pace
-from core.streams.fanout import Accepted, Multiplexer, SubEvents
-from core.streams.log import JobLog, Terminal
+from core.streams.fanout import Accepted, Answer, Multiplexer
+from core.streams.log import Events, JobLog, Terminal
 
 pytestmark = pytest.mark.timeout(30)
+
+
+@dataclass(slots=True)
+class SubEvents:
+    """New events of one subscription, as one message of the stream carries them."""
+
+    sub_id: int
+    events: Events
+
+
+async def next_batch(mux: Multiplexer) -> list[Answer | SubEvents]:
+    """The next message of the stream, as items: the watch answers, then each subscription's events."""
+    batch: list[Answer | SubEvents] = []
+
+    def emit(sub_id: int, events: Events) -> None:
+        batch.append(SubEvents(sub_id, events))
+
+    return batch if await mux.next_message(batch.append, emit) else []
 
 
 def paced(logs: dict[str, JobLog], window_s: float) -> Multiplexer:
@@ -31,11 +50,11 @@ async def test_first_tokens_go_at_once_even_with_a_long_window() -> None:
     log = JobLog("j1")
     mux = paced({"j1": log}, window_s=60.0)
     await mux.watch(1, "j1", 0, mux.anyone)  # type: ignore[attr-defined]
-    first = await asyncio.wait_for(mux.next_batch(), 5)
+    first = await asyncio.wait_for(next_batch(mux), 5)
     assert isinstance(first[0], Accepted)
     mux.pace.window_s = 60.0
     log.append(["a"])  # the subscription's first token: no waiting for the window
-    batch = await asyncio.wait_for(mux.next_batch(), 5)
+    batch = await asyncio.wait_for(next_batch(mux), 5)
     assert [item.events.tokens for item in batch if isinstance(item, SubEvents)] == [["a"]]
     mux.close()
 
@@ -46,9 +65,9 @@ async def test_tokens_within_the_window_go_in_one_event() -> None:
     for i, job in enumerate(logs, 1):
         await mux.watch(i, job, 0, mux.anyone)  # type: ignore[attr-defined]
         logs[job].append([f"{job}-0"])
-    await asyncio.wait_for(mux.next_batch(), 5)  # the answers and the first tokens
+    await asyncio.wait_for(next_batch(mux), 5)  # the answers and the first tokens
     mux.pace.window_s = 1.0
-    writer = asyncio.create_task(mux.next_batch())
+    writer = asyncio.create_task(next_batch(mux))
     for n in range(1, 4):
         for job in logs:
             logs[job].append([f"{job}-{n}"])
