@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import time
 from importlib import metadata
@@ -87,19 +86,23 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-LOOPBACK_REDIS = ("127.0.0.1", 6379)
-"""Where ``ashao up`` looks for a Redis to share rate limits among several cores when ``--limits`` is not given."""
+LOOPBACK_REDIS = "redis://127.0.0.1:6379/0"
+"""The Redis ``ashao up`` shares rate limits through among several cores when ``--limits`` is not given
+(if it answers)."""
 
 
-def redis_answers(addr: tuple[str, int], timeout_s: float = 0.5) -> bool:
-    """Whether a Redis at ``addr`` answers a PING (without a password)."""
+def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
+    """Whether the Redis at ``url`` answers a PING."""
+    import redis  # (only when several cores start: every other command starts without it)
+    from redis.exceptions import RedisError
+
+    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
-        with socket.create_connection(addr, timeout=timeout_s) as sock:
-            sock.settimeout(timeout_s)
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
+        return bool(client.ping())
+    except (RedisError, OSError):
         return False
+    finally:
+        client.close()
 
 
 def up(argv: list[str]) -> int:
@@ -121,7 +124,7 @@ def up(argv: list[str]) -> int:
     if args.cores > 1 and not limits:
         # several cores: a caller must not get one limit per core; a Redis on loopback is used if one answers
         if redis_answers(LOOPBACK_REDIS):
-            limits = f"redis://{LOOPBACK_REDIS[0]}:{LOOPBACK_REDIS[1]}/0"
+            limits = LOOPBACK_REDIS
             print(
                 f"ashao up: rate limits shared through {limits} (found on loopback; --limits names another)"
             )
